@@ -1,0 +1,104 @@
+//! `ApiError`: every failure a handler can return, and its RFC 9457
+//! `application/problem+json` rendering. Statuses are chosen here only.
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chat_store::StoreError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
+            }
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug) = self.parts();
+        let kind = format!("/problems/{slug}");
+        let detail = match &self {
+            // The cause was logged where it happened; clients get no internals.
+            ApiError::Internal(_) => "the server failed to handle this request".to_owned(),
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(Problem {
+                kind: &kind,
+                title: status.canonical_reason().unwrap_or("Error"),
+                status: status.as_u16(),
+                detail,
+            }),
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Unavailable(msg) => {
+                tracing::warn!(error = %msg, "storage unavailable");
+                ApiError::Unavailable("storage is unavailable, retry later".into())
+            }
+            StoreError::Redis(err)
+                if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() =>
+            {
+                tracing::warn!(error = %err, "redis unavailable");
+                ApiError::Unavailable("the queue is unavailable, retry later".into())
+            }
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                ApiError::Internal(other.to_string())
+            }
+        }
+    }
+}

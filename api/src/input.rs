@@ -1,0 +1,167 @@
+//! `Input<T>`: a write body in any of the accepted encodings.
+//!
+//! JSON, `application/x-www-form-urlencoded` and `multipart/form-data` are
+//! all read into one flat object and then deserialized into `T`, so every
+//! route validates one shape whatever the client sent. Rails-style keys
+//! (`message[body]`) are accepted as their inner name (`body`), for the
+//! clients of the system this one replaces.
+use axum::{
+    body::{Body, Bytes},
+    extract::{FromRequest, Multipart, Request},
+    http::header,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Largest request body read, in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
+pub struct Input<T>(pub T);
+
+enum Encoding {
+    Json,
+    Form,
+    Multipart,
+    Empty,
+}
+
+fn encoding(req: &Request) -> Result<Encoding, ApiError> {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(Encoding::Empty);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("the Content-Type header is not valid text".into()))?;
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(Encoding::Json),
+        e if e.starts_with("application/") && e.ends_with("+json") => Ok(Encoding::Json),
+        "application/x-www-form-urlencoded" => Ok(Encoding::Form),
+        "multipart/form-data" => Ok(Encoding::Multipart),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "content type '{other}' is not accepted; send application/json, \
+             application/x-www-form-urlencoded or multipart/form-data"
+        ))),
+    }
+}
+
+/// `message[body]` → `body`; plain keys are kept.
+fn field_name(key: &str) -> String {
+    match (key.rfind('['), key.strip_suffix(']')) {
+        (Some(open), Some(_)) if open + 1 < key.len() - 1 => {
+            key[open + 1..key.len() - 1].to_owned()
+        }
+        _ => key.to_owned(),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!("the request body is larger than {limit} bytes"))
+    })
+}
+
+async fn multipart_fields(req: Request, limit: usize) -> Result<Map<String, Value>, ApiError> {
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?;
+    let mut fields = Map::new();
+    let mut total = 0usize;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
+    {
+        let Some(name) = field.name().map(field_name) else {
+            continue;
+        };
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("malformed multipart field: {e}")))?;
+        total += bytes.len();
+        if total > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the request body is larger than {limit} bytes"
+            )));
+        }
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| ApiError::BadRequest(format!("field '{name}' is not UTF-8 text")))?;
+        fields.insert(name, Value::String(text));
+    }
+    Ok(fields)
+}
+
+impl<S, T> FromRequest<S> for Input<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .copied()
+            .unwrap_or(BodyLimit(1024 * 1024))
+            .0;
+        let object = match encoding(&req)? {
+            Encoding::Json => {
+                let bytes = read_body(req.into_body(), limit).await?;
+                let value: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+                match value {
+                    Value::Object(map) => map,
+                    _ => {
+                        return Err(ApiError::Unprocessable(
+                            "the body must be a JSON object".into(),
+                        ));
+                    }
+                }
+            }
+            Encoding::Form => {
+                let bytes = read_body(req.into_body(), limit).await?;
+                let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+                    .map_err(|e| ApiError::BadRequest(format!("malformed form body: {e}")))?;
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (field_name(&k), Value::String(v)))
+                    .collect()
+            }
+            Encoding::Multipart => multipart_fields(req, limit).await?,
+            Encoding::Empty => {
+                let bytes = read_body(req.into_body(), limit).await?;
+                if !bytes.is_empty() {
+                    return Err(ApiError::UnsupportedMediaType(
+                        "a request body needs a Content-Type header".into(),
+                    ));
+                }
+                Map::new()
+            }
+        };
+        serde_json::from_value(Value::Object(object))
+            .map(Input)
+            .map_err(|e| ApiError::Unprocessable(format!("invalid fields: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_name;
+
+    #[test]
+    fn rails_style_keys_become_their_inner_name() {
+        assert_eq!(field_name("message[body]"), "body");
+        assert_eq!(field_name("body"), "body");
+        assert_eq!(field_name("odd[]"), "odd[]");
+    }
+}

@@ -1,0 +1,66 @@
+//! The HTTP API, version 1: routes, request extractors, views and errors.
+//!
+//! Owns everything a client sees on the wire: paths, content negotiation
+//! (JSON, urlencoded and multipart bodies), pagination, the JSON shapes
+//! and RFC 9457 problem responses. It must not know how numbers are
+//! reserved or where jobs go: it calls `chat-store`'s intake and
+//! repositories and turns their answers into HTTP.
+//!
+//! # Layout
+//! - [`error`]: `ApiError`, the one place statuses are chosen.
+//! - `input`: the body extractor shared by every write route.
+//! - `params`: path numbers and list cursors.
+//! - `views`: response shapes; the only place rows become JSON.
+//! - `routes`: one module per resource, each exposing `router()`.
+use std::sync::Arc;
+
+use axum::{Extension, Router};
+use chat_store::Backends;
+
+pub mod error;
+mod input;
+mod lookup;
+mod params;
+mod routes;
+mod views;
+
+pub use error::ApiError;
+
+/// Settings the API enforces on requests.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest message body accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub backends: Backends,
+    pub config: ApiConfig,
+    lookup: Arc<lookup::Lookup>,
+}
+
+impl AppState {
+    pub fn new(backends: Backends, config: ApiConfig) -> Self {
+        Self {
+            backends,
+            config,
+            lookup: Arc::new(lookup::Lookup::default()),
+        }
+    }
+}
+
+/// The whole HTTP surface: `/api/v1/…` plus the health probes.
+pub fn router(state: AppState) -> Router {
+    // A request body may be percent-encoded or wrapped in multipart, so the
+    // transport limit leaves room above the message limit; the message
+    // limit itself is checked on the decoded field.
+    let body_limit = input::BodyLimit(state.config.max_message_bytes * 4 + 64 * 1024);
+    Router::new()
+        .nest("/api/v1", routes::api())
+        .merge(routes::health::router())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(Extension(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,86 @@
+//! Path numbers and list cursors, parsed into problems rather than panics.
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Path, RawQuery};
+use axum::http::request::Parts;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+
+pub const DEFAULT_LIMIT: u64 = 50;
+pub const MAX_LIMIT: u64 = 200;
+
+/// The path's named segments, with malformed paths as a 400 problem.
+pub struct Segments(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segments {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Path(map)| Segments(map))
+            .map_err(|e| ApiError::BadRequest(format!("malformed path: {e}")))
+    }
+}
+
+impl Segments {
+    pub fn token(&self) -> &str {
+        self.0.get("token").map(String::as_str).unwrap_or("")
+    }
+
+    /// A positive number segment; anything else is a 400.
+    pub fn number(&self, name: &'static str) -> Result<i64, ApiError> {
+        let raw = self.0.get(name).map(String::as_str).unwrap_or("");
+        if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::BadRequest(format!(
+                "{name} must be a positive integer, got '{raw}'"
+            )));
+        }
+        raw.parse::<i64>()
+            .map_err(|_| ApiError::BadRequest(format!("{name} '{raw}' is out of range")))
+    }
+}
+
+/// `?limit=&after=` for lists.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub after: i64,
+    pub limit: u64,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let RawQuery(query) = RawQuery::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let raw: RawPage = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+        let limit = match raw.limit.as_deref() {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(s) => match s.parse::<u64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "limit must be an integer from 1 to {MAX_LIMIT}, got '{s}'"
+                    )));
+                }
+            },
+        };
+        let after = match raw.after.as_deref() {
+            None | Some("") => 0,
+            Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::BadRequest(format!("after must be a non-negative integer, got '{s}'"))
+            })?,
+        };
+        Ok(PageRequest { after, limit })
+    }
+}

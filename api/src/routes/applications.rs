@@ -1,0 +1,85 @@
+//! `/applications`: created and updated straight in the database, since
+//! they are low-volume and their token must exist before any chat write.
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use chat_store::repo;
+use serde::Deserialize;
+
+use super::validate;
+use crate::{AppState, error::ApiError, input::Input, params::Segments, views::ApplicationJson};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/applications", post(create))
+        .route("/applications/{token}", get(show).put(replace).patch(amend))
+}
+
+#[derive(Deserialize)]
+struct ApplicationInput {
+    name: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Input(input): Input<ApplicationInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = validate::required_name(input.name)?;
+    let app = repo::applications::create(&state.backends.db, &name).await?;
+    let location = format!("/api/v1/applications/{}", app.token);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(ApplicationJson::from(app)),
+    ))
+}
+
+async fn find(
+    state: &AppState,
+    token: &str,
+) -> Result<chat_store::model::ApplicationView, ApiError> {
+    repo::applications::find_by_token(&state.backends.db, token)
+        .await?
+        .ok_or(ApiError::NotFound("application"))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    path: Segments,
+) -> Result<Json<ApplicationJson>, ApiError> {
+    Ok(Json(find(&state, path.token()).await?.into()))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    path: Segments,
+    Input(input): Input<ApplicationInput>,
+) -> Result<Json<ApplicationJson>, ApiError> {
+    let name = validate::required_name(input.name)?;
+    let app = find(&state, path.token()).await?;
+    Ok(Json(
+        repo::applications::rename(&state.backends.db, app.id, &name)
+            .await?
+            .into(),
+    ))
+}
+
+async fn amend(
+    State(state): State<AppState>,
+    path: Segments,
+    Input(input): Input<ApplicationInput>,
+) -> Result<Json<ApplicationJson>, ApiError> {
+    let app = find(&state, path.token()).await?;
+    match validate::optional_name(input.name)? {
+        Some(name) => Ok(Json(
+            repo::applications::rename(&state.backends.db, app.id, &name)
+                .await?
+                .into(),
+        )),
+        None => Ok(Json(app.into())),
+    }
+}

@@ -1,0 +1,175 @@
+//! `QueueBackend<T>`: apalis's `Backend` implemented over a [`JobQueue`].
+//!
+//! We implement the trait ourselves instead of using apalis-redis or
+//! apalis-sqlite 1.0.0; ARCHITECTURE.md gives the reasons. The backend
+//! claims up to `batch` jobs at a time under the worker's unique name and
+//! hands them to apalis one by one, each carrying its [`Claimed`] handle in
+//! the task's data so the settle step can ack, retry or bury it.
+use std::{
+    collections::VecDeque,
+    marker::PhantomData,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use apalis_core::{
+    backend::{Backend, BackendConfig, finalize::Ephemeral},
+    task::{Task, builder::TaskBuilder, task_id::RandomId},
+    worker::context::WorkerContext,
+};
+use chat_store::{
+    StoreError,
+    queue::{Claimed, JobQueue, QueueName},
+};
+use futures::{StreamExt, stream::BoxStream};
+use serde::de::DeserializeOwned;
+use tower::layer::util::Identity;
+
+/// How long one claim waits for work before asking again.
+const CLAIM_WAIT: Duration = Duration::from_millis(500);
+
+pub struct QueueBackend<T> {
+    queue: Arc<dyn JobQueue>,
+    name: QueueName,
+    batch: usize,
+    stream: Option<BoxStream<'static, Result<Task<T>, StoreError>>>,
+    _job: PhantomData<fn() -> T>,
+}
+
+impl<T> QueueBackend<T> {
+    pub fn new(queue: Arc<dyn JobQueue>, name: QueueName, batch: usize) -> Self {
+        Self {
+            queue,
+            name,
+            batch,
+            stream: None,
+            _job: PhantomData,
+        }
+    }
+}
+
+struct Feed {
+    queue: Arc<dyn JobQueue>,
+    name: QueueName,
+    consumer: String,
+    batch: usize,
+    buffer: VecDeque<Claimed>,
+    failures: u32,
+}
+
+impl Feed {
+    /// The next claimed job. Queue outages are waited out with backoff
+    /// rather than returned: an error here would stop the apalis worker,
+    /// and a restarted Redis or a locked SQLite file is no reason to stop.
+    async fn next(&mut self) -> Claimed {
+        loop {
+            if let Some(job) = self.buffer.pop_front() {
+                return job;
+            }
+            match self
+                .queue
+                .claim(self.name, &self.consumer, self.batch, CLAIM_WAIT)
+                .await
+            {
+                Ok(jobs) => {
+                    self.failures = 0;
+                    self.buffer.extend(jobs);
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    let pause = Duration::from_millis(100 * 2u64.pow(self.failures.min(6)));
+                    tracing::warn!(queue = self.name.as_str(), error = %e, ?pause, "claim failed");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}
+
+fn feed<T: DeserializeOwned + Send + 'static>(
+    feed: Feed,
+) -> BoxStream<'static, Result<Task<T>, StoreError>> {
+    futures::stream::unfold(feed, |mut state| async move {
+        loop {
+            let job = state.next().await;
+            match serde_json::from_str::<T>(&job.payload) {
+                Ok(args) => {
+                    let task = TaskBuilder::new(args)
+                        .attempt(job.attempt as usize)
+                        .data(job)
+                        .build();
+                    return Some((Ok(task), state));
+                }
+                Err(e) => {
+                    // A payload that cannot be read will never succeed:
+                    // bury it at once, with the reason.
+                    let reason = format!("undecodable payload: {e}");
+                    tracing::error!(queue = state.name.as_str(), id = %job.id, %reason);
+                    if let Err(e) = state.queue.bury(state.name, &job, &reason).await {
+                        tracing::warn!(error = %e, "could not bury an undecodable job");
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+impl<T: DeserializeOwned + Send + 'static> Backend for QueueBackend<T> {
+    type Task = Task<T>;
+    type Error = StoreError;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        worker: &WorkerContext,
+    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        let stream = self.stream.get_or_insert_with(|| {
+            feed(Feed {
+                queue: self.queue.clone(),
+                name: self.name,
+                consumer: worker.name().to_string(),
+                batch: self.batch,
+                buffer: VecDeque::new(),
+                failures: 0,
+            })
+        });
+        stream.poll_next_unpin(cx)
+    }
+
+    fn poll_close(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _worker: &WorkerContext,
+    ) -> Poll<Result<(), Self::Error>> {
+        // Claimed-but-unstarted jobs stay owned by this consumer until their
+        // lease runs out, then another consumer takes them over.
+        self.stream = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> BackendConfig for QueueBackend<T> {
+    type Args = T;
+    type Id = RandomId;
+    type Kind = Ephemeral;
+    type Config = ();
+    type Layer = Identity;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        Identity::new()
+    }
+}

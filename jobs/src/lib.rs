@@ -1,0 +1,22 @@
+//! The typed jobs and the worker pools that persist them.
+//!
+//! # Layout
+//! - [`backend`]: an apalis `Backend` over `chat-store`'s durable queue, so
+//!   apalis drives our own Redis Streams or SQLite queue.
+//! - [`settle`]: what happens after a handler returns: ack after the
+//!   commit, or retry with exponential backoff and jitter, or bury.
+//! - [`batcher`]: coalesces jobs into one version-ordered bulk upsert per
+//!   batch (up to N jobs or T ms).
+//! - [`persist`]: the two job types, `PersistChat` and `PersistMessage`,
+//!   and their bulk writers.
+//! - [`pool`]: builds and supervises one apalis worker per queue.
+//!
+//! This crate must not know about HTTP or how numbers are reserved. It
+//! reads jobs from the queue and writes rows to the database.
+pub mod backend;
+pub mod batcher;
+pub mod persist;
+pub mod pool;
+pub mod settle;
+
+pub use pool::{WorkerConfig, run_pool};

@@ -1,0 +1,82 @@
+//! The typed jobs and their bulk writers.
+//!
+//! A job carries the full new state of one row, stamped with its version;
+//! the queue payload is that row's JSON.
+use apalis_core::{error::BoxDynError, task::data::Data};
+use async_trait::async_trait;
+use chat_store::{
+    StoreError,
+    model::{ChatRow, MessageRow},
+    repo,
+};
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use serde::{Deserialize, Serialize};
+
+use crate::batcher::{Batcher, BulkWriter, Coalesce};
+
+/// Persist a chat's state (create or update).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PersistChat(pub ChatRow);
+
+/// Persist a message's state (create or update).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PersistMessage(pub MessageRow);
+
+impl Coalesce for ChatRow {
+    type Key = (i64, i64);
+    fn key(&self) -> Self::Key {
+        (self.application_id, self.number)
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+impl Coalesce for MessageRow {
+    type Key = (i64, i64, i64);
+    fn key(&self) -> Self::Key {
+        (self.application_id, self.chat_number, self.number)
+    }
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+pub struct ChatWriter(pub DatabaseConnection);
+pub struct MessageWriter(pub DatabaseConnection);
+
+#[async_trait]
+impl BulkWriter<ChatRow> for ChatWriter {
+    async fn write(&self, rows: &[ChatRow]) -> Result<(), StoreError> {
+        let txn = self.0.begin().await?;
+        repo::chats::upsert_all(&txn, rows).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BulkWriter<MessageRow> for MessageWriter {
+    async fn write(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
+        let txn = self.0.begin().await?;
+        repo::messages::upsert_all(&txn, rows).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+pub async fn persist_chat(
+    job: PersistChat,
+    batcher: Data<Batcher<ChatRow>>,
+) -> Result<(), BoxDynError> {
+    batcher.submit(job.0).await.map_err(Into::into)
+}
+
+pub async fn persist_message(
+    job: PersistMessage,
+    batcher: Data<Batcher<MessageRow>>,
+) -> Result<(), BoxDynError> {
+    batcher.submit(job.0).await.map_err(Into::into)
+}

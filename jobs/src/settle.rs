@@ -1,0 +1,133 @@
+//! Settling a job once its handler has returned.
+//!
+//! - success: the job's id goes to an [`Acker`], which acks in batches;
+//!   the handler only returns after its batch committed, so an ack always
+//!   follows the commit. A crash between the two redelivers the job, and
+//!   the version-guarded upsert makes the replay a no-op.
+//! - failure with attempts left: the job is retried after an exponential
+//!   backoff with jitter (`RETRY_BASE_MS` doubling up to `RETRY_MAX_MS`).
+//! - failure on the last attempt: the job is buried with its history.
+use std::{sync::Arc, time::Duration};
+
+use apalis_core::{error::BoxDynError, task::ExecutionContext, worker::ext::ack::Acknowledge};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chat_store::{
+    StoreError,
+    queue::{Claimed, JobQueue, QueueName},
+};
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// The pause before the attempt after `attempt`, with full jitter so a
+    /// burst of failures does not come back as a burst.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.max)
+    }
+}
+
+/// Batches acks so a batch of 500 jobs costs one queue round trip.
+#[derive(Clone)]
+pub struct Acker {
+    tx: mpsc::UnboundedSender<String>,
+}
+
+impl Acker {
+    pub fn spawn(queue: Arc<dyn JobQueue>, name: QueueName) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while rx.recv_many(&mut ids, 1000).await > 0 {
+                // An ack that fails leaves the job claimed; it is redelivered
+                // after its lease and replayed harmlessly.
+                if let Err(e) = queue.ack(name, &ids).await {
+                    tracing::warn!(queue = name.as_str(), jobs = ids.len(), error = %e, "ack failed");
+                }
+                ids.clear();
+            }
+        });
+        Self { tx }
+    }
+}
+
+#[derive(Clone)]
+pub struct Settler {
+    pub queue: Arc<dyn JobQueue>,
+    pub name: QueueName,
+    pub acker: Acker,
+    pub policy: RetryPolicy,
+}
+
+impl Settler {
+    async fn fail(&self, job: Claimed, error: String) -> Result<(), StoreError> {
+        if job.attempt >= self.policy.max_attempts {
+            tracing::error!(queue = self.name.as_str(), id = %job.id, attempt = job.attempt, %error, "job is dead");
+            self.queue.bury(self.name, &job, &error).await
+        } else {
+            let delay = self.policy.delay(job.attempt);
+            tracing::warn!(queue = self.name.as_str(), id = %job.id, attempt = job.attempt, ?delay, %error, "job failed; will retry");
+            self.queue.retry(self.name, &job, &error, delay).await
+        }
+    }
+}
+
+impl Acknowledge<()> for Settler {
+    type Error = StoreError;
+    type Future = BoxFuture<'static, Result<(), StoreError>>;
+
+    fn ack(&mut self, res: &Result<(), BoxDynError>, ctx: &ExecutionContext) -> Self::Future {
+        let Some(job) = ctx.data().get::<Claimed>().cloned() else {
+            return Box::pin(async { Ok(()) });
+        };
+        match res {
+            Ok(()) => {
+                let _ = self.acker.tx.send(job.id);
+                Box::pin(async { Ok(()) })
+            }
+            Err(e) => {
+                let this = self.clone();
+                let error = e.to_string();
+                Box::pin(async move { this.fail(job, error).await })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for attempt in 1..20 {
+            let d = p.delay(attempt);
+            // Jitter adds up to one more base delay on top of the capped step.
+            assert!(d <= Duration::from_secs(4), "attempt {attempt}: {d:?}");
+        }
+        let late: Duration = (0..20).map(|_| p.delay(8)).sum::<Duration>() / 20;
+        assert!(
+            late >= Duration::from_secs(1),
+            "late attempts wait longer: {late:?}"
+        );
+    }
+}

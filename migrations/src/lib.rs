@@ -1,0 +1,22 @@
+//! The database schema, as ordered sea-orm migrations.
+//!
+//! Owns table and index definitions for MySQL and SQLite. It must not know
+//! about HTTP, queues or jobs: the tables it creates are described here, and
+//! everything that reads or writes them lives in `chat-store`.
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m0001_core_tables;
+mod m0002_embedded_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m0001_core_tables::Migration),
+            Box::new(m0002_embedded_tables::Migration),
+        ]
+    }
+}

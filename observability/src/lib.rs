@@ -1,0 +1,18 @@
+//! Process-wide telemetry: the tracing subscriber every role installs.
+//!
+//! Owns log formatting and filtering (`RUST_LOG`). OpenTelemetry export to
+//! Jaeger arrives with the observability issue. It must not know about any
+//! domain type: other crates only emit `tracing` spans and events.
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber. Safe to call more than once: later calls
+/// are ignored, which keeps tests that build several apps in one process
+/// from panicking.
+pub fn init(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .try_init();
+}

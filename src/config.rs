@@ -1,0 +1,128 @@
+//! Settings, from flags or (12-factor) the environment; `chat --help` lists
+//! them all with their variables and defaults.
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use chat_jobs::{WorkerConfig, batcher::BatchConfig, settle::RetryPolicy};
+use chat_store::BackendsConfig;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "chat",
+    version,
+    about = "Chat backend: REST API, job workers and scheduler"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Every role in one process (the default).
+    Serve,
+    /// The HTTP API only.
+    Api,
+    /// The job workers only.
+    Worker,
+    /// The periodic recount only.
+    Scheduler,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Settings {
+    /// Port the HTTP API listens on.
+    #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
+    pub port: u16,
+    /// Address the HTTP API binds.
+    #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0", global = true)]
+    pub bind_addr: IpAddr,
+    /// Where embedded files (the SQLite database) live.
+    #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// mysql://… or sqlite://…; default: SQLite in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// When set, numbers and the queue live in Redis; unset, they are embedded.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so deployments can share a Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "chat:", global = true)]
+    pub redis_prefix: String,
+    /// Elasticsearch for message search (used by the search feature).
+    #[arg(long, env = "ELASTICSEARCH_URL", global = true)]
+    pub elasticsearch_url: Option<String>,
+    /// Largest message body accepted, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_message_bytes: usize,
+    /// Most jobs written in one bulk write.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 500, global = true)]
+    pub batch_size: usize,
+    /// How long a batch waits to fill, in milliseconds.
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20, global = true)]
+    pub batch_linger_ms: u64,
+    /// Attempts before a job is dead.
+    #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 8, global = true)]
+    pub job_max_attempts: u32,
+    /// First retry delay, in milliseconds; doubles per attempt, with jitter.
+    #[arg(long, env = "RETRY_BASE_MS", default_value_t = 200, global = true)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 60_000, global = true)]
+    pub retry_max_ms: u64,
+    /// A job unsettled this long (its worker died) is taken over, in ms.
+    #[arg(long, env = "CLAIM_IDLE_MS", default_value_t = 15_000, global = true)]
+    pub claim_idle_ms: u64,
+    /// How long an accepted, not yet persisted write stays readable, in s.
+    #[arg(long, env = "PENDING_TTL_SECS", default_value_t = 3600, global = true)]
+    pub pending_ttl_secs: u64,
+    /// Seconds between recounts of chats_count and messages_count.
+    #[arg(
+        long,
+        env = "RECOUNT_INTERVAL_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub recount_interval_secs: u64,
+}
+
+fn present(v: &Option<String>) -> Option<String> {
+    v.as_ref().filter(|s| !s.trim().is_empty()).cloned()
+}
+
+impl Settings {
+    pub fn backends(&self) -> anyhow::Result<BackendsConfig> {
+        let database_url = match present(&self.database_url) {
+            Some(url) => url,
+            None => {
+                std::fs::create_dir_all(&self.data_dir)?;
+                chat_store::db::default_sqlite_url(&self.data_dir)
+            }
+        };
+        Ok(BackendsConfig {
+            database_url,
+            redis_url: present(&self.redis_url),
+            redis_prefix: self.redis_prefix.clone(),
+            claim_idle: Duration::from_millis(self.claim_idle_ms),
+            pending_ttl: Duration::from_secs(self.pending_ttl_secs),
+        })
+    }
+
+    pub fn worker(&self) -> WorkerConfig {
+        WorkerConfig {
+            batch: BatchConfig {
+                max_rows: self.batch_size.max(1),
+                linger: Duration::from_millis(self.batch_linger_ms),
+            },
+            retry: RetryPolicy {
+                max_attempts: self.job_max_attempts.max(1),
+                base: Duration::from_millis(self.retry_base_ms),
+                max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
+            },
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Starting roles, and stopping them together on SIGTERM or Ctrl-C.
+use std::time::Duration;
+
+use chat_api::{ApiConfig, AppState};
+use chat_store::Backends;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::config::{Cli, Command, Settings};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let settings = cli.settings;
+    let backends = Backends::open(&settings.backends()?).await?;
+    tracing::info!(profile = ?backends.profile, role = ?command, "backends ready");
+    if command == Command::Migrate {
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+
+    let mut roles = tokio::task::JoinSet::new();
+    if matches!(command, Command::Serve | Command::Api) {
+        let listener = TcpListener::bind((settings.bind_addr, settings.port)).await?;
+        tracing::info!(addr = %listener.local_addr()?, "listening");
+        roles.spawn(serve_http(
+            listener,
+            backends.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if matches!(command, Command::Serve | Command::Worker) {
+        let (b, c, s) = (backends.clone(), settings.worker(), shutdown.clone());
+        roles.spawn(async move {
+            chat_jobs::run_pool(&b, c, s).await;
+            Ok(())
+        });
+    }
+    if matches!(command, Command::Serve | Command::Scheduler) {
+        let every = Duration::from_secs(settings.recount_interval_secs.max(1));
+        let (b, s) = (backends.clone(), shutdown.clone());
+        roles.spawn(async move {
+            chat_scheduler::run(b, every, s).await;
+            Ok(())
+        });
+    }
+    while let Some(done) = roles.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    backends: Backends,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let state = AppState::new(
+        backends.clone(),
+        ApiConfig {
+            max_message_bytes: settings.max_message_bytes,
+        },
+    );
+    let app = chat_api::router(state).merge(chat_dashboard::router(backends));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

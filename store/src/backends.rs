@@ -1,0 +1,87 @@
+//! Chooses the profile from the configuration and opens its backends.
+//!
+//! - `REDIS_URL` set: numbers, pending entries and the queue live in Redis.
+//! - unset: they live in the relational database, which must then be
+//!   SQLite (the embedded profile keeps the intake in one transaction).
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    db,
+    error::{Result, StoreError},
+    intake::{Intake, RedisIntake, SqliteIntake},
+    queue::{JobQueue, RedisStreamQueue, SqliteQueue},
+};
+
+#[derive(Clone, Debug)]
+pub struct BackendsConfig {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    /// Prepended to every Redis key, so several deployments (or test runs)
+    /// can share one Redis.
+    pub redis_prefix: String,
+    /// How long a claimed job may stay unsettled before another consumer
+    /// takes it over.
+    pub claim_idle: Duration,
+    /// How long a pending (not yet persisted) write stays readable.
+    pub pending_ttl: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Embedded,
+    Distributed,
+}
+
+#[derive(Clone)]
+pub struct Backends {
+    pub db: DatabaseConnection,
+    pub intake: Arc<dyn Intake>,
+    pub queue: Arc<dyn JobQueue>,
+    pub profile: Profile,
+}
+
+impl Backends {
+    /// Connects and applies pending migrations: every role does this at
+    /// start, so a fresh deployment needs no separate step.
+    pub async fn open(config: &BackendsConfig) -> Result<Self> {
+        let db = db::connect(&config.database_url).await?;
+        db::migrate(&db).await?;
+        match &config.redis_url {
+            Some(url) => {
+                let queue =
+                    RedisStreamQueue::connect(url, &config.redis_prefix, config.claim_idle).await?;
+                let intake = RedisIntake::connect(
+                    url,
+                    &config.redis_prefix,
+                    db.clone(),
+                    queue.clone(),
+                    config.pending_ttl,
+                )
+                .await?;
+                Ok(Self {
+                    db,
+                    intake: Arc::new(intake),
+                    queue,
+                    profile: Profile::Distributed,
+                })
+            }
+            None if db::is_sqlite(&db) => {
+                let queue = SqliteQueue::new(db.clone(), config.claim_idle);
+                let intake = SqliteIntake::new(db.clone(), queue.clone(), config.pending_ttl);
+                Ok(Self {
+                    db,
+                    intake: Arc::new(intake),
+                    queue,
+                    profile: Profile::Embedded,
+                })
+            }
+            None => Err(StoreError::Other(
+                "a MySQL DATABASE_URL needs REDIS_URL: without Redis, numbers and the queue \
+                 are embedded in SQLite"
+                    .into(),
+            )),
+        }
+    }
+}

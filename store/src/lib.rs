@@ -1,0 +1,29 @@
+//! Everything that persists state: the database, numbers, read-your-writes
+//! entries and the durable job queue, on either profile.
+//!
+//! # Layout
+//! - [`db`]: connecting to MySQL or SQLite and applying migrations.
+//! - [`entity`]: sea-orm entities for the three tables clients see.
+//! - [`model`]: the row states that travel from the API through the queue
+//!   to the bulk writers, each stamped with its `version`.
+//! - [`repo`]: reads, and the version-ordered bulk upserts.
+//! - [`intake`]: accepting a chat or message write: reserve its number and
+//!   version, record it for read-your-writes, enqueue its job.
+//! - [`queue`]: the durable job log (Redis Streams, or a SQLite table).
+//! - [`backends`]: picks the profile from the configured URLs.
+//!
+//! This crate must not know about HTTP, apalis or the worker pools: it
+//! exposes storage operations and nothing that decides when to call them.
+pub mod backends;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod intake;
+pub mod model;
+pub mod queue;
+pub mod repo;
+mod time;
+
+pub use backends::{Backends, BackendsConfig};
+pub use error::StoreError;
+pub use time::{now, now_millis};

@@ -1,0 +1,143 @@
+//! The durable job log that sits between the API and the worker pools.
+//!
+//! Two implementations share one contract:
+//! - [`RedisStreamQueue`]: a Redis stream per queue with a consumer group,
+//!   a retry ZSET and a capped dead-letter stream;
+//! - [`SqliteQueue`]: one `queue_jobs` table, leased by UPDATE … RETURNING.
+//!
+//! The contract is at-least-once: a claimed job stays owned until it is
+//! acked, retried or buried, and a claim that is never settled (its worker
+//! died) is handed to another consumer after the lease (`claim_idle`)
+//! runs out. Consumers must therefore be idempotent.
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+mod redis_streams;
+mod sqlite_table;
+
+pub use redis_streams::RedisStreamQueue;
+pub(crate) use redis_streams::connection_manager as redis_connection_manager;
+pub use sqlite_table::SqliteQueue;
+
+/// The queues this system runs. Each carries one job type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QueueName {
+    Chats,
+    Messages,
+}
+
+impl QueueName {
+    pub const ALL: [QueueName; 2] = [QueueName::Chats, QueueName::Messages];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Chats => "chats",
+            QueueName::Messages => "messages",
+        }
+    }
+}
+
+/// One failed attempt, kept with the job until it succeeds or dies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub error: String,
+}
+
+/// A job a consumer owns until it settles it.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// Queue-specific handle used to settle the job.
+    pub id: String,
+    /// The job's JSON payload, as enqueued.
+    pub payload: String,
+    /// 1 on first delivery; grows with each retry.
+    pub attempt: u32,
+    pub failures: Vec<Failure>,
+}
+
+impl Claimed {
+    pub fn with_failure(&self, error: &str) -> Vec<Failure> {
+        let mut failures = self.failures.clone();
+        failures.push(Failure {
+            attempt: self.attempt,
+            at: crate::now(),
+            error: error.to_owned(),
+        });
+        failures
+    }
+}
+
+/// Exact counts per state, for health checks and the dashboard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Waiting to be claimed.
+    pub ready: u64,
+    /// Claimed and not yet settled.
+    pub in_flight: u64,
+    /// Failed, waiting for their backoff to pass.
+    pub retrying: u64,
+    /// Out of attempts; kept with their failures.
+    pub dead: u64,
+}
+
+/// A buried job as the dashboard shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadJob {
+    pub id: String,
+    pub payload: String,
+    pub attempt: u32,
+    pub failures: Vec<Failure>,
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Appends a job; returns once the queue has durably accepted it.
+    async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()>;
+
+    /// Takes up to `max` jobs for `consumer`, waiting up to `wait` when
+    /// none is ready. Jobs whose lease ran out are taken over first.
+    async fn claim(
+        &self,
+        queue: QueueName,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>>;
+
+    /// Settles jobs as done. Acking a job that is no longer owned (it was
+    /// already acked, or taken over) is a no-op, never an error.
+    async fn ack(&self, queue: QueueName, ids: &[String]) -> Result<()>;
+
+    /// Settles a job as failed; it comes back after `delay`.
+    async fn retry(
+        &self,
+        queue: QueueName,
+        job: &Claimed,
+        error: &str,
+        delay: Duration,
+    ) -> Result<()>;
+
+    /// Settles a job as failed for good, keeping its failure history.
+    async fn bury(&self, queue: QueueName, job: &Claimed, error: &str) -> Result<()>;
+
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats>;
+
+    /// The newest buried jobs, newest first.
+    async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>>;
+
+    /// Answers when the queue's server answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Forgets a consumer that has shut down cleanly, so it is not counted
+    /// or scanned any more. Its unsettled jobs stay claimable.
+    async fn retire(&self, _queue: QueueName, _consumer: &str) -> Result<()> {
+        Ok(())
+    }
+}

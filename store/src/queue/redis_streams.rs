@@ -1,0 +1,496 @@
+//! The job queue on Redis Streams.
+//!
+//! Keys, all sharing the queue's hash tag so every script runs in one slot:
+//! - `<prefix>{q:<name>}:stream`: entries `p` (payload), `a` (attempt),
+//!   `f` (failures, JSON); consumer group `workers`;
+//! - `<prefix>{q:<name>}:retry`: ZSET of failed jobs scored by due time;
+//! - `<prefix>{q:<name>}:dead`: buried jobs, capped by `MAXLEN ~`.
+//!
+//! Acked entries are deleted from the stream, so its length is the live
+//! backlog and memory does not grow with history. Reads are bounded by
+//! `COUNT`, and retries are promoted in bounded chunks, so no call ever
+//! unpacks an unbounded list (the apalis-redis 1.0.0 backlog poison).
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use redis::{
+    AsyncCommands, Client, Script, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Claimed, DeadJob, Failure, JobQueue, QueueName, QueueStats};
+use crate::error::{Result, StoreError};
+
+const GROUP: &str = "workers";
+/// How many due retries one promotion call moves back to the stream.
+const PROMOTE_CHUNK: usize = 256;
+
+/// Settles jobs as done: ack and delete in one step, so a crash cannot leave
+/// an acked entry behind in the stream.
+const ACK: &str = r#"
+local n = 0
+for i = 1, #ARGV - 1 do
+  n = n + redis.call('XACK', KEYS[1], ARGV[1], ARGV[i + 1])
+  redis.call('XDEL', KEYS[1], ARGV[i + 1])
+end
+return n
+"#;
+
+/// Moves a failed job to the retry set, atomically with its ack, so it is
+/// never both pending and scheduled.
+const RETRY: &str = r#"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"#;
+
+const BURY: &str = r#"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[2], 'p', ARGV[4], 'a', ARGV[5], 'f', ARGV[6])
+return 1
+"#;
+
+/// Moves at most ARGV[2] due retries back to the stream.
+const PROMOTE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local job = cjson.decode(member)
+  redis.call('XADD', KEYS[1], '*', 'p', job.p, 'a', job.a, 'f', job.f)
+  redis.call('ZREM', KEYS[2], member)
+end
+return #due
+"#;
+
+#[derive(Serialize, Deserialize)]
+struct RetryMember<'a> {
+    p: &'a str,
+    /// Kept as a string: cjson would print a number with a decimal point.
+    a: String,
+    f: String,
+    /// Makes two identical payloads distinct members of the ZSET.
+    u: &'a str,
+}
+
+pub struct RedisStreamQueue {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: String,
+    claim_idle: Duration,
+    dead_cap: usize,
+    scripts: Scripts,
+    /// One connection per consumer: a blocking XREADGROUP holds its
+    /// connection, and sharing it would stall every other command.
+    readers: Mutex<HashMap<String, MultiplexedConnection>>,
+    last_sweep: Mutex<HashMap<(QueueName, String), Instant>>,
+    groups: Mutex<HashMap<QueueName, bool>>,
+}
+
+struct Scripts {
+    ack: Script,
+    retry: Script,
+    bury: Script,
+    promote: Script,
+}
+
+impl RedisStreamQueue {
+    pub async fn connect(url: &str, prefix: &str, claim_idle: Duration) -> Result<Arc<Self>> {
+        let client = Client::open(url)?;
+        let conn = connection_manager(&client).await?;
+        Ok(Arc::new(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            claim_idle,
+            dead_cap: 100_000,
+            scripts: Scripts {
+                ack: Script::new(ACK),
+                retry: Script::new(RETRY),
+                bury: Script::new(BURY),
+                promote: Script::new(PROMOTE),
+            },
+            readers: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn key(&self, q: QueueName, part: &str) -> String {
+        format!("{}{{q:{}}}:{part}", self.prefix, q.as_str())
+    }
+
+    pub fn stream_key(&self, q: QueueName) -> String {
+        self.key(q, "stream")
+    }
+
+    async fn ensure_group(&self, q: QueueName) -> Result<()> {
+        if self
+            .groups
+            .lock()
+            .unwrap()
+            .get(&q)
+            .copied()
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.stream_key(q))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Ok(()) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.groups.lock().unwrap().insert(q, true);
+        Ok(())
+    }
+
+    async fn reader(&self, consumer: &str) -> Result<MultiplexedConnection> {
+        if let Some(c) = self.readers.lock().unwrap().get(consumer) {
+            return Ok(c.clone());
+        }
+        // No response timeout: the read blocks on purpose, bounded by BLOCK.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        self.readers
+            .lock()
+            .unwrap()
+            .insert(consumer.to_owned(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Whether this consumer should look for expired claims and due retries
+    /// now. Rate-limited so an idle pool does not scan on every read.
+    fn sweep_due(&self, q: QueueName, consumer: &str) -> bool {
+        let every = (self.claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut last = self.last_sweep.lock().unwrap();
+        let key = (q, consumer.to_owned());
+        match last.get(&key) {
+            Some(t) if t.elapsed() < every => false,
+            _ => {
+                last.insert(key, Instant::now());
+                true
+            }
+        }
+    }
+
+    async fn promote_due(&self, q: QueueName) -> Result<()> {
+        let mut conn = self.conn.clone();
+        loop {
+            let moved: usize = self
+                .scripts
+                .promote
+                .key(self.stream_key(q))
+                .key(self.key(q, "retry"))
+                .arg(crate::now_millis())
+                .arg(PROMOTE_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            if moved < PROMOTE_CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn take_over_expired(
+        &self,
+        q: QueueName,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<Claimed>> {
+        let mut conn = self.conn.clone();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.stream_key(q))
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(self.claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        if !reply.claimed.is_empty() {
+            tracing::warn!(
+                queue = q.as_str(),
+                consumer,
+                jobs = reply.claimed.len(),
+                "took over jobs whose consumer stopped settling them"
+            );
+        }
+        reply.claimed.iter().map(decode_entry).collect()
+    }
+
+    async fn read_new(
+        &self,
+        q: QueueName,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>> {
+        let mut conn = self.reader(consumer).await?;
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(self.stream_key(q))
+            .arg(">")
+            .query_async(&mut conn)
+            .await?;
+        let Some(reply) = reply else {
+            return Ok(Vec::new());
+        };
+        reply
+            .keys
+            .iter()
+            .flat_map(|k| k.ids.iter())
+            .map(decode_entry)
+            .collect()
+    }
+}
+
+pub(crate) async fn connection_manager(client: &Client) -> Result<ConnectionManager> {
+    // redis-rs defaults to a 500 ms response timeout, which turns one slow
+    // script into a fatal error; allow a few seconds instead.
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(3);
+    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
+}
+
+fn field(entry: &StreamId, name: &str) -> Result<String> {
+    match entry.map.get(name) {
+        Some(Value::BulkString(b)) => Ok(String::from_utf8_lossy(b).into_owned()),
+        Some(Value::SimpleString(s)) => Ok(s.clone()),
+        _ => Err(StoreError::Other(format!(
+            "stream entry {} lacks field {name}",
+            entry.id
+        ))),
+    }
+}
+
+fn decode_entry(entry: &StreamId) -> Result<Claimed> {
+    Ok(Claimed {
+        id: entry.id.clone(),
+        payload: field(entry, "p")?,
+        attempt: field(entry, "a")?.parse().unwrap_or(1),
+        failures: serde_json::from_str(&field(entry, "f")?).unwrap_or_default(),
+    })
+}
+
+fn is_missing_group(e: &StoreError) -> bool {
+    matches!(e, StoreError::Redis(r) if r.code() == Some("NOGROUP"))
+}
+
+#[async_trait]
+impl JobQueue for RedisStreamQueue {
+    async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = conn
+            .xadd(
+                self.stream_key(queue),
+                "*",
+                &[("p", payload.as_str()), ("a", "1"), ("f", "[]")],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        queue: QueueName,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Claimed>> {
+        self.ensure_group(queue).await?;
+        if self.sweep_due(queue, consumer) {
+            self.promote_due(queue).await?;
+            let taken = self.take_over_expired(queue, consumer, max).await;
+            match taken {
+                Ok(jobs) if !jobs.is_empty() => return Ok(jobs),
+                Ok(_) => {}
+                Err(e) if is_missing_group(&e) => {
+                    // The group vanished (FLUSHALL, or the key was deleted):
+                    // recreate it on the next call.
+                    self.groups.lock().unwrap().remove(&queue);
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match self.read_new(queue, consumer, max, wait).await {
+            Err(e) if is_missing_group(&e) => {
+                self.groups.lock().unwrap().remove(&queue);
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    async fn ack(&self, queue: QueueName, ids: &[String]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        for chunk in ids.chunks(500) {
+            let mut call = self.scripts.ack.key(self.stream_key(queue));
+            call.arg(GROUP);
+            for id in chunk {
+                call.arg(id);
+            }
+            let _: i64 = call.invoke_async(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn retry(
+        &self,
+        queue: QueueName,
+        job: &Claimed,
+        error: &str,
+        delay: Duration,
+    ) -> Result<()> {
+        let failures = serde_json::to_string(&job.with_failure(error))?;
+        let member = serde_json::to_string(&RetryMember {
+            p: &job.payload,
+            a: (job.attempt + 1).to_string(),
+            f: failures,
+            u: &job.id,
+        })?;
+        let due = crate::now_millis() + delay.as_millis() as i64;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .retry
+            .key(self.stream_key(queue))
+            .key(self.key(queue, "retry"))
+            .arg(GROUP)
+            .arg(&job.id)
+            .arg(due)
+            .arg(member)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn bury(&self, queue: QueueName, job: &Claimed, error: &str) -> Result<()> {
+        let failures = serde_json::to_string(&job.with_failure(error))?;
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .scripts
+            .bury
+            .key(self.stream_key(queue))
+            .key(self.key(queue, "dead"))
+            .arg(GROUP)
+            .arg(&job.id)
+            .arg(self.dead_cap)
+            .arg(&job.payload)
+            .arg(job.attempt)
+            .arg(failures)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
+        self.ensure_group(queue).await?;
+        let mut conn = self.conn.clone();
+        let (len, pending, retrying, dead): (u64, Value, u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(self.stream_key(queue))
+            .cmd("XPENDING")
+            .arg(self.stream_key(queue))
+            .arg(GROUP)
+            .cmd("ZCARD")
+            .arg(self.key(queue, "retry"))
+            .cmd("XLEN")
+            .arg(self.key(queue, "dead"))
+            .query_async(&mut conn)
+            .await?;
+        let in_flight = match pending {
+            Value::Array(items) => match items.first() {
+                Some(Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok(QueueStats {
+            ready: len.saturating_sub(in_flight),
+            in_flight,
+            retrying,
+            dead,
+        })
+    }
+
+    async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrevrange_count(self.key(queue, "dead"), "+", "-", limit)
+            .await?;
+        reply
+            .ids
+            .iter()
+            .map(|e| {
+                Ok(DeadJob {
+                    id: field(e, "id")?,
+                    payload: field(e, "p")?,
+                    attempt: field(e, "a")?.parse().unwrap_or(0),
+                    failures: serde_json::from_str::<Vec<Failure>>(&field(e, "f")?)
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn retire(&self, queue: QueueName, consumer: &str) -> Result<()> {
+        self.readers.lock().unwrap().remove(consumer);
+        let mut conn = self.conn.clone();
+        // DELCONSUMER would drop the consumer's pending entries from the
+        // group, losing them; only delete it when it owns none.
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(self.stream_key(queue))
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(consumer)
+            .query_async(&mut conn)
+            .await?;
+        if matches!(&pending, Value::Array(v) if v.is_empty()) {
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(self.stream_key(queue))
+                .arg(GROUP)
+                .arg(consumer)
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+}

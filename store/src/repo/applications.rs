@@ -1,0 +1,61 @@
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+
+use crate::{entity::application, error::Result, model::ApplicationView};
+
+/// 128 random bits from the OS-seeded CSPRNG, URL-safe base64 (22 chars).
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn view(m: application::Model) -> ApplicationView {
+    ApplicationView {
+        id: m.id,
+        token: m.token,
+        name: m.name,
+        chats_count: m.chats_count,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+pub async fn create(db: &DatabaseConnection, name: &str) -> Result<ApplicationView> {
+    let now = crate::now();
+    let model = application::ActiveModel {
+        token: Set(new_token()),
+        name: Set(name.to_owned()),
+        chats_count: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(view(model))
+}
+
+pub async fn find_by_token(
+    db: &DatabaseConnection,
+    token: &str,
+) -> Result<Option<ApplicationView>> {
+    Ok(application::Entity::find()
+        .filter(application::Column::Token.eq(token))
+        .one(db)
+        .await?
+        .map(view))
+}
+
+pub async fn rename(db: &DatabaseConnection, id: i64, name: &str) -> Result<ApplicationView> {
+    let model = application::ActiveModel {
+        id: Set(id),
+        name: Set(name.to_owned()),
+        updated_at: Set(crate::now()),
+        ..Default::default()
+    }
+    .update(db)
+    .await?;
+    Ok(view(model))
+}

@@ -1,0 +1,85 @@
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::{Page, upsert};
+use crate::{entity::message, error::Result, model::MessageRow};
+
+fn row(m: message::Model) -> MessageRow {
+    MessageRow {
+        application_id: m.application_id,
+        chat_number: m.chat_number,
+        number: m.number,
+        body: m.body,
+        version: m.version,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+pub async fn find(
+    db: &DatabaseConnection,
+    app_id: i64,
+    chat_number: i64,
+    number: i64,
+) -> Result<Option<MessageRow>> {
+    Ok(message::Entity::find()
+        .filter(message::Column::ApplicationId.eq(app_id))
+        .filter(message::Column::ChatNumber.eq(chat_number))
+        .filter(message::Column::Number.eq(number))
+        .one(db)
+        .await?
+        .map(row))
+}
+
+pub async fn list(
+    db: &DatabaseConnection,
+    app_id: i64,
+    chat_number: i64,
+    after: i64,
+    limit: u64,
+) -> Result<Page<MessageRow>> {
+    let rows = message::Entity::find()
+        .filter(message::Column::ApplicationId.eq(app_id))
+        .filter(message::Column::ChatNumber.eq(chat_number))
+        .filter(message::Column::Number.gt(after))
+        .order_by_asc(message::Column::Number)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    Ok(Page::from_overfetch(
+        rows.into_iter().map(row).collect(),
+        limit,
+        |m| m.number,
+    ))
+}
+
+/// The highest persisted message number of a chat, 0 if none.
+pub async fn max_number(db: &impl ConnectionTrait, app_id: i64, chat_number: i64) -> Result<i64> {
+    let max: Option<Option<i64>> = message::Entity::find()
+        .select_only()
+        .column_as(message::Column::Number.max(), "max")
+        .filter(message::Column::ApplicationId.eq(app_id))
+        .filter(message::Column::ChatNumber.eq(chat_number))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(max.flatten().unwrap_or(0))
+}
+
+/// Counts persisted messages of a chat (tests and benchmarks use it to
+/// check that every accepted write landed exactly once).
+pub async fn count(db: &DatabaseConnection, app_id: i64, chat_number: i64) -> Result<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(message::Entity::find()
+        .filter(message::Column::ApplicationId.eq(app_id))
+        .filter(message::Column::ChatNumber.eq(chat_number))
+        .count(db)
+        .await?)
+}
+
+/// Writes every row in one statement; each row only moves forward.
+pub async fn upsert_all(db: &impl ConnectionTrait, rows: &[MessageRow]) -> Result<()> {
+    upsert::messages(db, rows).await
+}

@@ -1,0 +1,263 @@
+//! Test harness: spawns the real `chat` binary on a profile and talks HTTP.
+//!
+//! Every test runs on the embedded profile, and again on MySQL + Redis when
+//! `TEST_MYSQL_URL` and `TEST_REDIS_URL` are set. Each app gets its own
+//! data directory, MySQL database and Redis key prefix, so tests run in
+//! parallel without seeing each other.
+#![allow(dead_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Embedded,
+    Distributed,
+}
+
+/// The profiles this run can test.
+pub fn profiles() -> Vec<Profile> {
+    let mut out = vec![Profile::Embedded];
+    if distributed_urls().is_some() {
+        out.push(Profile::Distributed);
+    }
+    out
+}
+
+fn distributed_urls() -> Option<(String, String)> {
+    let mysql = std::env::var("TEST_MYSQL_URL").ok().filter(|s| !s.is_empty())?;
+    let redis = std::env::var("TEST_REDIS_URL").ok().filter(|s| !s.is_empty())?;
+    Some((mysql.trim_end_matches('/').to_owned(), redis))
+}
+
+/// The storage one test owns: a data dir, and on the distributed profile a
+/// fresh MySQL database and a Redis key prefix.
+pub struct Stack {
+    pub profile: Profile,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    mysql_admin: Option<(String, String)>,
+}
+
+impl Stack {
+    pub async fn new(profile: Profile) -> Stack {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("chat-test-{id}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let redis_prefix = format!("t{}:", &id[..12]);
+        match profile {
+            Profile::Embedded => Stack {
+                profile,
+                database_url: format!("sqlite://{}?mode=rwc", data_dir.join("chat.db").display()),
+                data_dir,
+                redis_url: None,
+                redis_prefix,
+                mysql_admin: None,
+            },
+            Profile::Distributed => {
+                let (mysql, redis) = distributed_urls().expect("distributed profile needs TEST_* urls");
+                let name = format!("chat_t_{}", &id[..16]);
+                let admin = Database::connect(mysql.clone()).await.expect("connect to TEST_MYSQL_URL");
+                admin
+                    .execute_unprepared(&format!(
+                        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                    ))
+                    .await
+                    .unwrap();
+                Stack {
+                    profile,
+                    database_url: format!("{mysql}/{name}"),
+                    data_dir,
+                    redis_url: Some(redis),
+                    redis_prefix,
+                    mysql_admin: Some((mysql, name)),
+                }
+            }
+        }
+    }
+
+    pub async fn db(&self) -> DatabaseConnection {
+        Database::connect(self.database_url.clone()).await.unwrap()
+    }
+
+    pub fn redis(&self) -> Option<redis::Client> {
+        self.redis_url.as_ref().map(|u| redis::Client::open(u.as_str()).unwrap())
+    }
+
+    /// Starts a `chat` process on this stack.
+    pub async fn spawn(&self, role: &str, env: &[(&str, &str)]) -> App {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat"));
+        cmd.arg(role)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", port.to_string())
+            .env("BIND_ADDR", "127.0.0.1")
+            .env("DATA_DIR", &self.data_dir)
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_PREFIX", &self.redis_prefix)
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
+            .env("BATCH_LINGER_MS", "10")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() });
+        if let Some(url) = &self.redis_url {
+            cmd.env("REDIS_URL", url);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn chat");
+        let app = App {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            has_http: role == "serve" || role == "api",
+        };
+        if app.has_http {
+            app.wait_ready().await;
+        }
+        app
+    }
+
+    pub async fn cleanup(self) {
+        if let Some((admin, name)) = &self.mysql_admin {
+            if let Ok(db) = Database::connect(admin.clone()).await {
+                let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS `{name}`")).await;
+            }
+        }
+        if let Some(client) = self.redis() {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}*", self.redis_prefix))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `chat` process; killed when dropped.
+pub struct App {
+    child: Option<Child>,
+    pub base: String,
+    pub http: reqwest::Client,
+    has_http: bool,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl App {
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/health/ready", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "app at {} never became ready", self.base);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no graceful shutdown, no flushing.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-9").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http.post(self.url(path)).json(&body).send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn create_app(&self, name: &str) -> String {
+        let r = self.post_json("/applications", json!({ "name": name })).await;
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_chat(&self, token: &str) -> i64 {
+        let r = self.post_json(&format!("/applications/{token}/chats"), json!({})).await;
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+        r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
+    }
+
+    pub async fn create_message(&self, token: &str, chat: i64, body: &str) -> i64 {
+        let r = self
+            .post_json(&format!("/applications/{token}/chats/{chat}/messages"), json!({ "body": body }))
+            .await;
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
+    }
+
+    /// Every item of a list, following `next_after` to the end.
+    pub async fn list_all(&self, path: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let r = self.get(&format!("{path}?limit=200&after={after}")).await;
+            assert_eq!(r.status(), 200);
+            let page: Value = r.json().await.unwrap();
+            items.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_after"].as_i64() {
+                Some(n) => after = n,
+                None => return items,
+            }
+        }
+    }
+
+    /// Waits until a list holds `n` items (the persistence delay).
+    pub async fn wait_listed(&self, path: &str, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let items = self.list_all(path).await;
+            if items.len() >= n || Instant::now() > deadline {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The numbers of a list's items, in order.
+pub fn numbers(items: &[Value]) -> Vec<i64> {
+    items.iter().map(|i| i["number"].as_i64().unwrap()).collect()
+}
