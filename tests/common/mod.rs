@@ -31,8 +31,12 @@ pub fn profiles() -> Vec<Profile> {
 }
 
 fn distributed_urls() -> Option<(String, String)> {
-    let mysql = std::env::var("TEST_MYSQL_URL").ok().filter(|s| !s.is_empty())?;
-    let redis = std::env::var("TEST_REDIS_URL").ok().filter(|s| !s.is_empty())?;
+    let mysql = std::env::var("TEST_MYSQL_URL")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let redis = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|s| !s.is_empty())?;
     Some((mysql.trim_end_matches('/').to_owned(), redis))
 }
 
@@ -63,9 +67,12 @@ impl Stack {
                 mysql_admin: None,
             },
             Profile::Distributed => {
-                let (mysql, redis) = distributed_urls().expect("distributed profile needs TEST_* urls");
+                let (mysql, redis) =
+                    distributed_urls().expect("distributed profile needs TEST_* urls");
                 let name = format!("chat_t_{}", &id[..16]);
-                let admin = Database::connect(mysql.clone()).await.expect("connect to TEST_MYSQL_URL");
+                let admin = Database::connect(mysql.clone())
+                    .await
+                    .expect("connect to TEST_MYSQL_URL");
                 admin
                     .execute_unprepared(&format!(
                         "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
@@ -89,7 +96,9 @@ impl Stack {
     }
 
     pub fn redis(&self) -> Option<redis::Client> {
-        self.redis_url.as_ref().map(|u| redis::Client::open(u.as_str()).unwrap())
+        self.redis_url
+            .as_ref()
+            .map(|u| redis::Client::open(u.as_str()).unwrap())
     }
 
     /// Starts a `chat` process on this stack.
@@ -104,10 +113,17 @@ impl Stack {
             .env("DATA_DIR", &self.data_dir)
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_PREFIX", &self.redis_prefix)
-            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .env("BATCH_LINGER_MS", "10")
             .stdout(Stdio::null())
-            .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() });
+            .stderr(if std::env::var("TEST_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         if let Some(url) = &self.redis_url {
             cmd.env("REDIS_URL", url);
         }
@@ -130,7 +146,9 @@ impl Stack {
     pub async fn cleanup(self) {
         if let Some((admin, name)) = &self.mysql_admin {
             if let Ok(db) = Database::connect(admin.clone()).await {
-                let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS `{name}`")).await;
+                let _ = db
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .await;
             }
         }
         if let Some(client) = self.redis() {
@@ -141,7 +159,8 @@ impl Stack {
                     .await
                     .unwrap_or_default();
                 if !keys.is_empty() {
-                    let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    let _: Result<i64, _> =
+                        redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                 }
             }
         }
@@ -150,7 +169,11 @@ impl Stack {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `chat` process; killed when dropped.
@@ -174,12 +197,21 @@ impl App {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/health/ready", self.base)).send().await {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/health/ready", self.base))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "app at {} never became ready", self.base);
+            assert!(
+                Instant::now() < deadline,
+                "app at {} never became ready",
+                self.base
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -191,7 +223,10 @@ impl App {
     /// SIGKILL: no graceful shutdown, no flushing.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-9").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-9")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
     }
@@ -201,7 +236,12 @@ impl App {
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http.post(self.url(path)).json(&body).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -209,20 +249,30 @@ impl App {
     }
 
     pub async fn create_app(&self, name: &str) -> String {
-        let r = self.post_json("/applications", json!({ "name": name })).await;
+        let r = self
+            .post_json("/applications", json!({ "name": name }))
+            .await;
         assert_eq!(r.status(), 201);
-        r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn create_chat(&self, token: &str) -> i64 {
-        let r = self.post_json(&format!("/applications/{token}/chats"), json!({})).await;
+        let r = self
+            .post_json(&format!("/applications/{token}/chats"), json!({}))
+            .await;
         assert_eq!(r.status(), 201, "{:?}", r.text().await);
         r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
     }
 
     pub async fn create_message(&self, token: &str, chat: i64, body: &str) -> i64 {
         let r = self
-            .post_json(&format!("/applications/{token}/chats/{chat}/messages"), json!({ "body": body }))
+            .post_json(
+                &format!("/applications/{token}/chats/{chat}/messages"),
+                json!({ "body": body }),
+            )
             .await;
         assert_eq!(r.status(), 201);
         r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
@@ -259,5 +309,34 @@ impl App {
 
 /// The numbers of a list's items, in order.
 pub fn numbers(items: &[Value]) -> Vec<i64> {
-    items.iter().map(|i| i["number"].as_i64().unwrap()).collect()
+    items
+        .iter()
+        .map(|i| i["number"].as_i64().unwrap())
+        .collect()
+}
+
+/// Starts a throwaway redis-server on `port` (no persistence) and waits
+/// until it answers.
+pub fn private_redis(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "private redis did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }

@@ -122,6 +122,14 @@ impl RedisStreamQueue {
         }))
     }
 
+    /// Caps the dead-letter stream at about `cap` entries (default 100,000).
+    pub fn with_dead_cap(mut self: Arc<Self>, cap: usize) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set the cap before sharing")
+            .dead_cap = cap;
+        self
+    }
+
     fn key(&self, q: QueueName, part: &str) -> String {
         format!("{}{{q:{}}}:{part}", self.prefix, q.as_str())
     }

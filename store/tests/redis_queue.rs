@@ -1,0 +1,330 @@
+//! The Redis Streams queue against each apalis-redis 1.0.0 defect's
+//! trigger (see ../shared/notes/apalis-1.0.md §9): each test builds the
+//! situation that broke apalis-redis and shows this queue carries on.
+//!
+//! Runs against `TEST_REDIS_URL`; skipped (with a message) when unset.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chat_store::queue::{JobQueue, QueueName, RedisStreamQueue};
+
+const Q: QueueName = QueueName::Messages;
+
+async fn queue(claim_idle: Duration) -> Option<(Arc<RedisStreamQueue>, String)> {
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("TEST_REDIS_URL unset: skipping Redis queue test");
+        return None;
+    };
+    let prefix = format!("tq{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let q = RedisStreamQueue::connect(&url, &prefix, claim_idle)
+        .await
+        .unwrap();
+    Some((q, prefix))
+}
+
+async fn drop_keys(prefix: &str) {
+    let client = redis::Client::open(std::env::var("TEST_REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+async fn raw(prefix: &str) -> redis::aio::MultiplexedConnection {
+    let _ = prefix;
+    redis::Client::open(std::env::var("TEST_REDIS_URL").unwrap())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Backlog poison: apalis-redis unpacked every due id in one Lua call and
+/// died past ~8,000. Here 20,000 queued jobs plus 10,000 due retries drain
+/// in bounded claims.
+#[tokio::test]
+async fn a_large_backlog_and_a_burst_of_due_retries_drain_fully() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    let mut conn = raw(&prefix).await;
+    let mut pipe = redis::pipe();
+    for i in 0..20_000 {
+        pipe.cmd("XADD")
+            .arg(format!("{prefix}{{q:messages}}:stream"))
+            .arg("*")
+            .arg("p")
+            .arg(format!("{{\"n\":{i}}}"))
+            .arg("a")
+            .arg(1)
+            .arg("f")
+            .arg("[]")
+            .ignore();
+    }
+    for i in 0..10_000 {
+        let member = format!("{{\"p\":\"{{}}\",\"a\":\"2\",\"f\":\"[]\",\"u\":\"r{i}\"}}");
+        pipe.cmd("ZADD")
+            .arg(format!("{prefix}{{q:messages}}:retry"))
+            .arg(0)
+            .arg(member)
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+
+    let mut claimed = 0;
+    loop {
+        let jobs = q
+            .claim(Q, "drainer", 500, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if jobs.is_empty() {
+            break;
+        }
+        claimed += jobs.len();
+        let ids: Vec<String> = jobs.into_iter().map(|j| j.id).collect();
+        q.ack(Q, &ids).await.unwrap();
+    }
+    assert_eq!(claimed, 30_000);
+    let stats = q.stats(Q).await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight, stats.retrying), (0, 0, 0));
+    drop_keys(&prefix).await;
+}
+
+/// Stale acks: apalis-redis raised (and killed the worker) on an ack for a
+/// task no longer in its inflight set. Here double acks, unknown ids and
+/// acks after a takeover are no-ops, and the queue keeps working.
+#[tokio::test]
+async fn stale_and_duplicate_acks_are_harmless() {
+    let Some((q, prefix)) = queue(Duration::from_millis(200)).await else {
+        return;
+    };
+    q.enqueue(Q, "{}".into()).await.unwrap();
+    let first = q
+        .claim(Q, "a", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Consumer b takes the job over; a's ack now comes late.
+    let taken = q
+        .claim(Q, "b", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    q.ack(Q, &[first[0].id.clone()]).await.unwrap();
+    q.ack(Q, &[first[0].id.clone()]).await.unwrap();
+    q.ack(Q, &["1-1".to_owned(), "999999999999-0".to_owned()])
+        .await
+        .unwrap();
+    q.ack(Q, &[taken[0].id.clone()]).await.unwrap();
+    q.enqueue(Q, "{\"after\":true}".into()).await.unwrap();
+    let next = q
+        .claim(Q, "a", 10, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].payload, "{\"after\":true}");
+    drop_keys(&prefix).await;
+}
+
+/// Idle pickup latency: apalis-redis without a poll strategy noticed a job
+/// only on its next heartbeat. Here a blocked claim returns as soon as a
+/// job arrives, long before its wait runs out.
+#[tokio::test]
+async fn an_idle_consumer_wakes_when_a_job_arrives() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    q.claim(Q, "idle", 1, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let producer = q.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        producer.enqueue(Q, "{}".into()).await.unwrap();
+    });
+    let started = Instant::now();
+    let jobs = q
+        .claim(Q, "idle", 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(jobs.len(), 1);
+    assert!(
+        waited < Duration::from_secs(5),
+        "woke only after {waited:?} of a 10 s wait"
+    );
+    drop_keys(&prefix).await;
+}
+
+/// Slow orphan recovery and name collisions: a consumer that dies holding
+/// jobs loses them to any other consumer after `claim_idle`, and a new
+/// process may reuse any name (or a fresh one) at once.
+#[tokio::test]
+async fn jobs_of_a_dead_consumer_are_taken_over_after_the_lease() {
+    let Some((q, prefix)) = queue(Duration::from_millis(300)).await else {
+        return;
+    };
+    for i in 0..5 {
+        q.enqueue(Q, format!("{{\"i\":{i}}}")).await.unwrap();
+    }
+    let held = q
+        .claim(Q, "dead-worker", 5, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 5);
+    // Before the lease runs out nobody else gets them.
+    let early = q
+        .claim(Q, "rescuer", 5, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(early.is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let rescued = q
+        .claim(Q, "rescuer-2", 5, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 5);
+    // The dead worker's name is free to use again at once.
+    q.enqueue(Q, "{}".into()).await.unwrap();
+    let reused = q
+        .claim(Q, "dead-worker", 5, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(reused.len(), 1);
+    drop_keys(&prefix).await;
+}
+
+/// Unbounded key growth: acked jobs leave no trace, and the dead-letter
+/// stream is capped.
+#[tokio::test]
+async fn settled_jobs_do_not_accumulate() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    let q = {
+        let fresh = RedisStreamQueue::connect(
+            &std::env::var("TEST_REDIS_URL").unwrap(),
+            &prefix,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        drop(q);
+        fresh.with_dead_cap(100)
+    };
+    for i in 0..1_500 {
+        q.enqueue(Q, format!("{{\"i\":{i}}}")).await.unwrap();
+    }
+    let mut done = 0;
+    while done < 1_500 {
+        let jobs = q
+            .claim(Q, "w", 500, Duration::from_millis(100))
+            .await
+            .unwrap();
+        for (k, job) in jobs.iter().enumerate() {
+            if k % 2 == 0 {
+                q.ack(Q, &[job.id.clone()]).await.unwrap();
+            } else {
+                q.bury(Q, job, "boom").await.unwrap();
+            }
+        }
+        done += jobs.len();
+    }
+    let mut conn = raw(&prefix).await;
+    let stream_len: u64 = redis::cmd("XLEN")
+        .arg(format!("{prefix}{{q:messages}}:stream"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let dead_len: u64 = redis::cmd("XLEN")
+        .arg(format!("{prefix}{{q:messages}}:dead"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        stream_len, 0,
+        "acked and buried entries are deleted from the stream"
+    );
+    assert!(
+        dead_len < 750,
+        "dead stream is trimmed near its cap, got {dead_len}"
+    );
+    drop_keys(&prefix).await;
+}
+
+/// Unfit for a dashboard: apalis-redis's counts errored or were wrong.
+/// Here every state is counted exactly, and failures keep their history.
+#[tokio::test]
+async fn stats_count_every_state_exactly() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    for i in 0..10 {
+        q.enqueue(Q, format!("{{\"i\":{i}}}")).await.unwrap();
+    }
+    let jobs = q
+        .claim(Q, "w", 4, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 4);
+    q.ack(Q, &[jobs[0].id.clone()]).await.unwrap();
+    q.retry(Q, &jobs[1], "first failure", Duration::from_secs(60))
+        .await
+        .unwrap();
+    q.bury(Q, &jobs[2], "fatal").await.unwrap();
+    let stats = q.stats(Q).await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.retrying, stats.dead),
+        (6, 1, 1, 1)
+    );
+    let dead = q.dead_jobs(Q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].failures.len(), 1);
+    assert_eq!(dead[0].failures[0].error, "fatal");
+    drop_keys(&prefix).await;
+}
+
+/// A retried job comes back with its attempt count and failure history.
+#[tokio::test]
+async fn a_retried_job_returns_with_its_history_after_the_delay() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    q.enqueue(Q, "{\"x\":1}".into()).await.unwrap();
+    let job = q
+        .claim(Q, "w", 1, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .remove(0);
+    q.retry(Q, &job, "transient", Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(
+        q.claim(Q, "w", 1, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let again = q
+        .claim(Q, "w2", 1, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].payload, "{\"x\":1}");
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].failures[0].error, "transient");
+    drop_keys(&prefix).await;
+}

@@ -1,0 +1,93 @@
+//! The embedded queue: leases, takeover, retries, burial and exact counts.
+use std::time::Duration;
+
+use chat_store::{
+    db,
+    queue::{JobQueue, QueueName, SqliteQueue},
+};
+
+const Q: QueueName = QueueName::Chats;
+
+async fn queue(lease: Duration) -> (std::sync::Arc<SqliteQueue>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("chat-q-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conn = db::connect(&db::default_sqlite_url(&dir)).await.unwrap();
+    db::migrate(&conn).await.unwrap();
+    (SqliteQueue::new(conn, lease), dir)
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_hands_the_job_to_another_consumer() {
+    let (q, dir) = queue(Duration::from_millis(200)).await;
+    q.enqueue(Q, "{}".into()).await.unwrap();
+    let held = q
+        .claim(Q, "a", 10, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(
+        q.claim(Q, "b", 10, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let taken = q
+        .claim(Q, "b", 10, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    // The late ack of the first owner and a repeat ack are harmless.
+    q.ack(Q, &[held[0].id.clone()]).await.unwrap();
+    q.ack(Q, &[taken[0].id.clone()]).await.unwrap();
+    assert_eq!(q.stats(Q).await.unwrap(), Default::default());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn retries_wait_their_delay_and_dead_jobs_keep_their_history() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    for i in 0..3 {
+        q.enqueue(Q, format!("{{\"i\":{i}}}")).await.unwrap();
+    }
+    let jobs = q.claim(Q, "w", 3, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    q.retry(Q, &jobs[0], "transient", Duration::from_millis(300))
+        .await
+        .unwrap();
+    q.bury(Q, &jobs[1], "fatal").await.unwrap();
+    let stats = q.stats(Q).await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.retrying, stats.dead),
+        (0, 1, 1, 1)
+    );
+    assert!(
+        q.claim(Q, "w", 3, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = q.claim(Q, "w", 3, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(again[0].failures[0].error, "transient");
+    let dead = q.dead_jobs(Q, 10).await.unwrap();
+    assert_eq!(dead[0].failures[0].error, "fatal");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_waiting_consumer_wakes_on_enqueue() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    let producer = q.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        producer.enqueue(Q, "{}".into()).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let jobs = q.claim(Q, "w", 1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(dir);
+}
