@@ -132,7 +132,7 @@ impl Stack {
         }
         let child = cmd.spawn().expect("spawn chat");
         let app = App {
-            child: Some(child),
+            child: std::sync::Arc::new(Guard(std::sync::Mutex::new(Some(child)))),
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             has_http: role == "serve" || role == "api",
@@ -176,21 +176,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `chat` process; killed when dropped.
-pub struct App {
-    child: Option<Child>,
-    pub base: String,
-    pub http: reqwest::Client,
-    has_http: bool,
-}
+/// The process behind an [`App`]; killed when the last clone is dropped.
+struct Guard(std::sync::Mutex<Option<Child>>);
 
-impl Drop for App {
+impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        if let Some(mut c) = self.0.lock().unwrap().take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// A running `chat` process.
+#[derive(Clone)]
+pub struct App {
+    child: std::sync::Arc<Guard>,
+    pub base: String,
+    pub http: reqwest::Client,
+    has_http: bool,
 }
 
 impl App {
@@ -216,13 +220,9 @@ impl App {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
     /// SIGKILL: no graceful shutdown, no flushing.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    pub fn kill9(&self) {
+        if let Some(mut c) = self.child.0.lock().unwrap().take() {
             let _ = Command::new("kill")
                 .arg("-9")
                 .arg(c.id().to_string())
