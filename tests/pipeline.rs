@@ -142,21 +142,19 @@ async fn post_through(
                     .json(&json!({ "body": body }))
                     .send()
                     .await;
-                if let Ok(r) = r {
-                    if r.status() == 201 {
+                if let Ok(r) = r
+                    && r.status() == 201 {
                         let n = r.json::<Value>().await.unwrap()["number"].as_i64().unwrap();
                         let len = {
                             let mut a = accepted.lock().unwrap();
                             a.insert(n, body);
                             a.len()
                         };
-                        if len >= total / 2 {
-                            if let Some(f) = midway.lock().unwrap().take() {
+                        if len >= total / 2
+                            && let Some(f) = midway.lock().unwrap().take() {
                                 f();
                             }
-                        }
                     }
-                }
             }
         }
     });

@@ -64,6 +64,19 @@ fn timestamp(col: impl IntoIden, mysql: bool) -> ColumnDef {
     def.not_null().to_owned()
 }
 
+/// Tokens are compared byte for byte: under MySQL's default
+/// case-insensitive collations two tokens differing only in case would
+/// match each other.
+fn token_column(mysql: bool) -> ColumnDef {
+    let mut def = ColumnDef::new(Applications::Token);
+    if mysql {
+        def.custom(Alias::new("VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin"));
+    } else {
+        def.string_len(64);
+    }
+    def.not_null().to_owned()
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -81,11 +94,7 @@ impl MigrationTrait for Migration {
                             .auto_increment()
                             .primary_key(),
                     )
-                    .col(
-                        ColumnDef::new(Applications::Token)
-                            .string_len(64)
-                            .not_null(),
-                    )
+                    .col(token_column(mysql))
                     .col(
                         ColumnDef::new(Applications::Name)
                             .string_len(255)

@@ -235,7 +235,7 @@ async fn settled_jobs_do_not_accumulate() {
             .unwrap();
         for (k, job) in jobs.iter().enumerate() {
             if k % 2 == 0 {
-                q.ack(Q, &[job.id.clone()]).await.unwrap();
+                q.ack(Q, std::slice::from_ref(&job.id)).await.unwrap();
             } else {
                 q.bury(Q, job, "boom").await.unwrap();
             }

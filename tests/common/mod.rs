@@ -144,15 +144,14 @@ impl Stack {
     }
 
     pub async fn cleanup(self) {
-        if let Some((admin, name)) = &self.mysql_admin {
-            if let Ok(db) = Database::connect(admin.clone()).await {
+        if let Some((admin, name)) = &self.mysql_admin
+            && let Ok(db) = Database::connect(admin.clone()).await {
                 let _ = db
                     .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{name}`"))
                     .await;
             }
-        }
-        if let Some(client) = self.redis() {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+        if let Some(client) = self.redis()
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await {
                 let keys: Vec<String> = redis::cmd("KEYS")
                     .arg(format!("{}*", self.redis_prefix))
                     .query_async(&mut conn)
@@ -163,7 +162,6 @@ impl Stack {
                         redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
                 }
             }
-        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -206,11 +204,9 @@ impl App {
                 .get(format!("{}/health/ready", self.base))
                 .send()
                 .await
-            {
-                if r.status() == 200 {
+                && r.status() == 200 {
                     return;
                 }
-            }
             assert!(
                 Instant::now() < deadline,
                 "app at {} never became ready",
