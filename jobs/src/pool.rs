@@ -62,7 +62,7 @@ fn settler(queue: &Arc<dyn JobQueue>, name: QueueName, config: WorkerConfig) -> 
 
 async fn run_chats(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
     let name = QueueName::Chats;
-    let batcher = Batcher::spawn(Arc::new(ChatWriter(backends.db.clone())), config.batch);
+    let batcher = Batcher::spawn(Arc::new(ChatWriter(backends.writer.clone())), config.batch);
     let settler = settler(&backends.queue, name, config);
     while !*shutdown.borrow() {
         let worker_name = unique_name(name);
@@ -89,7 +89,7 @@ async fn run_chats(backends: Backends, config: WorkerConfig, shutdown: watch::Re
 
 async fn run_messages(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
     let name = QueueName::Messages;
-    let batcher = Batcher::spawn(Arc::new(MessageWriter(backends.db.clone())), config.batch);
+    let batcher = Batcher::spawn(Arc::new(MessageWriter(backends.writer.clone())), config.batch);
     let settler = settler(&backends.queue, name, config);
     while !*shutdown.borrow() {
         let worker_name = unique_name(name);

@@ -1,4 +1,5 @@
-//! Periodic work: recomputing `chats_count` and `messages_count`.
+//! Periodic work: recomputing `chats_count` and `messages_count`, and
+//! purging expired read-your-writes entries.
 //!
 //! Owns when the counts are recomputed; the SQL that recomputes them lives
 //! in `chat-store`. It must not know about HTTP or the job queues. Today it
@@ -19,9 +20,14 @@ pub async fn run(backends: Backends, interval: Duration, mut shutdown: watch::Re
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let started = std::time::Instant::now();
-        match repo::counts::recount_all(&backends.db).await {
+        match repo::counts::recount_all(&backends.writer).await {
             Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "counts recomputed"),
             Err(e) => tracing::warn!(error = %e, "recount failed"),
+        }
+        match backends.intake.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "expired pending entries purged"),
+            Err(e) => tracing::warn!(error = %e, "purging pending entries failed"),
         }
     }
 }

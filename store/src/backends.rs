@@ -36,7 +36,12 @@ pub enum Profile {
 
 #[derive(Clone)]
 pub struct Backends {
+    /// For reads.
     pub db: DatabaseConnection,
+    /// For writes: on SQLite a single connection, so writers queue in
+    /// order instead of sleeping on the file lock; on MySQL the same pool
+    /// as `db`.
+    pub writer: DatabaseConnection,
     pub intake: Arc<dyn Intake>,
     pub queue: Arc<dyn JobQueue>,
     pub profile: Profile,
@@ -47,7 +52,12 @@ impl Backends {
     /// start, so a fresh deployment needs no separate step.
     pub async fn open(config: &BackendsConfig) -> Result<Self> {
         let db = db::connect(&config.database_url).await?;
-        db::migrate(&db).await?;
+        let writer = if db::is_sqlite(&db) {
+            db::connect_writer(&config.database_url).await?
+        } else {
+            db.clone()
+        };
+        db::migrate(&writer).await?;
         match &config.redis_url {
             Some(url) => {
                 let queue =
@@ -62,16 +72,23 @@ impl Backends {
                 .await?;
                 Ok(Self {
                     db,
+                    writer,
                     intake: Arc::new(intake),
                     queue,
                     profile: Profile::Distributed,
                 })
             }
             None if db::is_sqlite(&db) => {
-                let queue = SqliteQueue::new(db.clone(), config.claim_idle);
-                let intake = SqliteIntake::new(db.clone(), queue.clone(), config.pending_ttl);
+                let queue = SqliteQueue::new(db.clone(), writer.clone(), config.claim_idle);
+                let intake = SqliteIntake::new(
+                    db.clone(),
+                    writer.clone(),
+                    queue.clone(),
+                    config.pending_ttl,
+                );
                 Ok(Self {
                     db,
+                    writer,
                     intake: Arc::new(intake),
                     queue,
                     profile: Profile::Embedded,

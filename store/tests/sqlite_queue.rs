@@ -11,9 +11,11 @@ const Q: QueueName = QueueName::Chats;
 async fn queue(lease: Duration) -> (std::sync::Arc<SqliteQueue>, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("chat-q-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let conn = db::connect(&db::default_sqlite_url(&dir)).await.unwrap();
-    db::migrate(&conn).await.unwrap();
-    (SqliteQueue::new(conn, lease), dir)
+    let url = db::default_sqlite_url(&dir);
+    let reader = db::connect(&url).await.unwrap();
+    let writer = db::connect_writer(&url).await.unwrap();
+    db::migrate(&writer).await.unwrap();
+    (SqliteQueue::new(reader, writer, lease), dir)
 }
 
 #[tokio::test]

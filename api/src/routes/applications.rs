@@ -29,7 +29,7 @@ async fn create(
     Input(input): Input<ApplicationInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = validate::required_name(input.name)?;
-    let app = repo::applications::create(&state.backends.db, &name).await?;
+    let app = repo::applications::create(&state.backends.writer, &name).await?;
     let location = format!("/api/v1/applications/{}", app.token);
     Ok((
         StatusCode::CREATED,
@@ -62,7 +62,7 @@ async fn replace(
     let name = validate::required_name(input.name)?;
     let app = find(&state, path.token()).await?;
     Ok(Json(
-        repo::applications::rename(&state.backends.db, app.id, &name)
+        repo::applications::rename(&state.backends.writer, app.id, &name)
             .await?
             .into(),
     ))
@@ -76,7 +76,7 @@ async fn amend(
     let app = find(&state, path.token()).await?;
     match validate::optional_name(input.name)? {
         Some(name) => Ok(Json(
-            repo::applications::rename(&state.backends.db, app.id, &name)
+            repo::applications::rename(&state.backends.writer, app.id, &name)
                 .await?
                 .into(),
         )),

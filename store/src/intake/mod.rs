@@ -9,7 +9,9 @@
 //! is skipped only when a request fails between its reservation and its
 //! enqueue (for example Redis answering the first call and failing the
 //! second); the embedded profile does both in one transaction and never
-//! skips.
+//! skips. On Redis the job is enqueued before its pending entry is written,
+//! so a failure never leaves a readable row that will not be persisted; a
+//! request that fails after its enqueue answers 5xx, yet its row lands.
 use async_trait::async_trait;
 
 use crate::{
@@ -53,6 +55,12 @@ pub trait Intake: Send + Sync + 'static {
     ) -> Result<Option<MessageRow>>;
 
     async fn ping(&self) -> Result<()>;
+
+    /// Drops pending entries past their lifetime. Redis expires its own;
+    /// the embedded table needs this called now and then.
+    async fn purge_expired(&self) -> Result<u64> {
+        Ok(0)
+    }
 }
 
 fn chat_scope(app_id: i64, number: i64) -> String {

@@ -179,23 +179,21 @@ impl RedisIntake {
 
     async fn accept_chat(&self, row: ChatRow) -> Result<ChatRow> {
         let json = serde_json::to_string(&row)?;
-        self.remember(
-            row.application_id,
-            &chat_scope(row.application_id, row.number),
-            row.version,
-            &json,
-        )
-        .await?;
-        self.queue.enqueue(QueueName::Chats, json).await?;
+        // Enqueue first: if the pending entry were written first and the
+        // enqueue failed, reads would show a row that never gets persisted.
+        self.queue.enqueue(QueueName::Chats, json.clone()).await?;
+        let scope = chat_scope(row.application_id, row.number);
+        self.remember(row.application_id, &scope, row.version, &json)
+            .await?;
         Ok(row)
     }
 
     async fn accept_message(&self, row: MessageRow) -> Result<MessageRow> {
         let json = serde_json::to_string(&row)?;
+        self.queue.enqueue(QueueName::Messages, json.clone()).await?;
         let scope = message_scope(row.application_id, row.chat_number, row.number);
         self.remember(row.application_id, &scope, row.version, &json)
             .await?;
-        self.queue.enqueue(QueueName::Messages, json).await?;
         Ok(row)
     }
 }

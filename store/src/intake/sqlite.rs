@@ -18,7 +18,10 @@ use crate::{
 };
 
 pub struct SqliteIntake {
+    /// Reads of pending entries.
     db: DatabaseConnection,
+    /// The intake transactions.
+    writer: DatabaseConnection,
     queue: Arc<SqliteQueue>,
     pending_ttl: Duration,
 }
@@ -38,9 +41,15 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
 }
 
 impl SqliteIntake {
-    pub fn new(db: DatabaseConnection, queue: Arc<SqliteQueue>, pending_ttl: Duration) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        writer: DatabaseConnection,
+        queue: Arc<SqliteQueue>,
+        pending_ttl: Duration,
+    ) -> Self {
         Self {
             db,
+            writer,
             queue,
             pending_ttl,
         }
@@ -137,7 +146,7 @@ impl SqliteIntake {
 #[async_trait]
 impl Intake for SqliteIntake {
     async fn create_chat(&self, app_id: i64, name: Option<String>) -> Result<ChatRow> {
-        let txn = self.db.begin().await?;
+        let txn = self.writer.begin().await?;
         let number = Self::next(&txn, &format!("chats:{app_id}"), async |t| {
             repo::chats::max_number(t, app_id).await
         })
@@ -165,7 +174,7 @@ impl Intake for SqliteIntake {
     }
 
     async fn update_chat(&self, current: &ChatRow, name: Option<String>) -> Result<ChatRow> {
-        let txn = self.db.begin().await?;
+        let txn = self.writer.begin().await?;
         let version = Self::version(&txn, current.application_id).await?;
         let row = ChatRow {
             name,
@@ -186,7 +195,7 @@ impl Intake for SqliteIntake {
         chat_number: i64,
         body: String,
     ) -> Result<MessageRow> {
-        let txn = self.db.begin().await?;
+        let txn = self.writer.begin().await?;
         let number = Self::next(
             &txn,
             &format!("messages:{app_id}:{chat_number}"),
@@ -212,7 +221,7 @@ impl Intake for SqliteIntake {
     }
 
     async fn update_message(&self, current: &MessageRow, body: String) -> Result<MessageRow> {
-        let txn = self.db.begin().await?;
+        let txn = self.writer.begin().await?;
         let version = Self::version(&txn, current.application_id).await?;
         let row = MessageRow {
             body,
@@ -244,5 +253,16 @@ impl Intake for SqliteIntake {
     async fn ping(&self) -> Result<()> {
         self.db.ping().await?;
         Ok(())
+    }
+
+    async fn purge_expired(&self) -> Result<u64> {
+        let done = self
+            .writer
+            .execute_raw(stmt(
+                "DELETE FROM pending_rows WHERE expires_at < ?",
+                vec![crate::now_millis().into()],
+            ))
+            .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -18,7 +18,10 @@ use crate::error::Result;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
 pub struct SqliteQueue {
+    /// Counts and listings.
     db: DatabaseConnection,
+    /// Every statement that changes the table.
+    writer: DatabaseConnection,
     lease: Duration,
     /// Wakes consumers in this process as soon as a job is committed.
     pushed: Arc<Notify>,
@@ -41,9 +44,10 @@ struct Counts {
 }
 
 impl SqliteQueue {
-    pub fn new(db: DatabaseConnection, lease: Duration) -> Arc<Self> {
+    pub fn new(db: DatabaseConnection, writer: DatabaseConnection, lease: Duration) -> Arc<Self> {
         Arc::new(Self {
             db,
+            writer,
             lease,
             pushed: Arc::new(Notify::new()),
         })
@@ -99,7 +103,7 @@ impl SqliteQueue {
                 (max as i64).into(),
             ],
         ))
-        .all(&self.db)
+        .all(&self.writer)
         .await?;
         let mut jobs: Vec<Claimed> = rows
             .into_iter()
@@ -116,7 +120,7 @@ impl SqliteQueue {
     }
 
     async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<()> {
-        self.db
+        self.writer
             .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Sqlite,
                 sql,
@@ -130,7 +134,7 @@ impl SqliteQueue {
 #[async_trait]
 impl JobQueue for SqliteQueue {
     async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()> {
-        Self::insert(&self.db, queue, payload).await?;
+        Self::insert(&self.writer, queue, payload).await?;
         self.notify();
         Ok(())
     }
