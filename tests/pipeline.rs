@@ -143,18 +143,20 @@ async fn post_through(
                     .send()
                     .await;
                 if let Ok(r) = r
-                    && r.status() == 201 {
-                        let n = r.json::<Value>().await.unwrap()["number"].as_i64().unwrap();
-                        let len = {
-                            let mut a = accepted.lock().unwrap();
-                            a.insert(n, body);
-                            a.len()
-                        };
-                        if len >= total / 2
-                            && let Some(f) = midway.lock().unwrap().take() {
-                                f();
-                            }
+                    && r.status() == 201
+                {
+                    let n = r.json::<Value>().await.unwrap()["number"].as_i64().unwrap();
+                    let len = {
+                        let mut a = accepted.lock().unwrap();
+                        a.insert(n, body);
+                        a.len()
+                    };
+                    if len >= total / 2
+                        && let Some(f) = midway.lock().unwrap().take()
+                    {
+                        f();
                     }
+                }
             }
         }
     });

@@ -54,7 +54,9 @@ struct Target {
 
 impl Target {
     async fn new(base: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
         let api = format!("{base}/api/v1");
         let app: Value = http
             .post(format!("{api}/applications"))
@@ -65,7 +67,12 @@ impl Target {
             .await?;
         let token = app["token"].as_str().unwrap().to_owned();
         let t = Self { http, api, token };
-        t.http.post(t.chats()).json(&json!({})).send().await?.error_for_status()?;
+        t.http
+            .post(t.chats())
+            .json(&json!({}))
+            .send()
+            .await?
+            .error_for_status()?;
         Ok(t)
     }
 
@@ -78,7 +85,12 @@ impl Target {
     }
 
     async fn post(&self, body: &str) -> anyhow::Result<i64> {
-        let r = self.http.post(self.messages()).json(&json!({ "body": body })).send().await?;
+        let r = self
+            .http
+            .post(self.messages())
+            .json(&json!({ "body": body }))
+            .send()
+            .await?;
         anyhow::ensure!(r.status() == 201, "POST answered {}", r.status());
         Ok(r.json::<Value>().await?["number"].as_i64().unwrap())
     }
@@ -93,7 +105,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Posts `total` messages from `clients` tasks; returns per-request latency.
-async fn blast(target: &Arc<Target>, total: usize, clients: usize) -> anyhow::Result<Vec<Duration>> {
+async fn blast(
+    target: &Arc<Target>,
+    total: usize,
+    clients: usize,
+) -> anyhow::Result<Vec<Duration>> {
     let tasks = (0..clients).map(|c| {
         let target = target.clone();
         let mine = total / clients + usize::from(c < total % clients);
@@ -101,7 +117,9 @@ async fn blast(target: &Arc<Target>, total: usize, clients: usize) -> anyhow::Re
             let mut lat = Vec::with_capacity(mine);
             for i in 0..mine {
                 let t = Instant::now();
-                target.post(&format!("bench message {c}/{i} with some text in it")).await?;
+                target
+                    .post(&format!("bench message {c}/{i} with some text in it"))
+                    .await?;
                 lat.push(t.elapsed());
             }
             anyhow::Ok(lat)
@@ -114,7 +132,12 @@ async fn blast(target: &Arc<Target>, total: usize, clients: usize) -> anyhow::Re
     Ok(all)
 }
 
-async fn post_mode(base: &str, messages: usize, clients: usize, lag_samples: usize) -> anyhow::Result<()> {
+async fn post_mode(
+    base: &str,
+    messages: usize,
+    clients: usize,
+    lag_samples: usize,
+) -> anyhow::Result<()> {
     let target = Arc::new(Target::new(base).await?);
     blast(&target, 500, clients).await?; // warm-up: connections, caches
     let started = Instant::now();
@@ -154,7 +177,12 @@ async fn post_mode(base: &str, messages: usize, clients: usize, lag_samples: usi
     Ok(())
 }
 
-async fn decay_mode(base: &str, messages: usize, clients: usize, database_url: &str) -> anyhow::Result<()> {
+async fn decay_mode(
+    base: &str,
+    messages: usize,
+    clients: usize,
+    database_url: &str,
+) -> anyhow::Result<()> {
     let target = Arc::new(Target::new(base).await?);
     let db = Database::connect(database_url).await?;
     let app = chat_store::repo::applications::find_by_token(&db, &target.token)
@@ -178,7 +206,10 @@ async fn decay_mode(base: &str, messages: usize, clients: usize, database_url: &
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     poster.await??;
-    anyhow::ensure!(marks.len() == 10, "not every message was persisted within the hour");
+    anyhow::ensure!(
+        marks.len() == 10,
+        "not every message was persisted within the hour"
+    );
     let rates: Vec<f64> = (0..10)
         .map(|i| {
             let from = if i == 0 { Duration::ZERO } else { marks[i - 1] };
@@ -186,7 +217,11 @@ async fn decay_mode(base: &str, messages: usize, clients: usize, database_url: &
         })
         .collect();
     for (i, r) in rates.iter().enumerate() {
-        println!("tenth {:>2}: persisted {:>7} rows/s", i + 1, format!("{r:.0}"));
+        println!(
+            "tenth {:>2}: persisted {:>7} rows/s",
+            i + 1,
+            format!("{r:.0}")
+        );
     }
     println!(
         "decay: {messages} messages in {:.1} s; first tenth {:.0}/s, last tenth {:.0}/s, last/first = {:.2}",

@@ -89,7 +89,10 @@ async fn run_chats(backends: Backends, config: WorkerConfig, shutdown: watch::Re
 
 async fn run_messages(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
     let name = QueueName::Messages;
-    let batcher = Batcher::spawn(Arc::new(MessageWriter(backends.writer.clone())), config.batch);
+    let batcher = Batcher::spawn(
+        Arc::new(MessageWriter(backends.writer.clone())),
+        config.batch,
+    );
     let settler = settler(&backends.queue, name, config);
     while !*shutdown.borrow() {
         let worker_name = unique_name(name);

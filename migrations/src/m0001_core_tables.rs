@@ -70,7 +70,9 @@ fn timestamp(col: impl IntoIden, mysql: bool) -> ColumnDef {
 fn token_column(mysql: bool) -> ColumnDef {
     let mut def = ColumnDef::new(Applications::Token);
     if mysql {
-        def.custom(Alias::new("VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin"));
+        def.custom(Alias::new(
+            "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin",
+        ));
     } else {
         def.string_len(64);
     }

@@ -145,23 +145,24 @@ impl Stack {
 
     pub async fn cleanup(self) {
         if let Some((admin, name)) = &self.mysql_admin
-            && let Ok(db) = Database::connect(admin.clone()).await {
-                let _ = db
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{name}`"))
-                    .await;
-            }
+            && let Ok(db) = Database::connect(admin.clone()).await
+        {
+            let _ = db
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                .await;
+        }
         if let Some(client) = self.redis()
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}*", self.redis_prefix))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: Result<i64, _> =
-                        redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                }
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", self.redis_prefix))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
             }
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
@@ -204,9 +205,10 @@ impl App {
                 .get(format!("{}/health/ready", self.base))
                 .send()
                 .await
-                && r.status() == 200 {
-                    return;
-                }
+                && r.status() == 200
+            {
+                return;
+            }
             assert!(
                 Instant::now() < deadline,
                 "app at {} never became ready",

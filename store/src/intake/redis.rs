@@ -190,7 +190,9 @@ impl RedisIntake {
 
     async fn accept_message(&self, row: MessageRow) -> Result<MessageRow> {
         let json = serde_json::to_string(&row)?;
-        self.queue.enqueue(QueueName::Messages, json.clone()).await?;
+        self.queue
+            .enqueue(QueueName::Messages, json.clone())
+            .await?;
         let scope = message_scope(row.application_id, row.chat_number, row.number);
         self.remember(row.application_id, &scope, row.version, &json)
             .await?;

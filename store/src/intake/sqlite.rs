@@ -1,6 +1,12 @@
 //! The embedded intake: counter, version, pending entry and job are written
 //! in one SQLite transaction, so an accepted write is all-or-nothing and no
 //! number is ever skipped.
+//!
+//! Writes are group-committed: one task owns the intake transactions and
+//! applies every request that queued up while the previous commit ran in
+//! one transaction, so one fsync serves many requests. If a group fails,
+//! its requests are retried one per transaction, so one bad request fails
+//! alone.
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -8,22 +14,55 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, FromQueryResult,
     Statement, TransactionTrait,
 };
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Intake, chat_scope, message_scope};
 use crate::{
-    error::Result,
+    error::{Result, StoreError},
     model::{ChatRow, MessageRow},
     queue::{QueueName, SqliteQueue},
     repo,
 };
 
+/// Most requests applied in one transaction.
+const GROUP: usize = 256;
+
 pub struct SqliteIntake {
     /// Reads of pending entries.
     db: DatabaseConnection,
-    /// The intake transactions.
+    /// Maintenance writes outside the group commits.
     writer: DatabaseConnection,
-    queue: Arc<SqliteQueue>,
-    pending_ttl: Duration,
+    requests: mpsc::Sender<Request>,
+}
+
+enum Op {
+    CreateChat {
+        app_id: i64,
+        name: Option<String>,
+    },
+    UpdateChat {
+        current: ChatRow,
+        name: Option<String>,
+    },
+    CreateMessage {
+        app_id: i64,
+        chat_number: i64,
+        body: String,
+    },
+    UpdateMessage {
+        current: MessageRow,
+        body: String,
+    },
+}
+
+enum Accepted {
+    Chat(ChatRow),
+    Message(MessageRow),
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<Accepted>>,
 }
 
 #[derive(FromQueryResult)]
@@ -47,71 +86,29 @@ impl SqliteIntake {
         queue: Arc<SqliteQueue>,
         pending_ttl: Duration,
     ) -> Self {
+        let (requests, rx) = mpsc::channel(GROUP * 4);
+        let committer = Committer {
+            writer: writer.clone(),
+            queue,
+            pending_ttl,
+        };
+        tokio::spawn(committer.run(rx));
         Self {
             db,
             writer,
-            queue,
-            pending_ttl,
+            requests,
         }
     }
 
-    /// Takes the next number of a counter, seeding a missing counter from
-    /// the highest persisted number. The first statement is a write, so the
-    /// transaction takes SQLite's write lock at once and concurrent intakes
-    /// wait on the busy timeout instead of failing a read-to-write upgrade.
-    async fn next(
-        txn: &DatabaseTransaction,
-        scope: &str,
-        highest: impl AsyncFnOnce(&DatabaseTransaction) -> Result<i64>,
-    ) -> Result<i64> {
-        let bumped = Value::find_by_statement(stmt(
-            "UPDATE counters SET value = value + 1 WHERE scope = ? RETURNING value",
-            vec![scope.into()],
-        ))
-        .one(txn)
-        .await?;
-        if let Some(v) = bumped {
-            return Ok(v.value);
-        }
-        let first = highest(txn).await? + 1;
-        txn.execute_raw(stmt(
-            "INSERT INTO counters (scope, value) VALUES (?, ?)",
-            vec![scope.into(), first.into()],
-        ))
-        .await?;
-        Ok(first)
-    }
-
-    /// The application's next version: `max(last + 1, now in µs)`.
-    async fn version(txn: &DatabaseTransaction, app_id: i64) -> Result<i64> {
-        let now = crate::time::now_micros();
-        let v = Value::find_by_statement(stmt(
-            "INSERT INTO counters (scope, value) VALUES (?, ?) \
-             ON CONFLICT (scope) DO UPDATE SET value = MAX(counters.value + 1, excluded.value) \
-             RETURNING value",
-            vec![format!("v:{app_id}").into(), now.into()],
-        ))
-        .one(txn)
-        .await?;
-        Ok(v.map(|v| v.value).unwrap_or(now))
-    }
-
-    async fn remember(
-        &self,
-        txn: &DatabaseTransaction,
-        scope: &str,
-        version: i64,
-        state: &str,
-    ) -> Result<()> {
-        let expires = crate::now_millis() + self.pending_ttl.as_millis() as i64;
-        txn.execute_raw(stmt(
-            "INSERT INTO pending_rows (scope, version, state, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (scope) DO UPDATE SET version = excluded.version, state = excluded.state, \
-             expires_at = excluded.expires_at WHERE excluded.version > pending_rows.version",
-            vec![scope.into(), version.into(), state.into(), expires.into()],
-        ))
-        .await?;
-        Ok(())
+    async fn submit(&self, op: Op) -> Result<Accepted> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { op, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the intake has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the intake dropped the request".into()))?
     }
 
     async fn recall<T: serde::de::DeserializeOwned>(&self, scope: &str) -> Result<Option<T>> {
@@ -126,67 +123,236 @@ impl SqliteIntake {
             None => None,
         })
     }
+}
 
-    async fn commit(
+struct Committer {
+    writer: DatabaseConnection,
+    queue: Arc<SqliteQueue>,
+    pending_ttl: Duration,
+}
+
+impl Committer {
+    async fn run(self, mut rx: mpsc::Receiver<Request>) {
+        let mut batch = Vec::with_capacity(GROUP);
+        while rx.recv_many(&mut batch, GROUP).await > 0 {
+            let group = std::mem::take(&mut batch);
+            self.commit(group).await;
+        }
+    }
+
+    async fn commit(&self, group: Vec<Request>) {
+        let ops: Vec<&Op> = group.iter().map(|r| &r.op).collect();
+        match self.apply_all(&ops).await {
+            Ok(results) => {
+                self.queue.notify();
+                for (request, result) in group.into_iter().zip(results) {
+                    let _ = request.reply.send(Ok(result));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                let request = group.into_iter().next().expect("one request");
+                let _ = request.reply.send(Err(e));
+            }
+            Err(e) => {
+                tracing::warn!(requests = group.len(), error = %e, "intake group failed; retrying one by one");
+                for request in group {
+                    let result = self
+                        .apply_all(&[&request.op])
+                        .await
+                        .map(|mut r| r.remove(0));
+                    if result.is_ok() {
+                        self.queue.notify();
+                    }
+                    let _ = request.reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Applies every op in one transaction, or none of them.
+    async fn apply_all(&self, ops: &[&Op]) -> Result<Vec<Accepted>> {
+        let txn = self.writer.begin().await?;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(self.apply(&txn, op).await?);
+        }
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    async fn apply(&self, txn: &DatabaseTransaction, op: &Op) -> Result<Accepted> {
+        match op {
+            Op::CreateChat { app_id, name } => {
+                let app_id = *app_id;
+                let number = next(txn, &format!("chats:{app_id}"), async |t| {
+                    repo::chats::max_number(t, app_id).await
+                })
+                .await?;
+                let now = crate::now();
+                let row = ChatRow {
+                    application_id: app_id,
+                    number,
+                    name: name.clone(),
+                    version: version(txn, app_id).await?,
+                    created_at: now,
+                    updated_at: now,
+                };
+                self.stage(
+                    txn,
+                    QueueName::Chats,
+                    &chat_scope(app_id, number),
+                    row.version,
+                    &row,
+                )
+                .await?;
+                Ok(Accepted::Chat(row))
+            }
+            Op::UpdateChat { current, name } => {
+                let row = ChatRow {
+                    name: name.clone(),
+                    version: version(txn, current.application_id).await?,
+                    updated_at: crate::now(),
+                    ..current.clone()
+                };
+                let scope = chat_scope(row.application_id, row.number);
+                self.stage(txn, QueueName::Chats, &scope, row.version, &row)
+                    .await?;
+                Ok(Accepted::Chat(row))
+            }
+            Op::CreateMessage {
+                app_id,
+                chat_number,
+                body,
+            } => {
+                let (app_id, chat_number) = (*app_id, *chat_number);
+                let number = next(
+                    txn,
+                    &format!("messages:{app_id}:{chat_number}"),
+                    async |t| repo::messages::max_number(t, app_id, chat_number).await,
+                )
+                .await?;
+                let now = crate::now();
+                let row = MessageRow {
+                    application_id: app_id,
+                    chat_number,
+                    number,
+                    body: body.clone(),
+                    version: version(txn, app_id).await?,
+                    created_at: now,
+                    updated_at: now,
+                };
+                let scope = message_scope(app_id, chat_number, number);
+                self.stage(txn, QueueName::Messages, &scope, row.version, &row)
+                    .await?;
+                Ok(Accepted::Message(row))
+            }
+            Op::UpdateMessage { current, body } => {
+                let row = MessageRow {
+                    body: body.clone(),
+                    version: version(txn, current.application_id).await?,
+                    updated_at: crate::now(),
+                    ..current.clone()
+                };
+                let scope = message_scope(row.application_id, row.chat_number, row.number);
+                self.stage(txn, QueueName::Messages, &scope, row.version, &row)
+                    .await?;
+                Ok(Accepted::Message(row))
+            }
+        }
+    }
+
+    /// Records the pending entry and enqueues the job for one row.
+    async fn stage(
         &self,
-        txn: DatabaseTransaction,
+        txn: &DatabaseTransaction,
         queue: QueueName,
         scope: &str,
         version: i64,
-        json: String,
+        row: &impl serde::Serialize,
     ) -> Result<()> {
-        self.remember(&txn, scope, version, &json).await?;
-        SqliteQueue::insert(&txn, queue, json).await?;
-        txn.commit().await?;
-        self.queue.notify();
-        Ok(())
+        let json = serde_json::to_string(row)?;
+        remember(self.pending_ttl, txn, scope, version, &json).await?;
+        SqliteQueue::insert(txn, queue, json).await
     }
+}
+
+/// Takes the next number of a counter, seeding a missing counter from
+/// the highest persisted number. The first statement is a write, so the
+/// transaction takes SQLite's write lock at once and concurrent intakes
+/// wait on the busy timeout instead of failing a read-to-write upgrade.
+async fn next(
+    txn: &DatabaseTransaction,
+    scope: &str,
+    highest: impl AsyncFnOnce(&DatabaseTransaction) -> Result<i64>,
+) -> Result<i64> {
+    let bumped = Value::find_by_statement(stmt(
+        "UPDATE counters SET value = value + 1 WHERE scope = ? RETURNING value",
+        vec![scope.into()],
+    ))
+    .one(txn)
+    .await?;
+    if let Some(v) = bumped {
+        return Ok(v.value);
+    }
+    let first = highest(txn).await? + 1;
+    txn.execute_raw(stmt(
+        "INSERT INTO counters (scope, value) VALUES (?, ?)",
+        vec![scope.into(), first.into()],
+    ))
+    .await?;
+    Ok(first)
+}
+
+/// The application's next version: `max(last + 1, now in µs)`.
+async fn version(txn: &DatabaseTransaction, app_id: i64) -> Result<i64> {
+    let now = crate::time::now_micros();
+    let v = Value::find_by_statement(stmt(
+        "INSERT INTO counters (scope, value) VALUES (?, ?) \
+         ON CONFLICT (scope) DO UPDATE SET value = MAX(counters.value + 1, excluded.value) \
+         RETURNING value",
+        vec![format!("v:{app_id}").into(), now.into()],
+    ))
+    .one(txn)
+    .await?;
+    Ok(v.map(|v| v.value).unwrap_or(now))
+}
+
+async fn remember(
+    pending_ttl: Duration,
+    txn: &DatabaseTransaction,
+    scope: &str,
+    version: i64,
+    state: &str,
+) -> Result<()> {
+    let expires = crate::now_millis() + pending_ttl.as_millis() as i64;
+    txn.execute_raw(stmt(
+        "INSERT INTO pending_rows (scope, version, state, expires_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (scope) DO UPDATE SET version = excluded.version, state = excluded.state, \
+         expires_at = excluded.expires_at WHERE excluded.version > pending_rows.version",
+        vec![scope.into(), version.into(), state.into(), expires.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
 impl Intake for SqliteIntake {
     async fn create_chat(&self, app_id: i64, name: Option<String>) -> Result<ChatRow> {
-        let txn = self.writer.begin().await?;
-        let number = Self::next(&txn, &format!("chats:{app_id}"), async |t| {
-            repo::chats::max_number(t, app_id).await
-        })
-        .await?;
-        let version = Self::version(&txn, app_id).await?;
-        let now = crate::now();
-        let row = ChatRow {
-            application_id: app_id,
-            number,
-            name,
-            version,
-            created_at: now,
-            updated_at: now,
-        };
-        let json = serde_json::to_string(&row)?;
-        self.commit(
-            txn,
-            QueueName::Chats,
-            &chat_scope(app_id, number),
-            version,
-            json,
-        )
-        .await?;
-        Ok(row)
+        match self.submit(Op::CreateChat { app_id, name }).await? {
+            Accepted::Chat(row) => Ok(row),
+            Accepted::Message(_) => unreachable!("a chat op yields a chat"),
+        }
     }
 
     async fn update_chat(&self, current: &ChatRow, name: Option<String>) -> Result<ChatRow> {
-        let txn = self.writer.begin().await?;
-        let version = Self::version(&txn, current.application_id).await?;
-        let row = ChatRow {
+        let op = Op::UpdateChat {
+            current: current.clone(),
             name,
-            version,
-            updated_at: crate::now(),
-            ..current.clone()
         };
-        let json = serde_json::to_string(&row)?;
-        let scope = chat_scope(row.application_id, row.number);
-        self.commit(txn, QueueName::Chats, &scope, version, json)
-            .await?;
-        Ok(row)
+        match self.submit(op).await? {
+            Accepted::Chat(row) => Ok(row),
+            Accepted::Message(_) => unreachable!("a chat op yields a chat"),
+        }
     }
 
     async fn create_message(
@@ -195,45 +361,26 @@ impl Intake for SqliteIntake {
         chat_number: i64,
         body: String,
     ) -> Result<MessageRow> {
-        let txn = self.writer.begin().await?;
-        let number = Self::next(
-            &txn,
-            &format!("messages:{app_id}:{chat_number}"),
-            async |t| repo::messages::max_number(t, app_id, chat_number).await,
-        )
-        .await?;
-        let version = Self::version(&txn, app_id).await?;
-        let now = crate::now();
-        let row = MessageRow {
-            application_id: app_id,
+        let op = Op::CreateMessage {
+            app_id,
             chat_number,
-            number,
             body,
-            version,
-            created_at: now,
-            updated_at: now,
         };
-        let json = serde_json::to_string(&row)?;
-        let scope = message_scope(app_id, chat_number, number);
-        self.commit(txn, QueueName::Messages, &scope, version, json)
-            .await?;
-        Ok(row)
+        match self.submit(op).await? {
+            Accepted::Message(row) => Ok(row),
+            Accepted::Chat(_) => unreachable!("a message op yields a message"),
+        }
     }
 
     async fn update_message(&self, current: &MessageRow, body: String) -> Result<MessageRow> {
-        let txn = self.writer.begin().await?;
-        let version = Self::version(&txn, current.application_id).await?;
-        let row = MessageRow {
+        let op = Op::UpdateMessage {
+            current: current.clone(),
             body,
-            version,
-            updated_at: crate::now(),
-            ..current.clone()
         };
-        let json = serde_json::to_string(&row)?;
-        let scope = message_scope(row.application_id, row.chat_number, row.number);
-        self.commit(txn, QueueName::Messages, &scope, version, json)
-            .await?;
-        Ok(row)
+        match self.submit(op).await? {
+            Accepted::Message(row) => Ok(row),
+            Accepted::Chat(_) => unreachable!("a message op yields a message"),
+        }
     }
 
     async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>> {
