@@ -49,6 +49,9 @@ pub struct Stack {
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     mysql_admin: Option<(String, String)>,
+    /// Every process started on this stack, stopped before cleanup so none
+    /// writes to storage that is being removed.
+    apps: std::sync::Mutex<Vec<App>>,
 }
 
 impl Stack {
@@ -65,6 +68,7 @@ impl Stack {
                 redis_url: None,
                 redis_prefix,
                 mysql_admin: None,
+                apps: Default::default(),
             },
             Profile::Distributed => {
                 let (mysql, redis) =
@@ -86,6 +90,7 @@ impl Stack {
                     redis_url: Some(redis),
                     redis_prefix,
                     mysql_admin: Some((mysql, name)),
+                    apps: Default::default(),
                 }
             }
         }
@@ -137,6 +142,7 @@ impl Stack {
             http: reqwest::Client::new(),
             has_http: role == "serve" || role == "api",
         };
+        self.apps.lock().unwrap().push(app.clone());
         if app.has_http {
             app.wait_ready().await;
         }
@@ -144,6 +150,9 @@ impl Stack {
     }
 
     pub async fn cleanup(self) {
+        for app in self.apps.lock().unwrap().drain(..) {
+            app.kill9();
+        }
         if let Some((admin, name)) = &self.mysql_admin
             && let Ok(db) = Database::connect(admin.clone()).await
         {
