@@ -395,3 +395,37 @@ async fn writes_are_readable_before_any_worker_persists_them() {
         stack.cleanup().await;
     }
 }
+
+/// SIGTERM stops every role cleanly and promptly; what was accepted before
+/// it is persisted once the service is back.
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_loses_nothing() {
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        let app = stack.spawn("serve", &[]).await;
+        let token = app.create_app("term").await;
+        app.create_chat(&token).await;
+        for i in 0..200 {
+            app.create_message(&token, 1, &format!("before stop {i}"))
+                .await;
+        }
+        assert!(
+            app.terminate(Duration::from_secs(20)),
+            "{profile:?}: exit 0 within 20 s of SIGTERM"
+        );
+        let again = stack.spawn("serve", &[]).await;
+        let listed = again
+            .wait_listed(
+                &format!("/applications/{token}/chats/1/messages"),
+                200,
+                Duration::from_secs(40),
+            )
+            .await;
+        assert_eq!(
+            numbers(&listed),
+            (1..=200).collect::<Vec<_>>(),
+            "{profile:?}"
+        );
+        stack.cleanup().await;
+    }
+}

@@ -60,72 +60,63 @@ fn settler(queue: &Arc<dyn JobQueue>, name: QueueName, config: WorkerConfig) -> 
     }
 }
 
-async fn run_chats(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
-    let name = QueueName::Chats;
-    let batcher = Batcher::spawn(Arc::new(ChatWriter(backends.writer.clone())), config.batch);
-    let settler = settler(&backends.queue, name, config);
-    while !*shutdown.borrow() {
-        let worker_name = unique_name(name);
-        tracing::info!(worker = %worker_name, "worker starting");
-        let worker = WorkerBuilder::new(worker_name.as_str())
-            .backend(QueueBackend::<PersistChat>::new(
-                backends.queue.clone(),
-                name,
-                config.batch.max_rows,
-            ))
-            .data(batcher.clone())
-            .ack_with(settler.clone())
-            .concurrency(config.batch.max_rows * 2)
-            .build(persist_chat);
-        supervise(
-            worker.run_until(stopped(shutdown.clone())).await,
-            &worker_name,
-            &backends,
-            name,
-        )
-        .await;
-    }
+/// Runs one queue's worker until shutdown, restarting it under a fresh
+/// name when it fails. A macro rather than a generic function because
+/// apalis's worker-builder bounds are not worth spelling out for two
+/// queues.
+macro_rules! run_queue {
+    ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident) => {
+        async fn $fn_name(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
+            let name = $queue;
+            let writer = Arc::new($writer(backends.writer.clone()));
+            let batcher = Batcher::spawn(writer, config.batch);
+            let settler = settler(&backends.queue, name, config);
+            while !*shutdown.borrow() {
+                let worker_name = unique_name(name);
+                tracing::info!(worker = %worker_name, "worker starting");
+                let backend =
+                    QueueBackend::<$job>::new(backends.queue.clone(), name, config.batch.max_rows);
+                let worker = WorkerBuilder::new(worker_name.as_str())
+                    .backend(backend)
+                    .data(batcher.clone())
+                    .ack_with(settler.clone())
+                    .concurrency(config.batch.max_rows * 2)
+                    .build($handler);
+                let result = worker.run_until(stopped(shutdown.clone())).await;
+                supervise(result, &worker_name, &backends, name, &settler).await;
+            }
+        }
+    };
 }
 
-async fn run_messages(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
-    let name = QueueName::Messages;
-    let batcher = Batcher::spawn(
-        Arc::new(MessageWriter(backends.writer.clone())),
-        config.batch,
-    );
-    let settler = settler(&backends.queue, name, config);
-    while !*shutdown.borrow() {
-        let worker_name = unique_name(name);
-        tracing::info!(worker = %worker_name, "worker starting");
-        let worker = WorkerBuilder::new(worker_name.as_str())
-            .backend(QueueBackend::<PersistMessage>::new(
-                backends.queue.clone(),
-                name,
-                config.batch.max_rows,
-            ))
-            .data(batcher.clone())
-            .ack_with(settler.clone())
-            .concurrency(config.batch.max_rows * 2)
-            .build(persist_message);
-        supervise(
-            worker.run_until(stopped(shutdown.clone())).await,
-            &worker_name,
-            &backends,
-            name,
-        )
-        .await;
-    }
-}
+run_queue!(
+    run_chats,
+    QueueName::Chats,
+    PersistChat,
+    ChatWriter,
+    persist_chat
+);
+run_queue!(
+    run_messages,
+    QueueName::Messages,
+    PersistMessage,
+    MessageWriter,
+    persist_message
+);
 
 async fn supervise(
     result: Result<(), apalis_core::error::WorkerError>,
     worker_name: &str,
     backends: &Backends,
     queue: QueueName,
+    settler: &Settler,
 ) {
     match result {
         Ok(()) => {
             tracing::info!(worker = worker_name, "worker stopped");
+            // Acks first, so the hand-back below covers only jobs that never
+            // ran rather than finished jobs whose acks were still queued.
+            settler.acker.flush().await;
             if let Err(e) = backends.queue.retire(queue, worker_name).await {
                 tracing::warn!(worker = worker_name, error = %e, "could not retire the consumer");
             }

@@ -16,7 +16,7 @@ use chat_store::{
     queue::{Claimed, JobQueue, QueueName},
 };
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -44,24 +44,50 @@ impl RetryPolicy {
 /// Batches acks so a batch of 500 jobs costs one queue round trip.
 #[derive(Clone)]
 pub struct Acker {
-    tx: mpsc::UnboundedSender<String>,
+    tx: mpsc::UnboundedSender<AckMsg>,
+}
+
+enum AckMsg {
+    Ack(String),
+    /// Answered once every ack sent before it has been written.
+    Flush(oneshot::Sender<()>),
 }
 
 impl Acker {
     pub fn spawn(queue: Arc<dyn JobQueue>, name: QueueName) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<AckMsg>();
         tokio::spawn(async move {
-            let mut ids = Vec::new();
-            while rx.recv_many(&mut ids, 1000).await > 0 {
+            let mut msgs = Vec::new();
+            while rx.recv_many(&mut msgs, 1000).await > 0 {
+                let mut ids = Vec::with_capacity(msgs.len());
+                let mut flushed = Vec::new();
+                for msg in msgs.drain(..) {
+                    match msg {
+                        AckMsg::Ack(id) => ids.push(id),
+                        AckMsg::Flush(done) => flushed.push(done),
+                    }
+                }
                 // An ack that fails leaves the job claimed; it is redelivered
                 // after its lease and replayed harmlessly.
-                if let Err(e) = queue.ack(name, &ids).await {
+                if !ids.is_empty()
+                    && let Err(e) = queue.ack(name, &ids).await
+                {
                     tracing::warn!(queue = name.as_str(), jobs = ids.len(), error = %e, "ack failed");
                 }
-                ids.clear();
+                for done in flushed {
+                    let _ = done.send(());
+                }
             }
         });
         Self { tx }
+    }
+
+    /// Waits until every ack handed over so far has been written.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.tx.send(AckMsg::Flush(done)).is_ok() {
+            let _ = flushed.await;
+        }
     }
 }
 
@@ -96,7 +122,7 @@ impl Acknowledge<()> for Settler {
         };
         match res {
             Ok(()) => {
-                let _ = self.acker.tx.send(job.id);
+                let _ = self.acker.tx.send(AckMsg::Ack(job.id));
                 Box::pin(async { Ok(()) })
             }
             Err(e) => {

@@ -328,3 +328,93 @@ async fn a_retried_job_returns_with_its_history_after_the_delay() {
     assert_eq!(again[0].failures[0].error, "transient");
     drop_keys(&prefix).await;
 }
+
+/// Every worker start registers a fresh consumer name; names of processes
+/// long gone that own nothing are pruned so the group does not grow.
+#[tokio::test]
+async fn idle_empty_consumers_are_pruned() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    drop(q);
+    let q = RedisStreamQueue::connect(
+        &std::env::var("TEST_REDIS_URL").unwrap(),
+        &prefix,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap()
+    .with_prune_idle(Duration::from_millis(100));
+    q.enqueue(Q, "{}".into()).await.unwrap();
+    let held = q
+        .claim(Q, "owner", 1, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    q.claim(Q, "gone-1", 1, Duration::from_millis(10))
+        .await
+        .unwrap();
+    q.claim(Q, "gone-2", 1, Duration::from_millis(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    q.claim(Q, "sweeper", 1, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let mut conn = raw(&prefix).await;
+    let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(format!("{prefix}{{q:messages}}:stream"))
+        .arg("workers")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let names: Vec<String> = consumers
+        .iter()
+        .map(|c| match c.get("name") {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        names.contains(&"owner".to_owned()),
+        "a consumer that owns a job stays: {names:?}"
+    );
+    assert!(
+        !names.contains(&"gone-1".to_owned()) && !names.contains(&"gone-2".to_owned()),
+        "{names:?}"
+    );
+    drop_keys(&prefix).await;
+}
+
+/// A consumer that stops cleanly hands back the jobs it claimed but never
+/// ran; another consumer gets them at once, not after the lease.
+#[tokio::test]
+async fn a_retired_consumer_hands_back_its_unstarted_jobs() {
+    let Some((q, prefix)) = queue(Duration::from_secs(60)).await else {
+        return;
+    };
+    for i in 0..5 {
+        q.enqueue(Q, format!("{{\"i\":{i}}}")).await.unwrap();
+    }
+    assert_eq!(
+        q.claim(Q, "leaving", 5, Duration::from_millis(100))
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(
+        q.claim(Q, "staying", 5, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    q.retire(Q, "leaving").await.unwrap();
+    let taken = q
+        .claim(Q, "fresh", 5, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 5);
+    drop_keys(&prefix).await;
+}

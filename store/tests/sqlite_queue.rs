@@ -93,3 +93,33 @@ async fn a_waiting_consumer_wakes_on_enqueue() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_retired_consumer_hands_back_its_unstarted_jobs() {
+    let (q, dir) = queue(Duration::from_secs(60)).await;
+    for i in 0..5 {
+        q.enqueue(Q, format!("{{\"i\":{i}}}")).await.unwrap();
+    }
+    assert_eq!(
+        q.claim(Q, "leaving", 5, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(
+        q.claim(Q, "staying", 5, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    q.retire(Q, "leaving").await.unwrap();
+    assert_eq!(
+        q.claim(Q, "staying", 5, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

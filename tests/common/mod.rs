@@ -227,6 +227,32 @@ impl App {
         }
     }
 
+    /// SIGTERM, then waits up to `within` for the process to exit; returns
+    /// whether it exited successfully in time.
+    pub fn terminate(&self, within: Duration) -> bool {
+        let mut guard = self.child.0.lock().unwrap();
+        let Some(child) = guard.as_mut() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    guard.take();
+                    return status.success();
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => return false,
+            }
+        }
+    }
+
     /// SIGKILL: no graceful shutdown, no flushing.
     pub fn kill9(&self) {
         if let Some(mut c) = self.child.0.lock().unwrap().take() {

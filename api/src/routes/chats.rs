@@ -64,16 +64,15 @@ async fn list(
     Ok(Json(page.into()))
 }
 
-async fn show(State(state): State<AppState>, path: Segments) -> Result<Json<ChatJson>, ApiError> {
+/// The chat the path names, persisted or pending.
+async fn find(state: &AppState, path: &Segments) -> Result<ChatView, ApiError> {
     let number = path.number("number")?;
     let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
-    Ok(Json(
-        state
-            .lookup
-            .chat(&state.backends, app_id, number)
-            .await?
-            .into(),
-    ))
+    state.lookup.chat(&state.backends, app_id, number).await
+}
+
+async fn show(State(state): State<AppState>, path: Segments) -> Result<Json<ChatJson>, ApiError> {
+    Ok(Json(find(&state, &path).await?.into()))
 }
 
 async fn update(
@@ -81,9 +80,7 @@ async fn update(
     path: &Segments,
     name: Option<String>,
 ) -> Result<ChatJson, ApiError> {
-    let number = path.number("number")?;
-    let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
-    let current = state.lookup.chat(&state.backends, app_id, number).await?;
+    let current = find(state, path).await?;
     let row = state
         .backends
         .intake
@@ -114,16 +111,6 @@ async fn amend(
 ) -> Result<Json<ChatJson>, ApiError> {
     match validate::optional_name(input.name)? {
         Some(name) => Ok(Json(update(&state, &path, Some(name)).await?)),
-        None => {
-            let number = path.number("number")?;
-            let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
-            Ok(Json(
-                state
-                    .lookup
-                    .chat(&state.backends, app_id, number)
-                    .await?
-                    .into(),
-            ))
-        }
+        None => Ok(Json(find(&state, &path).await?.into())),
     }
 }

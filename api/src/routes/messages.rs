@@ -110,6 +110,15 @@ async fn show(
     Ok(Json(find(&state, &path).await?.into()))
 }
 
+async fn update(
+    state: &AppState,
+    current: &MessageRow,
+    body: String,
+) -> Result<Json<MessageJson>, ApiError> {
+    let row = state.backends.intake.update_message(current, body).await?;
+    Ok(Json(row.into()))
+}
+
 async fn replace(
     State(state): State<AppState>,
     path: Segments,
@@ -117,14 +126,7 @@ async fn replace(
 ) -> Result<Json<MessageJson>, ApiError> {
     let body = validate::body(input.body, state.config.max_message_bytes)?;
     let current = find(&state, &path).await?;
-    Ok(Json(
-        state
-            .backends
-            .intake
-            .update_message(&current, body)
-            .await?
-            .into(),
-    ))
+    update(&state, &current, body).await
 }
 
 /// PATCH without a body leaves the message as it is.
@@ -138,14 +140,7 @@ async fn amend(
         None => Ok(Json(current.into())),
         body => {
             let body = validate::body(body, state.config.max_message_bytes)?;
-            Ok(Json(
-                state
-                    .backends
-                    .intake
-                    .update_message(&current, body)
-                    .await?
-                    .into(),
-            ))
+            update(&state, &current, body).await
         }
     }
 }

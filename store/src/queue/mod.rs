@@ -135,9 +135,8 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Answers when the queue's server answers.
     async fn ping(&self) -> Result<()>;
 
-    /// Forgets a consumer that has shut down cleanly, so it is not counted
-    /// or scanned any more. Its unsettled jobs stay claimable.
-    async fn retire(&self, _queue: QueueName, _consumer: &str) -> Result<()> {
-        Ok(())
-    }
+    /// Called when a consumer shuts down cleanly: the jobs it still holds
+    /// (claimed but never started) become claimable by others at once,
+    /// instead of after their lease runs out.
+    async fn retire(&self, queue: QueueName, consumer: &str) -> Result<()>;
 }

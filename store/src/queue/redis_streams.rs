@@ -85,6 +85,10 @@ pub struct RedisStreamQueue {
     prefix: String,
     claim_idle: Duration,
     dead_cap: usize,
+    /// Consumers that own nothing and have been idle this long are removed
+    /// from the group, so names from past processes do not pile up.
+    prune_idle: Duration,
+    last_prune: Mutex<HashMap<QueueName, Instant>>,
     scripts: Scripts,
     /// One connection per consumer: a blocking XREADGROUP holds its
     /// connection, and sharing it would stall every other command.
@@ -110,6 +114,8 @@ impl RedisStreamQueue {
             prefix: prefix.to_owned(),
             claim_idle,
             dead_cap: 100_000,
+            prune_idle: Duration::from_secs(600),
+            last_prune: Mutex::new(HashMap::new()),
             scripts: Scripts {
                 ack: Script::new(ACK),
                 retry: Script::new(RETRY),
@@ -127,6 +133,14 @@ impl RedisStreamQueue {
         Arc::get_mut(&mut self)
             .expect("set the cap before sharing")
             .dead_cap = cap;
+        self
+    }
+
+    /// Sets how long an empty consumer may stay idle before it is pruned.
+    pub fn with_prune_idle(mut self: Arc<Self>, idle: Duration) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before sharing")
+            .prune_idle = idle;
         self
     }
 
@@ -197,6 +211,50 @@ impl RedisStreamQueue {
                 true
             }
         }
+    }
+
+    /// Removes consumers that own no pending entries and have been idle for
+    /// `prune_idle`: each worker start registers a new name, and without
+    /// this the group would list every process that ever ran. Runs at most
+    /// once a minute per queue and process. A live consumer removed here is
+    /// re-created by its next read, having owned nothing.
+    async fn prune_consumers(&self, q: QueueName) -> Result<()> {
+        {
+            let mut last = self.last_prune.lock().unwrap();
+            let every = self.prune_idle.min(Duration::from_secs(60));
+            if last.get(&q).is_some_and(|t| t.elapsed() < every) {
+                return Ok(());
+            }
+            last.insert(q, Instant::now());
+        }
+        let mut conn = self.conn.clone();
+        let consumers: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(self.stream_key(q))
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await?;
+        let int = |c: &HashMap<String, Value>, k: &str| match c.get(k) {
+            Some(Value::Int(n)) => *n,
+            _ => -1,
+        };
+        for c in consumers {
+            let idle = int(&c, "idle");
+            if int(&c, "pending") != 0 || idle < 0 || (idle as u128) < self.prune_idle.as_millis() {
+                continue;
+            }
+            let Some(Value::BulkString(name)) = c.get("name") else {
+                continue;
+            };
+            let _: i64 = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(self.stream_key(q))
+                .arg(GROUP)
+                .arg(name.as_slice())
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn promote_due(&self, q: QueueName) -> Result<()> {
@@ -336,6 +394,9 @@ impl JobQueue for RedisStreamQueue {
         self.ensure_group(queue).await?;
         if self.sweep_due(queue, consumer) {
             self.promote_due(queue).await?;
+            if let Err(e) = self.prune_consumers(queue).await {
+                tracing::debug!(queue = queue.as_str(), error = %e, "consumer pruning failed");
+            }
             let taken = self.take_over_expired(queue, consumer, max).await;
             match taken {
                 Ok(jobs) if !jobs.is_empty() => return Ok(jobs),
@@ -479,26 +540,42 @@ impl JobQueue for RedisStreamQueue {
     async fn retire(&self, queue: QueueName, consumer: &str) -> Result<()> {
         self.readers.lock().unwrap().remove(consumer);
         let mut conn = self.conn.clone();
-        // DELCONSUMER would drop the consumer's pending entries from the
-        // group, losing them; only delete it when it owns none.
-        let pending: Value = redis::cmd("XPENDING")
-            .arg(self.stream_key(queue))
-            .arg(GROUP)
-            .arg("-")
-            .arg("+")
-            .arg(1)
-            .arg(consumer)
-            .query_async(&mut conn)
-            .await?;
-        if matches!(&pending, Value::Array(v) if v.is_empty()) {
-            let _: i64 = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
+        loop {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
                 .arg(self.stream_key(queue))
                 .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(500)
                 .arg(consumer)
                 .query_async(&mut conn)
                 .await?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            // Deleting the consumer would drop these entries from the group
+            // for good. Instead mark them long idle: the next takeover sweep
+            // of any consumer picks them up. The empty consumer itself is
+            // pruned later.
+            let mut cmd = redis::cmd("XCLAIM");
+            cmd.arg(self.stream_key(queue))
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(0);
+            for (id, ..) in &pending {
+                cmd.arg(id);
+            }
+            cmd.arg("IDLE").arg(u32::MAX).arg("JUSTID");
+            let _: Value = cmd.query_async(&mut conn).await?;
+            tracing::info!(
+                queue = queue.as_str(),
+                consumer,
+                jobs = pending.len(),
+                "handed back unstarted jobs"
+            );
+            if pending.len() < 500 {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 }

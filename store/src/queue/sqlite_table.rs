@@ -261,4 +261,15 @@ impl JobQueue for SqliteQueue {
         self.db.ping().await?;
         Ok(())
     }
+
+    async fn retire(&self, _queue: QueueName, consumer: &str) -> Result<()> {
+        self.exec(
+            "UPDATE queue_jobs SET lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = ? AND dead = 0",
+            vec![consumer.into()],
+        )
+        .await?;
+        self.notify();
+        Ok(())
+    }
 }
