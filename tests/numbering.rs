@@ -135,7 +135,14 @@ async fn two_api_processes_sharing_redis_never_duplicate_a_number() {
 #[tokio::test]
 async fn numbering_continues_after_counters_are_lost() {
     for profile in profiles() {
-        let stack = Stack::new(profile).await;
+        let mut stack = Stack::new(profile).await;
+        // A private Redis, so that it can really be flushed.
+        let mut private = None;
+        if profile == Profile::Distributed {
+            let port = common::free_port();
+            private = Some(common::private_redis(port));
+            stack.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        }
         let app = stack.spawn("serve", &[]).await;
         let token = app.create_app("a").await;
         for _ in 0..3 {
@@ -159,24 +166,11 @@ async fn numbering_continues_after_counters_are_lost() {
 
         match profile {
             Profile::Distributed => {
-                // Every key of this stack: counters, versions, pending entries.
-                let mut conn = stack
-                    .redis()
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap();
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}{{app:*", stack.redis_prefix))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                assert!(!keys.is_empty());
-                let _: i64 = redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
+                // Counters, versions, pending entries, the streams and their
+                // consumer group: all gone.
+                let client = stack.redis().unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
             }
             Profile::Embedded => {
                 use sea_orm::ConnectionTrait;
@@ -221,5 +215,9 @@ async fn numbering_continues_after_counters_are_lost() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         stack.cleanup().await;
+        if let Some(mut redis) = private {
+            let _ = redis.kill();
+            let _ = redis.wait();
+        }
     }
 }
