@@ -15,11 +15,18 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 async fn backends(stack: &Stack) -> Backends {
+    backends_with_lease(stack, Duration::from_secs(15)).await
+}
+
+/// Storage handles as a process of the stack would open them; `lease` is
+/// how long claims made through them last (on SQLite it is stamped on the
+/// row at claim time).
+async fn backends_with_lease(stack: &Stack, lease: Duration) -> Backends {
     Backends::open(&BackendsConfig {
         database_url: stack.database_url.clone(),
         redis_url: stack.redis_url.clone(),
         redis_prefix: stack.redis_prefix.clone(),
-        claim_idle: Duration::from_secs(15),
+        claim_idle: lease,
         pending_ttl: Duration::from_secs(3600),
     })
     .await
@@ -426,6 +433,61 @@ async fn sigterm_stops_cleanly_and_loses_nothing() {
             (1..=200).collect::<Vec<_>>(),
             "{profile:?}"
         );
+        stack.cleanup().await;
+    }
+}
+
+/// A message whose chat's job has not been persisted yet is still written:
+/// messages are keyed by chat number, not by the chat's row.
+#[tokio::test]
+async fn messages_persist_while_their_chat_job_is_still_queued() {
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        let api = stack.spawn("api", &[]).await;
+        let token = api.create_app("order").await;
+        let chat = api.create_chat(&token).await;
+        for i in 0..3 {
+            api.create_message(&token, chat, &format!("early {i}"))
+                .await;
+        }
+        // Hold the chat's job as a consumer that never settles it.
+        let b = backends_with_lease(&stack, Duration::from_secs(4)).await;
+        let held = b
+            .queue
+            .claim(
+                QueueName::Chats,
+                "stalled-consumer",
+                10,
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 1, "{profile:?}");
+
+        let _worker = stack.spawn("worker", &[("CLAIM_IDLE_MS", "4000")]).await;
+        let app = app_id(&b.db, &token).await;
+        let got = wait_persisted(&b.db, app, chat, 3, Duration::from_secs(3)).await;
+        assert_eq!(got, (3, 3, 3), "{profile:?}: messages landed");
+        assert!(
+            chat_store::repo::chats::find(&b.db, app, chat)
+                .await
+                .unwrap()
+                .is_none(),
+            "{profile:?}: while the chat row itself is not written yet"
+        );
+        // Once the stalled claim lapses, the worker takes the chat over.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while chat_store::repo::chats::find(&b.db, app, chat)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{profile:?}: chat never persisted"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         stack.cleanup().await;
     }
 }
