@@ -440,7 +440,7 @@ async fn health_reports_live_and_ready() {
 /// Readiness must fail when the queue's server is gone. Uses a private
 /// redis-server so the shared one is never touched.
 #[tokio::test]
-async fn readiness_is_503_when_redis_is_down() {
+async fn readiness_and_writes_are_503_when_redis_is_down() {
     if !profiles().contains(&Profile::Distributed) {
         eprintln!("distributed profile not configured: skipping");
         return;
@@ -450,6 +450,7 @@ async fn readiness_is_503_when_redis_is_down() {
     let mut redis = common::private_redis(port);
     stack.redis_url = Some(format!("redis://127.0.0.1:{port}"));
     let app = stack.spawn("api", &[]).await;
+    let token = app.create_app("outage").await;
     let _ = redis.kill();
     let _ = redis.wait();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -470,6 +471,11 @@ async fn readiness_is_503_when_redis_is_down() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // A write that cannot be queued is refused with 503, not accepted.
+    let r = app
+        .post_json(&format!("/applications/{token}/chats"), json!({}))
+        .await;
+    assert_problem(r, 503).await;
     stack.redis_url = None;
     stack.cleanup().await;
 }

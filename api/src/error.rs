@@ -85,15 +85,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::NotFound("resource"),
-            StoreError::Unavailable(msg) => {
-                tracing::warn!(error = %msg, "storage unavailable");
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "storage unavailable");
                 ApiError::Unavailable("storage is unavailable, retry later".into())
-            }
-            StoreError::Redis(err)
-                if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() =>
-            {
-                tracing::warn!(error = %err, "redis unavailable");
-                ApiError::Unavailable("the queue is unavailable, retry later".into())
             }
             other => {
                 tracing::error!(error = %other, "storage failure");
