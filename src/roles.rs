@@ -28,18 +28,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if matches!(command, Command::Serve | Command::Api) {
         let listener = TcpListener::bind((settings.bind_addr, settings.port)).await?;
         tracing::info!(addr = %listener.local_addr()?, "listening");
-        roles.spawn(serve_http(
+        let http = serve_http(
             listener,
             backends.clone(),
             settings.clone(),
             shutdown.clone(),
-        ));
+        );
+        roles.spawn(async move { ("api", http.await) });
     }
     if matches!(command, Command::Serve | Command::Worker) {
         let (b, c, s) = (backends.clone(), settings.worker(), shutdown.clone());
         roles.spawn(async move {
             chat_jobs::run_pool(&b, c, s).await;
-            Ok(())
+            ("worker", Ok(()))
         });
     }
     if matches!(command, Command::Serve | Command::Scheduler) {
@@ -47,11 +48,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         let (b, s) = (backends.clone(), shutdown.clone());
         roles.spawn(async move {
             chat_scheduler::run(b, every, s).await;
-            Ok(())
+            ("scheduler", Ok(()))
         });
     }
     while let Some(done) = roles.join_next().await {
-        done??;
+        let (role, result) = done?;
+        match &result {
+            Ok(()) => tracing::info!(role, "role stopped"),
+            Err(e) => tracing::error!(role, error = %e, "role failed"),
+        }
+        result?;
     }
     Ok(())
 }

@@ -417,7 +417,7 @@ async fn sigterm_stops_cleanly_and_loses_nothing() {
                 .await;
         }
         assert!(
-            app.terminate(Duration::from_secs(20)),
+            app.terminate(Duration::from_secs(20)).await,
             "{profile:?}: exit 0 within 20 s of SIGTERM"
         );
         let again = stack.spawn("serve", &[]).await;

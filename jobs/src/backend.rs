@@ -67,11 +67,24 @@ impl Feed {
             if let Some(job) = self.buffer.pop_front() {
                 return job;
             }
-            match self
-                .queue
-                .claim(self.name, &self.consumer, self.batch, CLAIM_WAIT)
+            // The claim runs as its own task. apalis stops polling this
+            // stream when the worker shuts down but drops it only after the
+            // in-flight jobs finish; a claim suspended mid-query would keep
+            // its database connection (SQLite's only writer) and those jobs
+            // could never commit. A spawned claim completes regardless.
+            let claim = {
+                let (queue, name, consumer, batch) = (
+                    self.queue.clone(),
+                    self.name,
+                    self.consumer.clone(),
+                    self.batch,
+                );
+                tokio::spawn(async move { queue.claim(name, &consumer, batch, CLAIM_WAIT).await })
+            };
+            let claimed = claim
                 .await
-            {
+                .unwrap_or_else(|e| Err(StoreError::Other(format!("claim task failed: {e}"))));
+            match claimed {
                 Ok(jobs) => {
                     self.failures = 0;
                     self.buffer.extend(jobs);

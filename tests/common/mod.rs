@@ -123,7 +123,11 @@ impl Stack {
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
             )
             .env("BATCH_LINGER_MS", "10")
-            .stdout(Stdio::null())
+            .stdout(if std::env::var("TEST_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(if std::env::var("TEST_LOG").is_ok() {
                 Stdio::inherit()
             } else {
@@ -228,28 +232,34 @@ impl App {
     }
 
     /// SIGTERM, then waits up to `within` for the process to exit; returns
-    /// whether it exited successfully in time.
-    pub fn terminate(&self, within: Duration) -> bool {
-        let mut guard = self.child.0.lock().unwrap();
-        let Some(child) = guard.as_mut() else {
-            return false;
+    /// whether it exited successfully in time. Waits asynchronously, so
+    /// this test's own HTTP connections keep being served meanwhile.
+    pub async fn terminate(&self, within: Duration) -> bool {
+        let pid = match self.child.0.lock().unwrap().as_ref() {
+            Some(child) => child.id(),
+            None => return false,
         };
         let _ = Command::new("kill")
             .arg("-TERM")
-            .arg(child.id().to_string())
+            .arg(pid.to_string())
             .status();
         let deadline = Instant::now() + within;
         loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    guard.take();
-                    return status.success();
+            {
+                let mut guard = self.child.0.lock().unwrap();
+                match guard.as_mut().map(|c| c.try_wait()) {
+                    Some(Ok(Some(status))) => {
+                        guard.take();
+                        return status.success();
+                    }
+                    Some(Ok(None)) => {}
+                    _ => return false,
                 }
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => return false,
             }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
