@@ -68,10 +68,10 @@ pub struct Settings {
     /// Attempts before a job is dead.
     #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 8, global = true)]
     pub job_max_attempts: u32,
-    /// First retry delay, in milliseconds; doubles per attempt, with jitter.
+    /// First retry delay, in milliseconds; doubles per attempt, plus a random 0–100%.
     #[arg(long, env = "RETRY_BASE_MS", default_value_t = 200, global = true)]
     pub retry_base_ms: u64,
-    /// Longest retry delay, in milliseconds.
+    /// Cap on the doubling of retry delays (before jitter), in milliseconds.
     #[arg(long, env = "RETRY_MAX_MS", default_value_t = 60_000, global = true)]
     pub retry_max_ms: u64,
     /// A job unsettled this long (its worker died) is taken over, in ms.

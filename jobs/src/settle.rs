@@ -5,7 +5,8 @@
 //!   follows the commit. A crash between the two redelivers the job, and
 //!   the version-guarded upsert makes the replay a no-op.
 //! - failure with attempts left: the job is retried after an exponential
-//!   backoff with jitter (`RETRY_BASE_MS` doubling up to `RETRY_MAX_MS`).
+//!   backoff with jitter (`RETRY_BASE_MS` doubling up to `RETRY_MAX_MS`,
+//!   each step stretched by a random 0–100% of itself).
 //! - failure on the last attempt: the job is buried with its history.
 use std::{sync::Arc, time::Duration};
 
@@ -26,7 +27,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The pause before the attempt after `attempt`, with full jitter so a
+    /// The pause before the attempt after `attempt`: the doubled step (capped
+    /// at `max`) stretched by a random 0–100% of itself, so a
     /// burst of failures does not come back as a burst.
     pub fn delay(&self, attempt: u32) -> Duration {
         ExponentialBuilder::default()
@@ -147,7 +149,7 @@ mod tests {
         };
         for attempt in 1..20 {
             let d = p.delay(attempt);
-            // Jitter adds up to one more base delay on top of the capped step.
+            // Jitter stretches the capped step by up to 100%.
             assert!(d <= Duration::from_secs(4), "attempt {attempt}: {d:?}");
         }
         let late: Duration = (0..20).map(|_| p.delay(8)).sum::<Duration>() / 20;
