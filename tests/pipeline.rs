@@ -491,3 +491,61 @@ async fn messages_persist_while_their_chat_job_is_still_queued() {
         stack.cleanup().await;
     }
 }
+
+/// A job whose worker dies every time it runs it never returns a failure
+/// to count; its unsettled deliveries count instead, and it ends dead.
+#[tokio::test]
+async fn a_job_that_keeps_killing_its_worker_ends_dead() {
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        let b = backends_with_lease(&stack, Duration::from_millis(100)).await;
+        let now = chat_store::now();
+        let row = MessageRow {
+            application_id: 1,
+            chat_number: 1,
+            number: 1,
+            body: "deadly".into(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        b.queue
+            .enqueue(QueueName::Messages, serde_json::to_string(&row).unwrap())
+            .await
+            .unwrap();
+        // Three workers take the job and die holding it.
+        for (i, victim) in ["victim-1", "victim-2", "victim-3"].iter().enumerate() {
+            let held = b
+                .queue
+                .claim(QueueName::Messages, victim, 1, Duration::from_millis(200))
+                .await
+                .unwrap();
+            assert_eq!(held.len(), 1, "{profile:?}: delivery {}", i + 1);
+            assert_eq!(held[0].attempt as usize, i + 1, "{profile:?}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let _worker = stack
+            .spawn(
+                "worker",
+                &[("JOB_MAX_ATTEMPTS", "3"), ("CLAIM_IDLE_MS", "100")],
+            )
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let dead = loop {
+            let dead = b.queue.dead_jobs(QueueName::Messages, 10).await.unwrap();
+            if !dead.is_empty() || Instant::now() > deadline {
+                break dead;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(dead.len(), 1, "{profile:?}");
+        let reason = &dead[0].failures.last().unwrap().error;
+        assert!(reason.contains("without settling"), "{profile:?}: {reason}");
+        assert_eq!(
+            persisted(&b.db, 1, 1).await.0,
+            0,
+            "{profile:?}: it never ran"
+        );
+        stack.cleanup().await;
+    }
+}

@@ -33,16 +33,20 @@ pub struct QueueBackend<T> {
     queue: Arc<dyn JobQueue>,
     name: QueueName,
     batch: usize,
+    max_attempts: u32,
     stream: Option<BoxStream<'static, Result<Task<T>, StoreError>>>,
     _job: PhantomData<fn() -> T>,
 }
 
 impl<T> QueueBackend<T> {
-    pub fn new(queue: Arc<dyn JobQueue>, name: QueueName, batch: usize) -> Self {
+    /// `max_attempts` also bounds deliveries that never settled: a job whose
+    /// worker died holding it more often than that is buried unrun.
+    pub fn new(queue: Arc<dyn JobQueue>, name: QueueName, batch: usize, max_attempts: u32) -> Self {
         Self {
             queue,
             name,
             batch,
+            max_attempts,
             stream: None,
             _job: PhantomData,
         }
@@ -54,6 +58,7 @@ struct Feed {
     name: QueueName,
     consumer: String,
     batch: usize,
+    max_attempts: u32,
     buffer: VecDeque<Claimed>,
     failures: u32,
 }
@@ -106,6 +111,20 @@ fn feed<T: DeserializeOwned + Send + 'static>(
     futures::stream::unfold(feed, |mut state| async move {
         loop {
             let job = state.next().await;
+            if job.attempt > state.max_attempts {
+                // Only deliveries that never settled push a job past its
+                // attempts here (failures are counted by the settle step):
+                // it keeps killing its worker, so do not run it again.
+                let reason = format!(
+                    "delivered {} times without settling: its worker stopped while running it",
+                    job.attempt - 1
+                );
+                tracing::error!(queue = state.name.as_str(), id = %job.id, %reason);
+                if let Err(e) = state.queue.bury(state.name, &job, &reason).await {
+                    tracing::warn!(error = %e, "could not bury a job that kept killing its worker");
+                }
+                continue;
+            }
             match serde_json::from_str::<T>(&job.payload) {
                 Ok(args) => {
                     let task = TaskBuilder::new(args)
@@ -152,6 +171,7 @@ impl<T: DeserializeOwned + Send + 'static> Backend for QueueBackend<T> {
                 name: self.name,
                 consumer: worker.name().to_string(),
                 batch: self.batch,
+                max_attempts: self.max_attempts,
                 buffer: VecDeque::new(),
                 failures: 0,
             })

@@ -74,8 +74,12 @@ macro_rules! run_queue {
             while !*shutdown.borrow() {
                 let worker_name = unique_name(name);
                 tracing::info!(worker = %worker_name, "worker starting");
-                let backend =
-                    QueueBackend::<$job>::new(backends.queue.clone(), name, config.batch.max_rows);
+                let backend = QueueBackend::<$job>::new(
+                    backends.queue.clone(),
+                    name,
+                    config.batch.max_rows,
+                    config.retry.max_attempts,
+                );
                 let worker = WorkerBuilder::new(worker_name.as_str())
                     .backend(backend)
                     .data(batcher.clone())

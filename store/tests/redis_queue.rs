@@ -196,6 +196,10 @@ async fn jobs_of_a_dead_consumer_are_taken_over_after_the_lease() {
         .await
         .unwrap();
     assert_eq!(rescued.len(), 5);
+    assert!(
+        rescued.iter().all(|j| j.attempt == 2),
+        "a delivery that never settled counts as an attempt"
+    );
     // The dead worker's name is free to use again at once.
     q.enqueue(Q, "{}".into()).await.unwrap();
     let reused = q
@@ -416,5 +420,15 @@ async fn a_retired_consumer_hands_back_its_unstarted_jobs() {
         .await
         .unwrap();
     assert_eq!(taken.len(), 5);
+    assert!(
+        taken.iter().all(|j| j.attempt == 1),
+        "a clean hand-back costs no attempt"
+    );
+    let mut payloads: Vec<String> = taken.into_iter().map(|j| j.payload).collect();
+    payloads.sort();
+    assert_eq!(
+        payloads,
+        (0..5).map(|i| format!("{{\"i\":{i}}}")).collect::<Vec<_>>()
+    );
     drop_keys(&prefix).await;
 }

@@ -39,6 +39,10 @@ async fn a_lapsed_lease_hands_the_job_to_another_consumer() {
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
+    assert_eq!(
+        taken[0].attempt, 2,
+        "a delivery that never settled counts as an attempt"
+    );
     // The late ack of the first owner and a repeat ack are harmless.
     q.ack(Q, &[held[0].id.clone()]).await.unwrap();
     q.ack(Q, &[taken[0].id.clone()]).await.unwrap();
@@ -114,12 +118,14 @@ async fn a_retired_consumer_hands_back_its_unstarted_jobs() {
             .is_empty()
     );
     q.retire(Q, "leaving").await.unwrap();
-    assert_eq!(
-        q.claim(Q, "staying", 5, Duration::from_millis(10))
-            .await
-            .unwrap()
-            .len(),
-        5
+    let taken = q
+        .claim(Q, "staying", 5, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 5);
+    assert!(
+        taken.iter().all(|j| j.attempt == 1),
+        "a clean hand-back costs no attempt"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

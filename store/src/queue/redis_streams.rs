@@ -58,6 +58,23 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[2], 'p', ARG
 return 1
 "#;
 
+/// Re-appends unsettled entries as fresh ones (same payload, attempt and
+/// failures) and settles the originals: a clean hand-back, which does not
+/// count as a delivery the way a takeover does.
+const HANDBACK: &str = r#"
+local n = 0
+for i = 2, #ARGV do
+  local entry = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
+  if entry then
+    redis.call('XADD', KEYS[1], '*', unpack(entry[2]))
+    n = n + 1
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return n
+"#;
+
 /// Moves at most ARGV[2] due retries back to the stream.
 const PROMOTE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -99,6 +116,7 @@ pub struct RedisStreamQueue {
 
 struct Scripts {
     ack: Script,
+    handback: Script,
     retry: Script,
     bury: Script,
     promote: Script,
@@ -118,6 +136,7 @@ impl RedisStreamQueue {
             last_prune: Mutex::new(HashMap::new()),
             scripts: Scripts {
                 ack: Script::new(ACK),
+                handback: Script::new(HANDBACK),
                 retry: Script::new(RETRY),
                 bury: Script::new(BURY),
                 promote: Script::new(PROMOTE),
@@ -292,15 +311,39 @@ impl RedisStreamQueue {
             .arg(max)
             .query_async(&mut conn)
             .await?;
-        if !reply.claimed.is_empty() {
-            tracing::warn!(
-                queue = q.as_str(),
-                consumer,
-                jobs = reply.claimed.len(),
-                "took over jobs whose consumer stopped settling them"
-            );
+        if reply.claimed.is_empty() {
+            return Ok(Vec::new());
         }
-        reply.claimed.iter().map(decode_entry).collect()
+        tracing::warn!(
+            queue = q.as_str(),
+            consumer,
+            jobs = reply.claimed.len(),
+            "took over jobs whose consumer stopped settling them"
+        );
+        // Each delivery that ended without a settle (its worker died while
+        // holding the job) counts as an attempt, so a job that kills its
+        // worker every time still runs out of attempts.
+        let mut pipe = redis::pipe();
+        for entry in &reply.claimed {
+            pipe.cmd("XPENDING")
+                .arg(self.stream_key(q))
+                .arg(GROUP)
+                .arg(&entry.id)
+                .arg(&entry.id)
+                .arg(1);
+        }
+        let pending: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(&mut conn).await?;
+        reply
+            .claimed
+            .iter()
+            .zip(pending)
+            .map(|(entry, info)| {
+                let mut job = decode_entry(entry)?;
+                let delivered = info.first().map(|p| p.3).unwrap_or(1).max(1) as u32;
+                job.attempt += delivered - 1;
+                Ok(job)
+            })
+            .collect()
     }
 
     async fn read_new(
@@ -554,19 +597,14 @@ impl JobQueue for RedisStreamQueue {
                 return Ok(());
             }
             // Deleting the consumer would drop these entries from the group
-            // for good. Instead mark them long idle: the next takeover sweep
-            // of any consumer picks them up. The empty consumer itself is
-            // pruned later.
-            let mut cmd = redis::cmd("XCLAIM");
-            cmd.arg(self.stream_key(queue))
-                .arg(GROUP)
-                .arg(consumer)
-                .arg(0);
+            // for good; re-append them instead, for any consumer to read at
+            // once. The empty consumer itself is pruned later.
+            let mut call = self.scripts.handback.key(self.stream_key(queue));
+            call.arg(GROUP);
             for (id, ..) in &pending {
-                cmd.arg(id);
+                call.arg(id);
             }
-            cmd.arg("IDLE").arg(u32::MAX).arg("JUSTID");
-            let _: Value = cmd.query_async(&mut conn).await?;
+            let _: i64 = call.invoke_async(&mut conn).await?;
             tracing::info!(
                 queue = queue.as_str(),
                 consumer,

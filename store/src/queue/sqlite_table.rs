@@ -90,7 +90,10 @@ impl SqliteQueue {
         let until = now + self.lease.as_millis() as i64;
         let rows = Row::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "UPDATE queue_jobs SET lease_owner = ?, lease_until = ? WHERE id IN ( \
+            // A row still carrying a lease owner was claimed before and never
+            // settled (its worker died): that delivery counts as an attempt.
+            "UPDATE queue_jobs SET attempt = attempt + (lease_owner IS NOT NULL), \
+               lease_owner = ?, lease_until = ? WHERE id IN ( \
                SELECT id FROM queue_jobs WHERE queue = ? AND dead = 0 AND run_at <= ? \
                AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) \
              RETURNING id, payload, attempt, errors",
