@@ -82,6 +82,18 @@ async fn wait_persisted(
     }
 }
 
+/// The dead message jobs, once there is at least one or `within` passed.
+async fn wait_dead(b: &Backends, within: Duration) -> Vec<chat_store::queue::DeadJob> {
+    let deadline = Instant::now() + within;
+    loop {
+        let dead = b.queue.dead_jobs(QueueName::Messages, 10).await.unwrap();
+        if !dead.is_empty() || Instant::now() > deadline {
+            return dead;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A 20,000-job backlog, built while no worker runs, drains fully once a
 /// worker starts (the trigger of apalis-redis's backlog poison).
 #[tokio::test]
@@ -308,14 +320,7 @@ async fn a_job_that_always_fails_ends_dead_while_others_flow() {
             "{profile:?}"
         );
 
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let dead = loop {
-            let dead = b.queue.dead_jobs(QueueName::Messages, 10).await.unwrap();
-            if !dead.is_empty() || Instant::now() > deadline {
-                break dead;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let dead = wait_dead(&b, Duration::from_secs(30)).await;
         assert_eq!(dead.len(), 1, "{profile:?}");
         assert_eq!(
             dead[0].failures.len(),
@@ -530,14 +535,7 @@ async fn a_job_that_keeps_killing_its_worker_ends_dead() {
                 &[("JOB_MAX_ATTEMPTS", "3"), ("CLAIM_IDLE_MS", "100")],
             )
             .await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let dead = loop {
-            let dead = b.queue.dead_jobs(QueueName::Messages, 10).await.unwrap();
-            if !dead.is_empty() || Instant::now() > deadline {
-                break dead;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let dead = wait_dead(&b, Duration::from_secs(20)).await;
         assert_eq!(dead.len(), 1, "{profile:?}");
         let reason = &dead[0].failures.last().unwrap().error;
         assert!(reason.contains("without settling"), "{profile:?}: {reason}");
