@@ -146,6 +146,7 @@ async fn streams_apalis_run(n: usize, prefix: &str) -> String {
             queue.clone(),
             QueueName::Messages,
             500,
+            8,
         ))
         .data(counter.clone())
         .ack_with(settler)
