@@ -56,21 +56,12 @@ async fn applications_are_created_read_and_updated() {
         let other = app.create_app("Other").await;
         assert_ne!(other, token, "tokens are unique");
 
-        let got: Value = app
-            .get(&format!("/applications/{token}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let got: Value = app.get_json(&format!("/applications/{token}")).await;
         assert_eq!(got["name"], "Acme");
 
         let put = app
-            .http
-            .put(app.url(&format!("/applications/{token}")))
-            .json(&json!({"name": "Acme 2"}))
-            .send()
-            .await
-            .unwrap();
+            .put_json(&format!("/applications/{token}"), json!({"name": "Acme 2"}))
+            .await;
         assert_eq!(put.status(), 200);
         let patch = app
             .http
@@ -80,12 +71,7 @@ async fn applications_are_created_read_and_updated() {
             .await
             .unwrap();
         assert_eq!(patch.status(), 200);
-        let got: Value = app
-            .get(&format!("/applications/{token}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let got: Value = app.get_json(&format!("/applications/{token}")).await;
         assert_eq!(
             got["name"], "Acme 3",
             "{profile:?}: update is visible at once"
@@ -163,37 +149,29 @@ async fn chats_are_numbered_listed_and_updated() {
         }
 
         let put = app
-            .http
-            .put(app.url(&format!("/applications/{token}/chats/1")))
-            .json(&json!({"name": "renamed"}))
-            .send()
-            .await
-            .unwrap();
+            .put_json(
+                &format!("/applications/{token}/chats/1"),
+                json!({"name": "renamed"}),
+            )
+            .await;
         assert_eq!(put.status(), 200);
         let got: Value = app
-            .get(&format!("/applications/{token}/chats/1"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/applications/{token}/chats/1"))
+            .await;
         assert_eq!(
             got["name"], "renamed",
             "{profile:?}: read-your-writes after PUT"
         );
         let patch = app
-            .http
-            .patch(app.url(&format!("/applications/{token}/chats/2")))
-            .json(&json!({"name": "two"}))
-            .send()
-            .await
-            .unwrap();
+            .patch_json(
+                &format!("/applications/{token}/chats/2"),
+                json!({"name": "two"}),
+            )
+            .await;
         assert_eq!(patch.status(), 200);
         let got: Value = app
-            .get(&format!("/applications/{token}/chats/2"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/applications/{token}/chats/2"))
+            .await;
         assert_eq!(got["name"], "two");
 
         let all = app
@@ -205,22 +183,16 @@ async fn chats_are_numbered_listed_and_updated() {
             .await;
         assert_eq!(common::numbers(&all), vec![1, 2, 3, 4, 5]);
         let page: Value = app
-            .get(&format!("/applications/{token}/chats?limit=2"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/applications/{token}/chats?limit=2"))
+            .await;
         assert_eq!(
             common::numbers(page["items"].as_array().unwrap()),
             vec![1, 2]
         );
         assert_eq!(page["next_after"], 2);
         let page: Value = app
-            .get(&format!("/applications/{token}/chats?limit=2&after=4"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/applications/{token}/chats?limit=2&after=4"))
+            .await;
         assert_eq!(common::numbers(page["items"].as_array().unwrap()), vec![5]);
         assert_eq!(page["next_after"], Value::Null);
 
@@ -318,7 +290,7 @@ async fn messages_accept_every_encoding_and_keep_bytes_exact() {
             .unwrap();
         assert_eq!(r.status(), 201, "{profile:?}: urlencoded");
 
-        let got: Value = app.get(&format!("{path}/2")).await.json().await.unwrap();
+        let got: Value = app.get_json(&format!("{path}/2")).await;
         assert_eq!(got["body"], texts[1]);
         assert!(!has_key_named_id(&got));
 
@@ -338,14 +310,10 @@ async fn messages_accept_every_encoding_and_keep_bytes_exact() {
         assert_eq!(listed[6]["body"], "via form & co");
 
         let put = app
-            .http
-            .put(app.url(&format!("{path}/1")))
-            .json(&json!({"body": "edited"}))
-            .send()
-            .await
-            .unwrap();
+            .put_json(&format!("{path}/1"), json!({"body": "edited"}))
+            .await;
         assert_eq!(put.status(), 200);
-        let got: Value = app.get(&format!("{path}/1")).await.json().await.unwrap();
+        let got: Value = app.get_json(&format!("{path}/1")).await;
         assert_eq!(
             got["body"], "edited",
             "{profile:?}: read-your-writes after PUT"
@@ -358,7 +326,7 @@ async fn messages_accept_every_encoding_and_keep_bytes_exact() {
             .await
             .unwrap();
         assert_eq!(patch.status(), 200);
-        let got: Value = app.get(&format!("{path}/1")).await.json().await.unwrap();
+        let got: Value = app.get_json(&format!("{path}/1")).await;
         assert_eq!(got["body"], "patched");
 
         assert_problem(app.post_json(&path, json!({ "body": "" })).await, 422).await;

@@ -191,12 +191,11 @@ async fn numbering_continues_after_counters_are_lost() {
         );
         // An update after the loss still wins over the persisted state.
         let r = app
-            .http
-            .put(app.url(&format!("/applications/{token}/chats/1/messages/1")))
-            .json(&json!({ "body": "new" }))
-            .send()
-            .await
-            .unwrap();
+            .put_json(
+                &format!("/applications/{token}/chats/1/messages/1"),
+                json!({ "body": "new" }),
+            )
+            .await;
         assert_eq!(r.status(), 200);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {

@@ -366,25 +366,18 @@ async fn writes_are_readable_before_any_worker_persists_them() {
         let token = api.create_app("ryw").await;
         let chat = api.create_chat(&token).await;
         let got: Value = api
-            .get(&format!("/applications/{token}/chats/{chat}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/applications/{token}/chats/{chat}"))
+            .await;
         assert_eq!(got["number"], chat, "{profile:?}");
         let msg = api.create_message(&token, chat, "before any worker").await;
         let path = format!("/applications/{token}/chats/{chat}/messages/{msg}");
-        let got: Value = api.get(&path).await.json().await.unwrap();
+        let got: Value = api.get_json(&path).await;
         assert_eq!(got["body"], "before any worker");
         let r = api
-            .http
-            .patch(api.url(&path))
-            .json(&json!({ "body": "edited early" }))
-            .send()
-            .await
-            .unwrap();
+            .patch_json(&path, json!({ "body": "edited early" }))
+            .await;
         assert_eq!(r.status(), 200);
-        let got: Value = api.get(&path).await.json().await.unwrap();
+        let got: Value = api.get_json(&path).await;
         assert_eq!(got["body"], "edited early", "{profile:?}");
         let listed = api
             .list_all(&format!("/applications/{token}/chats/{chat}/messages"))

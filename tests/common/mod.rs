@@ -291,6 +291,29 @@ impl App {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
+    /// GET of a path that must answer with JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
+    pub async fn put_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .put(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .patch(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn create_app(&self, name: &str) -> String {
         let r = self
             .post_json("/applications", json!({ "name": name }))

@@ -278,8 +278,9 @@ impl Committer {
 
 /// Takes the next number of a counter, seeding a missing counter from
 /// the highest persisted number. The first statement is a write, so the
-/// transaction takes SQLite's write lock at once and concurrent intakes
-/// wait on the busy timeout instead of failing a read-to-write upgrade.
+/// transaction takes SQLite's write lock at once: a writer in another
+/// process (`chat api` beside `chat worker` on one file) then waits on the
+/// busy timeout instead of failing a read-to-write upgrade.
 async fn next(
     txn: &DatabaseTransaction,
     scope: &str,
