@@ -1,251 +1,140 @@
-//! Load generator for a running `chat` server; prints numbers, asserts
-//! nothing. `bench/run.sh` starts the servers and calls it.
+//! Write-path benchmark: starts the system from the release `chat` binary
+//! on fresh data, drives it over HTTP, and compares it with this machine's
+//! limits measured in the same run. Prints numbers; asserts nothing.
 //!
-//! - `post`: N message POSTs from C concurrent clients: throughput and
-//!   latency percentiles, then the delay from a 201 to the row being
-//!   listed, sampled one message at a time.
-//! - `decay`: posts N messages while counting persisted rows in the
-//!   database, and compares the persist rate of the first and last tenth.
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+//! `cargo run --release -p bench -- --profile embedded|distributed`
+use std::{path::PathBuf, time::Duration};
 
-use clap::{Parser, Subcommand};
-use futures::future::join_all;
-use sea_orm::Database;
-use serde_json::{Value, json};
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod client;
+mod lag;
+mod limits;
+mod load;
+mod report;
+mod run;
+mod stats;
+mod system;
 
 #[derive(Parser)]
+#[command(about = "Measures the chat write path against this machine's limits")]
 struct Cli {
-    /// Base URL of the server, e.g. http://127.0.0.1:3000
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    base: String,
     #[command(subcommand)]
-    mode: Mode,
+    internal: Option<Internal>,
+    /// Which deployment to measure; both when not given.
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+    /// Concurrent keep-alive clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Messages queued with no worker running, then drained.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Of those, how many go to one hot chat.
+    #[arg(long, default_value_t = 20_000)]
+    hot: usize,
+    /// Chats in the application the load is spread over.
+    #[arg(long, default_value_t = 200)]
+    chats: usize,
+    /// Requests in each of the other runs (limit, POST with worker, GET).
+    #[arg(long, default_value_t = 50_000)]
+    requests: usize,
+    /// Longest any of those runs may take, in seconds.
+    #[arg(long, default_value_t = 20)]
+    max_run_secs: u64,
+    /// How long the lag run sends at half the sustained rate, in seconds.
+    #[arg(long, default_value_t = 10)]
+    lag_secs: u64,
+    #[arg(
+        long,
+        env = "TEST_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306"
+    )]
+    mysql_url: String,
+    #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The `chat` binary; by default built with `cargo build --release`.
+    #[arg(long)]
+    chat_bin: Option<PathBuf>,
+    /// Must match the worker's: the roles read the same variables.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 500)]
+    batch_size: usize,
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20)]
+    batch_linger_ms: u64,
 }
 
 #[derive(Subcommand)]
-enum Mode {
-    Post {
-        #[arg(long, default_value_t = 20_000)]
-        messages: usize,
-        #[arg(long, default_value_t = 32)]
-        clients: usize,
-        #[arg(long, default_value_t = 200)]
-        lag_samples: usize,
-    },
-    Decay {
-        #[arg(long, default_value_t = 200_000)]
-        messages: usize,
-        #[arg(long, default_value_t = 32)]
-        clients: usize,
-        /// The server's database, to count persisted rows.
+enum Internal {
+    /// The bare handler the POST path is compared with (started by the bench).
+    #[command(hide = true)]
+    LimitServer {
         #[arg(long)]
-        database_url: String,
+        url: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        port: u16,
     },
 }
 
-struct Target {
-    http: reqwest::Client,
-    api: String,
-    token: String,
-}
-
-impl Target {
-    async fn new(base: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()?;
-        let api = format!("{base}/api/v1");
-        let app: Value = http
-            .post(format!("{api}/applications"))
-            .json(&json!({ "name": "bench" }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let token = app["token"].as_str().unwrap().to_owned();
-        let t = Self { http, api, token };
-        t.http
-            .post(t.chats())
-            .json(&json!({}))
-            .send()
-            .await?
-            .error_for_status()?;
-        Ok(t)
-    }
-
-    fn chats(&self) -> String {
-        format!("{}/applications/{}/chats", self.api, self.token)
-    }
-
-    fn messages(&self) -> String {
-        format!("{}/1/messages", self.chats())
-    }
-
-    async fn post(&self, body: &str) -> anyhow::Result<i64> {
-        let r = self
-            .http
-            .post(self.messages())
-            .json(&json!({ "body": body }))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 201, "POST answered {}", r.status());
-        Ok(r.json::<Value>().await?["number"].as_i64().unwrap())
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// Posts `total` messages from `clients` tasks; returns per-request latency.
-async fn blast(
-    target: &Arc<Target>,
-    total: usize,
-    clients: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let tasks = (0..clients).map(|c| {
-        let target = target.clone();
-        let mine = total / clients + usize::from(c < total % clients);
-        async move {
-            let mut lat = Vec::with_capacity(mine);
-            for i in 0..mine {
-                let t = Instant::now();
-                target
-                    .post(&format!("bench message {c}/{i} with some text in it"))
-                    .await?;
-                lat.push(t.elapsed());
-            }
-            anyhow::Ok(lat)
-        }
-    });
-    let mut all = Vec::with_capacity(total);
-    for r in join_all(tasks).await {
-        all.extend(r?);
-    }
-    Ok(all)
-}
-
-async fn post_mode(
-    base: &str,
-    messages: usize,
-    clients: usize,
-    lag_samples: usize,
-) -> anyhow::Result<()> {
-    let target = Arc::new(Target::new(base).await?);
-    blast(&target, 500, clients).await?; // warm-up: connections, caches
-    let started = Instant::now();
-    let mut lat = blast(&target, messages, clients).await?;
-    let elapsed = started.elapsed();
-    lat.sort_unstable();
-    println!(
-        "POST message: {messages} requests, {clients} clients, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        messages as f64 / elapsed.as_secs_f64(),
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        lat.last().unwrap().as_secs_f64() * 1e3,
-    );
-    // Let the backlog drain so the lag samples measure an idle pipeline.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut lags = Vec::with_capacity(lag_samples);
-    for i in 0..lag_samples {
-        let n = target.post(&format!("lag probe {i}")).await?;
-        let accepted = Instant::now();
-        let url = format!("{}?after={}&limit=1", target.messages(), n - 1);
-        loop {
-            let page: Value = target.http.get(&url).send().await?.json().await?;
-            if page["items"].as_array().is_some_and(|a| !a.is_empty()) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        lags.push(accepted.elapsed());
-    }
-    lags.sort_unstable();
-    println!(
-        "201 -> listed: {lag_samples} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&lags, 0.50).as_secs_f64() * 1e3,
-        percentile(&lags, 0.99).as_secs_f64() * 1e3,
-        lags.last().unwrap().as_secs_f64() * 1e3,
-    );
-    Ok(())
-}
-
-async fn decay_mode(
-    base: &str,
-    messages: usize,
-    clients: usize,
-    database_url: &str,
-) -> anyhow::Result<()> {
-    let target = Arc::new(Target::new(base).await?);
-    let db = Database::connect(database_url).await?;
-    let app = chat_store::repo::applications::find_by_token(&db, &target.token)
-        .await?
-        .expect("bench application exists")
-        .id;
-    let poster = {
-        let target = target.clone();
-        tokio::spawn(async move { blast(&target, messages, clients).await })
-    };
-    let tenth = (messages / 10) as u64;
-    let started = Instant::now();
-    // Time at which the persisted count first reached each tenth.
-    let mut marks: Vec<Duration> = Vec::new();
-    let deadline = started + Duration::from_secs(3_600);
-    while marks.len() < 10 && Instant::now() < deadline {
-        let count = chat_store::repo::messages::count(&db, app, 1).await?;
-        while marks.len() < 10 && count >= tenth * (marks.len() as u64 + 1) {
-            marks.push(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    poster.await??;
-    anyhow::ensure!(
-        marks.len() == 10,
-        "not every message was persisted within the hour"
-    );
-    let rates: Vec<f64> = (0..10)
-        .map(|i| {
-            let from = if i == 0 { Duration::ZERO } else { marks[i - 1] };
-            tenth as f64 / (marks[i] - from).as_secs_f64()
-        })
-        .collect();
-    for (i, r) in rates.iter().enumerate() {
-        println!(
-            "tenth {:>2}: persisted {:>7} rows/s",
-            i + 1,
-            format!("{r:.0}")
-        );
-    }
-    println!(
-        "decay: {messages} messages in {:.1} s; first tenth {:.0}/s, last tenth {:.0}/s, last/first = {:.2}",
-        marks[9].as_secs_f64(),
-        rates[0],
-        rates[9],
-        rates[9] / rates[0]
-    );
-    Ok(())
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Profile {
+    Embedded,
+    Distributed,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.mode {
-        Mode::Post {
-            messages,
-            clients,
-            lag_samples,
-        } => post_mode(&cli.base, messages, clients, lag_samples).await,
-        Mode::Decay {
-            messages,
-            clients,
-            database_url,
-        } => decay_mode(&cli.base, messages, clients, &database_url).await,
+    if let Some(Internal::LimitServer { url, key, port }) = &cli.internal {
+        return limits::serve(url, key, *port).await;
     }
+    anyhow::ensure!(
+        cli.chats >= 2,
+        "--chats must be at least 2: one hot, the rest spread"
+    );
+    anyhow::ensure!(cli.hot < cli.messages, "--hot must be less than --messages");
+    let chat = system::chat_binary(cli.chat_bin.clone())?;
+    let options = run::Options {
+        concurrency: cli.concurrency.max(1),
+        messages: cli.messages,
+        hot: cli.hot,
+        chats: cli.chats,
+        requests: cli.requests,
+        max_run: Duration::from_secs(cli.max_run_secs),
+        lag_run: Duration::from_secs(cli.lag_secs),
+        batch_size: cli.batch_size.max(1),
+        linger: Duration::from_millis(cli.batch_linger_ms),
+    };
+    let profiles = match cli.profile {
+        Some(p) => vec![p],
+        None => vec![Profile::Embedded, Profile::Distributed],
+    };
+    let mut results = Vec::new();
+    for profile in profiles {
+        let work = std::env::temp_dir().join(format!("chat-bench-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&work)?;
+        let deployment = match profile {
+            Profile::Embedded => system::Deployment::embedded(chat.clone(), work)?,
+            Profile::Distributed => {
+                system::Deployment::distributed(chat.clone(), work, &cli.mysql_url, &cli.redis_url)
+                    .await?
+            }
+        };
+        let outcome = run::run(&deployment, &options).await;
+        let name = deployment.profile;
+        if let Err(e) = &outcome {
+            eprintln!(
+                "[{name}] failed: {e:#}; logs in {}",
+                deployment.work.display()
+            );
+        } else {
+            deployment.tear_down().await?;
+        }
+        results.push((name, outcome?));
+    }
+    for (name, report) in &results {
+        report::print(name, options.concurrency, options.messages, report);
+    }
+    Ok(())
 }

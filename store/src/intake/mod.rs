@@ -5,13 +5,11 @@
 //! keeps that state as a *pending* entry until it expires, so a read right
 //! after the 201 or 200 sees it before any worker has persisted it.
 //!
-//! Numbering rule: numbers are handed out once and never reused. A number
-//! is skipped only when a request fails between its reservation and its
-//! enqueue (for example Redis answering the first call and failing the
-//! second); the embedded profile does both in one transaction and never
-//! skips. On Redis the job is enqueued before its pending entry is written,
-//! so a failure never leaves a readable row that will not be persisted; a
-//! request that fails after its enqueue answers 5xx, yet its row lands.
+//! Numbering rule: numbers are handed out once and never reused. On both
+//! profiles a number, its job and its pending entry are written atomically
+//! (one Redis script, or one SQLite transaction), so a failing write never
+//! skips a number and never leaves a readable row that will not be
+//! persisted. A client can still lose the answer to a write that committed.
 use async_trait::async_trait;
 
 use crate::{
@@ -20,6 +18,7 @@ use crate::{
 };
 
 mod redis;
+mod redis_accept;
 mod sqlite;
 
 pub use self::redis::RedisIntake;
@@ -63,10 +62,19 @@ pub trait Intake: Send + Sync + 'static {
     }
 }
 
+/// The scope of a pending chat is this prefix followed by its number.
+fn chat_scope_prefix(app_id: i64) -> String {
+    format!("c:{app_id}:")
+}
+
 fn chat_scope(app_id: i64, number: i64) -> String {
-    format!("c:{app_id}:{number}")
+    format!("{}{number}", chat_scope_prefix(app_id))
+}
+
+fn message_scope_prefix(app_id: i64, chat_number: i64) -> String {
+    format!("m:{app_id}:{chat_number}:")
 }
 
 fn message_scope(app_id: i64, chat_number: i64, number: i64) -> String {
-    format!("m:{app_id}:{chat_number}:{number}")
+    format!("{}{number}", message_scope_prefix(app_id, chat_number))
 }

@@ -1,60 +1,62 @@
 //! The intake on Redis: numbers, versions and pending entries live under the
-//! application's hash tag (`<prefix>{app:<id>}:…`), so each reservation is
-//! one atomic script in one cluster slot.
+//! application's hash tag (`<prefix>{app:<id>}:…`). Every write is accepted
+//! by one atomic script, in one round trip shared with concurrent writes
+//! (see `redis_accept`).
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use redis::{Client, Script, aio::ConnectionManager};
+use chrono::{DateTime, Utc};
+use redis::{Client, aio::ConnectionManager};
 use sea_orm::DatabaseConnection;
+use serde::Serialize;
 
-use super::{Intake, chat_scope, message_scope};
+use super::{
+    Intake, chat_scope, chat_scope_prefix, message_scope, message_scope_prefix,
+    redis_accept::{Accept, Accepter},
+};
 use crate::{
     error::{Result, StoreError},
     model::{ChatRow, MessageRow},
-    queue::{JobQueue, QueueName, RedisStreamQueue},
+    queue::{QueueName, RedisStreamQueue},
     repo,
 };
 
-/// Reserves a number (when KEYS[1] is given) and a version.
-///
-/// The version is `max(last + 1, now in µs)`: it grows per application, and
-/// if Redis loses the key it restarts above every version handed out
-/// before, so newer writes still win. A missing counter returns -1 instead
-/// of starting at 1: the caller seeds it from the database first.
-const RESERVE: &str = r#"
-local n = 0
-if KEYS[1] ~= '' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
-  n = redis.call('INCR', KEYS[1])
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local v = math.max(last + 1, now)
-redis.call('SET', KEYS[2], string.format('%d', v))
-return {n, v}
-"#;
+/// A chat's state as the accept script completes it: without `version`,
+/// and without `number` when the script reserves it.
+#[derive(Serialize)]
+struct ChatState<'a> {
+    application_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number: Option<i64>,
+    name: Option<&'a str>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-/// Stores a pending state only if it is newer than the one already there,
-/// so two racing updates leave the newest behind.
-const SET_PENDING: &str = r#"
-local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if tonumber(ARGV[1]) > cur then
-  redis.call('HSET', KEYS[1], 'v', ARGV[1], 's', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
-"#;
+#[derive(Serialize)]
+struct MessageState<'a> {
+    application_id: i64,
+    chat_number: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    number: Option<i64>,
+    body: &'a str,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// The JSON of `state` without its opening brace, for the script to prepend
+/// the fields it decides.
+fn json_tail(state: &impl Serialize) -> Result<String> {
+    let mut json = serde_json::to_string(state)?;
+    Ok(json.split_off(1))
+}
 
 pub struct RedisIntake {
     conn: ConnectionManager,
     db: DatabaseConnection,
     queue: Arc<RedisStreamQueue>,
     prefix: String,
-    pending_ttl: Duration,
-    reserve: Script,
-    set_pending: Script,
+    accepter: Accepter,
 }
 
 enum Counter {
@@ -73,13 +75,11 @@ impl RedisIntake {
         let client = Client::open(url)?;
         let conn = crate::queue::redis_connection_manager(&client).await?;
         Ok(Self {
+            accepter: Accepter::spawn(conn.clone(), pending_ttl.as_secs()),
             conn,
             db,
             queue,
             prefix: prefix.to_owned(),
-            pending_ttl,
-            reserve: Script::new(RESERVE),
-            set_pending: Script::new(SET_PENDING),
         })
     }
 
@@ -94,20 +94,32 @@ impl RedisIntake {
         }
     }
 
-    /// Returns (number, version); number is 0 when no counter is given.
-    async fn reserve(&self, app_id: i64, counter: Option<Counter>) -> Result<(i64, i64)> {
+    /// Runs the accept script; returns (number, version), with number 0
+    /// when no counter is given.
+    async fn accept(
+        &self,
+        app_id: i64,
+        counter: Option<Counter>,
+        queue: QueueName,
+        pending_key: &str,
+        state_tail: &str,
+    ) -> Result<(i64, i64)> {
         let counter_key = counter
             .as_ref()
             .map(|c| self.counter_key(c))
             .unwrap_or_default();
         let seq_key = self.app_key(app_id, "version");
+        let stream_key = self.queue.stream_key(queue);
         for _ in 0..3 {
-            let mut conn = self.conn.clone();
-            let (n, v): (i64, i64) = self
-                .reserve
-                .key(&counter_key)
-                .key(&seq_key)
-                .invoke_async(&mut conn)
+            let (n, v) = self
+                .accepter
+                .accept(Accept {
+                    counter_key: counter_key.clone(),
+                    seq_key: seq_key.clone(),
+                    stream_key: stream_key.clone(),
+                    pending_key: pending_key.to_owned(),
+                    state_tail: state_tail.to_owned(),
+                })
                 .await?;
             if n >= 0 {
                 return Ok((n, v));
@@ -147,17 +159,8 @@ impl RedisIntake {
         Ok(())
     }
 
-    async fn remember(&self, app_id: i64, scope: &str, version: i64, state: &str) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .set_pending
-            .key(self.app_key(app_id, &format!("pending:{scope}")))
-            .arg(version)
-            .arg(state)
-            .arg(self.pending_ttl.as_secs().max(1))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
+    fn pending_key(&self, app_id: i64, scope: &str) -> String {
+        self.app_key(app_id, &format!("pending:{scope}"))
     }
 
     async fn recall<T: serde::de::DeserializeOwned>(
@@ -166,9 +169,8 @@ impl RedisIntake {
         scope: &str,
     ) -> Result<Option<T>> {
         let mut conn = self.conn.clone();
-        let state: Option<String> = redis::cmd("HGET")
-            .arg(self.app_key(app_id, &format!("pending:{scope}")))
-            .arg("s")
+        let state: Option<String> = redis::cmd("GET")
+            .arg(self.pending_key(app_id, scope))
             .query_async(&mut conn)
             .await?;
         Ok(match state {
@@ -176,36 +178,31 @@ impl RedisIntake {
             None => None,
         })
     }
-
-    async fn accept_chat(&self, row: ChatRow) -> Result<ChatRow> {
-        let json = serde_json::to_string(&row)?;
-        // Enqueue first: if the pending entry were written first and the
-        // enqueue failed, reads would show a row that never gets persisted.
-        self.queue.enqueue(QueueName::Chats, json.clone()).await?;
-        let scope = chat_scope(row.application_id, row.number);
-        self.remember(row.application_id, &scope, row.version, &json)
-            .await?;
-        Ok(row)
-    }
-
-    async fn accept_message(&self, row: MessageRow) -> Result<MessageRow> {
-        let json = serde_json::to_string(&row)?;
-        self.queue
-            .enqueue(QueueName::Messages, json.clone())
-            .await?;
-        let scope = message_scope(row.application_id, row.chat_number, row.number);
-        self.remember(row.application_id, &scope, row.version, &json)
-            .await?;
-        Ok(row)
-    }
 }
 
 #[async_trait]
 impl Intake for RedisIntake {
     async fn create_chat(&self, app_id: i64, name: Option<String>) -> Result<ChatRow> {
-        let (number, version) = self.reserve(app_id, Some(Counter::Chats(app_id))).await?;
         let now = crate::now();
-        self.accept_chat(ChatRow {
+        let tail = json_tail(&ChatState {
+            application_id: app_id,
+            number: None,
+            name: name.as_deref(),
+            created_at: now,
+            updated_at: now,
+        })?;
+        // The script appends the number it reserves.
+        let pending = self.pending_key(app_id, &chat_scope_prefix(app_id));
+        let (number, version) = self
+            .accept(
+                app_id,
+                Some(Counter::Chats(app_id)),
+                QueueName::Chats,
+                &pending,
+                &tail,
+            )
+            .await?;
+        Ok(ChatRow {
             application_id: app_id,
             number,
             name,
@@ -213,18 +210,28 @@ impl Intake for RedisIntake {
             created_at: now,
             updated_at: now,
         })
-        .await
     }
 
     async fn update_chat(&self, current: &ChatRow, name: Option<String>) -> Result<ChatRow> {
-        let (_, version) = self.reserve(current.application_id, None).await?;
-        self.accept_chat(ChatRow {
+        let app_id = current.application_id;
+        let now = crate::now();
+        let tail = json_tail(&ChatState {
+            application_id: app_id,
+            number: Some(current.number),
+            name: name.as_deref(),
+            created_at: current.created_at,
+            updated_at: now,
+        })?;
+        let pending = self.pending_key(app_id, &chat_scope(app_id, current.number));
+        let (_, version) = self
+            .accept(app_id, None, QueueName::Chats, &pending, &tail)
+            .await?;
+        Ok(ChatRow {
             name,
             version,
-            updated_at: crate::now(),
+            updated_at: now,
             ..current.clone()
         })
-        .await
     }
 
     async fn create_message(
@@ -233,11 +240,26 @@ impl Intake for RedisIntake {
         chat_number: i64,
         body: String,
     ) -> Result<MessageRow> {
-        let (number, version) = self
-            .reserve(app_id, Some(Counter::Messages(app_id, chat_number)))
-            .await?;
         let now = crate::now();
-        self.accept_message(MessageRow {
+        let tail = json_tail(&MessageState {
+            application_id: app_id,
+            chat_number,
+            number: None,
+            body: &body,
+            created_at: now,
+            updated_at: now,
+        })?;
+        let pending = self.pending_key(app_id, &message_scope_prefix(app_id, chat_number));
+        let (number, version) = self
+            .accept(
+                app_id,
+                Some(Counter::Messages(app_id, chat_number)),
+                QueueName::Messages,
+                &pending,
+                &tail,
+            )
+            .await?;
+        Ok(MessageRow {
             application_id: app_id,
             chat_number,
             number,
@@ -246,18 +268,30 @@ impl Intake for RedisIntake {
             created_at: now,
             updated_at: now,
         })
-        .await
     }
 
     async fn update_message(&self, current: &MessageRow, body: String) -> Result<MessageRow> {
-        let (_, version) = self.reserve(current.application_id, None).await?;
-        self.accept_message(MessageRow {
+        let app_id = current.application_id;
+        let now = crate::now();
+        let tail = json_tail(&MessageState {
+            application_id: app_id,
+            chat_number: current.chat_number,
+            number: Some(current.number),
+            body: &body,
+            created_at: current.created_at,
+            updated_at: now,
+        })?;
+        let scope = message_scope(app_id, current.chat_number, current.number);
+        let pending = self.pending_key(app_id, &scope);
+        let (_, version) = self
+            .accept(app_id, None, QueueName::Messages, &pending, &tail)
+            .await?;
+        Ok(MessageRow {
             body,
             version,
-            updated_at: crate::now(),
+            updated_at: now,
             ..current.clone()
         })
-        .await
     }
 
     async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>> {

@@ -1,0 +1,144 @@
+//! The physical limits the system is compared with, measured in the same
+//! run on the same machine:
+//! - a bare HTTP handler doing one counter update per request (one Redis
+//!   `INCR`, or one SQLite `UPDATE` on the embedded profile), run as its
+//!   own process and driven by the same generator as the real API;
+//! - raw multi-row `INSERT`s of the message row shape straight into the
+//!   same database, in batches of the worker's size, with no queue.
+use std::time::Instant;
+
+use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+
+/// Raw rows go to a copy of the messages table (same columns, keys and
+/// indexes), dropped afterwards: deleting them from the real table would
+/// leave the database purging in the background through the next runs.
+const SCRATCH: &str = "bench_raw_messages";
+
+#[derive(Clone)]
+enum Counter {
+    Redis(redis::aio::ConnectionManager, String),
+    Sqlite(DatabaseConnection),
+}
+
+/// Serves the bare handler on `port` until the process is killed. `url`
+/// is a Redis URL (the counter key takes `key`) or a SQLite URL.
+pub async fn serve(url: &str, key: &str, port: u16) -> anyhow::Result<()> {
+    let counter = if url.starts_with("redis") {
+        let client = redis::Client::open(url)?;
+        Counter::Redis(client.get_connection_manager().await?, key.to_owned())
+    } else {
+        let db = chat_store::db::connect_writer(url).await?;
+        db.execute_unprepared(
+            "CREATE TABLE IF NOT EXISTS bench_counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+        )
+        .await?;
+        db.execute_unprepared("INSERT OR IGNORE INTO bench_counter (id, n) VALUES (1, 0)")
+            .await?;
+        Counter::Sqlite(db)
+    };
+    let app = Router::new()
+        .route("/{*path}", post(bump).get(bump))
+        .with_state(counter);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn bump(
+    State(counter): State<Counter>,
+    _body: Bytes,
+) -> Result<(StatusCode, String), StatusCode> {
+    let n: i64 = match counter {
+        Counter::Redis(mut conn, key) => redis::cmd("INCR")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?,
+        Counter::Sqlite(db) => db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "UPDATE bench_counter SET n = n + 1 WHERE id = 1 RETURNING n",
+            ))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+            .ok_or(StatusCode::SERVICE_UNAVAILABLE)?,
+    };
+    Ok((StatusCode::CREATED, format!("{{\"number\":{n}}}")))
+}
+
+pub struct RawInsert {
+    pub rows_per_sec: f64,
+    /// Mean time of one full batch: the bulk-write time in the lag bound.
+    pub batch_ms: f64,
+}
+
+/// Inserts `rows` message rows in batches of `batch`, one statement (and
+/// so one transaction) per batch, into a scratch copy of the table.
+pub async fn raw_insert(
+    db: &DatabaseConnection,
+    rows: usize,
+    batch: usize,
+) -> anyhow::Result<RawInsert> {
+    let backend = db.get_database_backend();
+    create_scratch(db).await?;
+    let now = chrono::Utc::now();
+    let one = "(?, ?, ?, ?, ?, ?, ?)";
+    let started = Instant::now();
+    let mut written = 0;
+    let mut batches = 0;
+    while written < rows {
+        let n = batch.min(rows - written);
+        let sql = format!(
+            "INSERT INTO {SCRATCH} (application_id, chat_number, number, body, version, created_at, updated_at) VALUES {}",
+            vec![one; n].join(", ")
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(n * 7);
+        for i in written..written + n {
+            let number = i as i64 + 1;
+            values.extend([
+                1i64.into(),
+                1i64.into(),
+                number.into(),
+                crate::client::body(i).into(),
+                number.into(),
+                now.into(),
+                now.into(),
+            ]);
+        }
+        db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        written += n;
+        batches += 1;
+    }
+    let elapsed = started.elapsed();
+    db.execute_unprepared(&format!("DROP TABLE {SCRATCH}"))
+        .await?;
+    Ok(RawInsert {
+        rows_per_sec: rows as f64 / elapsed.as_secs_f64(),
+        batch_ms: elapsed.as_secs_f64() * 1e3 / batches as f64,
+    })
+}
+
+async fn create_scratch(db: &DatabaseConnection) -> anyhow::Result<()> {
+    db.execute_unprepared(&format!("DROP TABLE IF EXISTS {SCRATCH}"))
+        .await?;
+    let sql = match db.get_database_backend() {
+        DbBackend::MySql => format!("CREATE TABLE {SCRATCH} LIKE messages"),
+        _ => {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Sqlite,
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+                ))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no messages table"))?;
+            let create: String = row.try_get_by_index(0)?;
+            create.replacen("messages", SCRATCH, 1)
+        }
+    };
+    db.execute_unprepared(&sql).await?;
+    Ok(())
+}

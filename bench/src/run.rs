@@ -1,0 +1,323 @@
+//! One profile's whole run: the limits first, on a quiet machine, then
+//! every scenario against the real system.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+
+use crate::{
+    client::{AppUrls, ChatApi, body},
+    lag::Watch,
+    limits::{self, RawInsert},
+    load::{Request, closed_loop, open_loop},
+    stats::Summary,
+    system::{Deployment, Process, free_port, quiet},
+};
+
+pub struct Options {
+    pub concurrency: usize,
+    /// Messages queued, then drained, for the persistence scenario.
+    pub messages: usize,
+    /// Of those, how many go to one hot chat.
+    pub hot: usize,
+    pub chats: usize,
+    /// Requests in each of the other closed-loop runs.
+    pub requests: usize,
+    pub max_run: Duration,
+    pub lag_run: Duration,
+    /// The worker's settings, as the roles read them from the environment.
+    pub batch_size: usize,
+    pub linger: Duration,
+}
+
+pub struct Report {
+    pub post: Summary,
+    pub post_hot: Summary,
+    pub post_limit: Summary,
+    pub post_with_worker: Summary,
+    pub get: Summary,
+    pub drain: Duration,
+    pub persist_rps: f64,
+    pub raw: RawInsert,
+    /// POSTs per second taken in and persisted, worker running.
+    pub sustained_rps: f64,
+    pub lag_rate: f64,
+    pub lag: Summary,
+    pub lag_bound_ms: f64,
+    pub api_rss_mb: f64,
+    pub worker_rss_mb: f64,
+}
+
+fn posting(
+    api: &ChatApi,
+    app: &AppUrls,
+    chats: std::ops::RangeInclusive<usize>,
+    watch: Option<Watch>,
+) -> Request {
+    let (api, app) = (api.clone(), app.clone());
+    let (first, spread) = (*chats.start(), chats.count().max(1));
+    Arc::new(move |i| {
+        let (api, app, watch) = (api.clone(), app.clone(), watch.clone());
+        Box::pin(async move {
+            let chat = first + i % spread;
+            let number = api.post_message(&app, chat, &body(i)).await?;
+            if let Some(w) = watch {
+                w.accepted(chat as i64, number);
+            }
+            Ok(())
+        })
+    })
+}
+
+pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
+    let c = o.concurrency;
+    d.migrate()?;
+    let db = d.connect().await?;
+
+    eprintln!(
+        "[{}] limit: raw bulk INSERTs of {} rows",
+        d.profile, o.messages
+    );
+    let raw = limits::raw_insert(&db, o.messages, o.batch_size).await?;
+    quiet().await;
+    eprintln!(
+        "[{}] limit: bare handler with one counter update",
+        d.profile
+    );
+    let post_limit = post_limit(d, o).await?;
+
+    let api_port = free_port()?;
+    let mut api = d.start("api", Some(api_port))?;
+    let mut client = ChatApi::new(&format!("http://127.0.0.1:{api_port}"), c)?;
+    client.wait_ready(Duration::from_secs(60)).await?;
+    let (token, app) = client.create_app(o.chats).await?;
+    let app_id = chat_store::repo::applications::find_by_token(&db, &token)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the bench application was not stored"))?
+        .id;
+
+    // The queue fills with no worker running: the POST runs measure the
+    // API alone, and the drain below measures the pipeline alone.
+    let many = 2..=o.chats;
+    let spread = o.messages - o.hot;
+    quiet().await;
+    eprintln!(
+        "[{}] POST {spread} messages over {} chats, worker stopped",
+        d.profile,
+        o.chats - 1
+    );
+    let post = closed_loop(
+        c,
+        spread,
+        Duration::MAX,
+        posting(&client, &app, many.clone(), None),
+    )
+    .await?;
+    quiet().await;
+    eprintln!("[{}] POST {} messages to one chat", d.profile, o.hot);
+    let post_hot =
+        closed_loop(c, o.hot, Duration::MAX, posting(&client, &app, 1..=1, None)).await?;
+    api.ensure_running()?;
+    let api_only_rss = api.peak_rss_mb()?;
+
+    quiet().await;
+    eprintln!(
+        "[{}] drain: start the worker on {} queued messages",
+        d.profile, o.messages
+    );
+    let drain_started = Instant::now();
+    // The embedded profile is one process; it runs every role as `serve`.
+    let (mut worker, api) = if d.profile == "embedded" {
+        api.stop(Duration::from_secs(30)).await?;
+        let port = free_port()?;
+        let serve = d.start("serve", Some(port))?;
+        client = ChatApi::new(&format!("http://127.0.0.1:{port}"), c)?;
+        (serve, None)
+    } else {
+        (d.start("worker", None)?, Some(api))
+    };
+    wait_for_rows(&db, app_id, o.messages as i64, &mut worker).await?;
+    let drain = drain_started.elapsed();
+    client.wait_ready(Duration::from_secs(60)).await?;
+    worker.ensure_running()?;
+
+    quiet().await;
+    eprintln!("[{}] POST with the worker running", d.profile);
+    let steady_started = Instant::now();
+    let post_with_worker = closed_loop(
+        c,
+        o.requests,
+        o.max_run,
+        posting(&client, &app, many.clone(), None),
+    )
+    .await?;
+    let total = o.messages + post_with_worker.count;
+    wait_for_rows(&db, app_id, total as i64, &mut worker).await?;
+    // Sustained means taken in and persisted: the POST rate alone can
+    // outrun the worker for a while by growing the queue.
+    let sustained_rps = post_with_worker.count as f64 / steady_started.elapsed().as_secs_f64();
+
+    quiet().await;
+    let lag_rate = (sustained_rps / 2.0).max(1.0);
+    eprintln!(
+        "[{}] lag at {lag_rate:.0} POST/s, half the sustained rate",
+        d.profile
+    );
+    let watch = Watch::default();
+    let (done, until) = tokio::sync::oneshot::channel();
+    let poller = {
+        let (watch, db) = (watch.clone(), db.clone());
+        tokio::spawn(async move {
+            watch
+                .poll(&db, app_id, until, Duration::from_secs(120))
+                .await
+        })
+    };
+    let sent = open_loop(
+        lag_rate,
+        o.lag_run,
+        c * 4,
+        posting(&client, &app, many.clone(), Some(watch)),
+    )
+    .await;
+    let _ = done.send(());
+    let lags = poller.await??;
+    sent?;
+    let lag = Summary::of(lags, Duration::ZERO);
+
+    quiet().await;
+    eprintln!("[{}] GET persisted messages", d.profile);
+    let per_chat = (spread / many.clone().count()).max(1);
+    let get = {
+        let (api, app, chats) = (client.clone(), app.clone(), many.clone().count());
+        let request: Request = Arc::new(move |i| {
+            let (api, app) = (api.clone(), app.clone());
+            Box::pin(async move {
+                let number = 1 + ((i / chats) % per_chat) as i64;
+                api.get_message(&app, 2 + i % chats, number).await
+            })
+        });
+        closed_loop(c, o.requests, o.max_run, request).await?
+    };
+
+    worker.ensure_running()?;
+    let worker_rss_mb = worker.peak_rss_mb()?;
+    let api_rss_mb = match &api {
+        Some(api) => api.peak_rss_mb()?,
+        None => api_only_rss,
+    };
+    worker.stop(Duration::from_secs(30)).await?;
+    if let Some(api) = api {
+        api.stop(Duration::from_secs(30)).await?;
+    }
+    Ok(Report {
+        post,
+        post_hot,
+        post_limit,
+        post_with_worker,
+        get,
+        persist_rps: o.messages as f64 / drain.as_secs_f64(),
+        drain,
+        lag_bound_ms: 3.0 * o.linger.as_secs_f64() * 1e3 + raw.batch_ms,
+        raw,
+        sustained_rps,
+        lag_rate,
+        lag,
+        api_rss_mb,
+        worker_rss_mb,
+    })
+}
+
+/// The same generator against the bare handler, on the same path shape.
+async fn post_limit(d: &Deployment, o: &Options) -> anyhow::Result<Summary> {
+    let port = free_port()?;
+    let (url, key) = match &d.redis_url {
+        Some(url) => (url.clone(), format!("{}limit", d.env_value("REDIS_PREFIX"))),
+        None => (
+            format!("sqlite://{}?mode=rwc", d.work.join("limit.db").display()),
+            String::new(),
+        ),
+    };
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.args([
+        "limit-server",
+        "--url",
+        &url,
+        "--key",
+        &key,
+        "--port",
+        &port.to_string(),
+    ]);
+    let mut server = Process::spawn(&format!("{}-limit", d.profile), command, &d.work)?;
+    let client = ChatApi::new(&format!("http://127.0.0.1:{port}"), o.concurrency)?;
+    let wait = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        server.ensure_running()?;
+        anyhow::ensure!(
+            tokio::time::Instant::now() < wait,
+            "the limit server never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app = AppUrls::at("/api/v1/applications/limit/chats");
+    let request = posting(&client, &app, 1..=o.chats, None);
+    closed_loop(o.concurrency, 1_000, Duration::MAX, request.clone()).await?;
+    let run = closed_loop(o.concurrency, o.requests, o.max_run, request).await?;
+    server.stop(Duration::from_secs(5)).await?;
+    Ok(run)
+}
+
+/// Waits until the table holds `want` rows of the application. Counting
+/// is a scan, so it polls at half the expected time left (5–250 ms): a few
+/// counts per drain instead of a steady load on the database it measures.
+async fn wait_for_rows(
+    db: &DatabaseConnection,
+    app_id: i64,
+    want: i64,
+    worker: &mut Process,
+) -> anyhow::Result<()> {
+    let backend = db.get_database_backend();
+    let started = Instant::now();
+    let give_up = started + Duration::from_secs(1_800);
+    let first = count_rows(db, backend, app_id).await?;
+    loop {
+        let have = count_rows(db, backend, app_id).await?;
+        if have >= want {
+            return Ok(());
+        }
+        worker.ensure_running()?;
+        anyhow::ensure!(
+            Instant::now() < give_up,
+            "only {have} of {want} rows persisted"
+        );
+        let done = (have - first).max(0) as f64;
+        let left = (want - have) as f64;
+        let wait = if done > 0.0 {
+            started.elapsed().mul_f64(left / done / 2.0)
+        } else {
+            Duration::from_millis(50)
+        };
+        tokio::time::sleep(wait.clamp(Duration::from_millis(5), Duration::from_millis(250))).await;
+    }
+}
+
+async fn count_rows(
+    db: &DatabaseConnection,
+    backend: sea_orm::DbBackend,
+    app_id: i64,
+) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT COUNT(*) FROM messages WHERE application_id = ?",
+            [app_id.into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("COUNT returned no row"))?;
+    Ok(row.try_get_by_index(0)?)
+}

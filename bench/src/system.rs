@@ -1,0 +1,294 @@
+//! Starting the system under test from the release `chat` binary, on fresh
+//! data, and taking it down again.
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+
+/// A running `chat` role (or the limit server), killed if dropped.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command, logs: &Path) -> anyhow::Result<Self> {
+        let log = logs.join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// Peak resident set size so far (`VmHWM`), in MiB.
+    pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .context("no VmHWM")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kb / 1024.0)
+    }
+
+    pub fn ensure_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            anyhow::bail!(
+                "{} exited with {status}; see {}",
+                self.name,
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("{} ignored SIGTERM for {grace:?}; killing it", self.name);
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits (up to 30 s) until the machine is nearly idle, so that one run's
+/// leftovers (a database flushing, a process exiting) do not bill the next.
+pub async fn quiet() {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut before = cpu_times();
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = cpu_times();
+        if let (Some((busy0, total0)), Some((busy1, total1))) = (before, after) {
+            let total = total1.saturating_sub(total0).max(1);
+            if (busy1.saturating_sub(busy0)) * 100 / total < 10 {
+                return;
+            }
+        }
+        before = after;
+    }
+}
+
+/// (busy, total) jiffies over all CPUs, from `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Builds the release `chat` binary (a no-op when it is current) and
+/// returns its path, next to this benchmark's own binary.
+pub fn chat_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path);
+    }
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let built = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "chat",
+                "--bin",
+                "chat",
+            ])
+            .status()?;
+        anyhow::ensure!(built.success(), "building the chat binary failed");
+    }
+    let here = std::env::current_exe()?;
+    let path = here.with_file_name("chat");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: run `cargo build --release -p chat` or pass --chat-bin",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Where one profile's system keeps its data, and how to reach it.
+pub struct Deployment {
+    pub profile: &'static str,
+    pub chat: PathBuf,
+    pub work: PathBuf,
+    /// Environment every role gets.
+    pub env: Vec<(String, String)>,
+    /// The database, as the benchmark itself connects to it.
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    mysql_admin: Option<(String, String)>,
+}
+
+impl Deployment {
+    pub fn embedded(chat: PathBuf, work: PathBuf) -> anyhow::Result<Self> {
+        let data = work.join("data");
+        std::fs::create_dir_all(&data)?;
+        Ok(Self {
+            profile: "embedded",
+            chat,
+            env: vec![("DATA_DIR".into(), data.display().to_string())],
+            database_url: format!("sqlite://{}?mode=rwc", data.join("chat.db").display()),
+            work,
+            redis_url: None,
+            redis_prefix: None,
+            mysql_admin: None,
+        })
+    }
+
+    /// A database and a key prefix of its own on the given servers.
+    pub async fn distributed(
+        chat: PathBuf,
+        work: PathBuf,
+        mysql_url: &str,
+        redis_url: &str,
+    ) -> anyhow::Result<Self> {
+        let tag: u32 = rand::random();
+        let name = format!("chat_bench_{tag:08x}");
+        let admin = Database::connect(mysql_url).await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+            .await?;
+        let database_url = format!("{}/{name}", mysql_url.trim_end_matches('/'));
+        let prefix = format!("bench{tag:08x}:");
+        Ok(Self {
+            profile: "distributed",
+            chat,
+            env: vec![
+                ("DATABASE_URL".into(), database_url.clone()),
+                ("REDIS_URL".into(), redis_url.into()),
+                ("REDIS_PREFIX".into(), prefix.clone()),
+            ],
+            work,
+            database_url,
+            redis_url: Some(redis_url.into()),
+            redis_prefix: Some(prefix),
+            mysql_admin: Some((mysql_url.into(), name)),
+        })
+    }
+
+    pub fn env_value(&self, key: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// A `chat` subcommand with this deployment's settings.
+    pub fn command(&self, role: &str, port: Option<u16>) -> Command {
+        let mut c = Command::new(&self.chat);
+        c.arg(role)
+            .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(port) = port {
+            c.env("PORT", port.to_string())
+                .env("BIND_ADDR", "127.0.0.1");
+        }
+        c
+    }
+
+    pub fn start(&self, role: &str, port: Option<u16>) -> anyhow::Result<Process> {
+        Process::spawn(
+            &format!("{}-{role}", self.profile),
+            self.command(role, port),
+            &self.work,
+        )
+    }
+
+    pub fn migrate(&self) -> anyhow::Result<()> {
+        let status = self
+            .command("migrate", None)
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "chat migrate failed");
+        Ok(())
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<DatabaseConnection> {
+        Ok(chat_store::db::connect(&self.database_url).await?)
+    }
+
+    /// Drops the database and the Redis keys, and removes the work dir.
+    pub async fn tear_down(self) -> anyhow::Result<()> {
+        if let Some((url, name)) = &self.mysql_admin {
+            let admin = Database::connect(url.as_str()).await?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await?;
+        }
+        if let (Some(url), Some(prefix)) = (&self.redis_url, &self.redis_prefix) {
+            let mut conn = redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let keys: Vec<String> = {
+                let mut iter: redis::AsyncIter<String> =
+                    redis::AsyncCommands::scan_match(&mut conn, format!("{prefix}*")).await?;
+                let mut keys = Vec::new();
+                while let Some(k) = futures::StreamExt::next(&mut iter).await {
+                    keys.push(k?);
+                }
+                keys
+            };
+            for chunk in keys.chunks(500) {
+                let _: () = redis::cmd("UNLINK")
+                    .arg(chunk)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+        }
+        std::fs::remove_dir_all(&self.work)?;
+        Ok(())
+    }
+}
