@@ -24,7 +24,7 @@ struct State {
 
 /// How many chats one lookup asks for; each round looks up every waiting
 /// message, in as many lookups as it takes.
-const LOOKUP: usize = 256;
+const LOOKUP: usize = 200;
 
 impl Watch {
     /// Records that message `number` of chat `chat` got its 201 now.
@@ -92,19 +92,24 @@ impl Watch {
 }
 
 /// The rows present among the given (chat, lowest, highest) number ranges.
+/// One `UNION ALL` branch per range, each a primary-key range: written as
+/// one `OR`, SQLite searched only on the application and scanned all of its
+/// rows (518 ms against 6 ms at 250k rows), which showed as lag.
 async fn present(
     db: &DatabaseConnection,
     app_id: i64,
     ranges: &[(i64, i64, i64)],
 ) -> anyhow::Result<Vec<Key>> {
     let backend = db.get_database_backend();
-    let terms = vec!["(chat_number = ? AND number BETWEEN ? AND ?)"; ranges.len()].join(" OR ");
-    let sql =
-        format!("SELECT chat_number, number FROM messages WHERE application_id = ? AND ({terms})");
-    let mut values: Vec<Value> = Vec::with_capacity(1 + ranges.len() * 3);
-    values.push(app_id.into());
+    let sql = vec![
+        "SELECT chat_number, number FROM messages \
+         WHERE application_id = ? AND chat_number = ? AND number BETWEEN ? AND ?";
+        ranges.len()
+    ]
+    .join(" UNION ALL ");
+    let mut values: Vec<Value> = Vec::with_capacity(ranges.len() * 4);
     for (chat, lo, hi) in ranges {
-        values.extend([(*chat).into(), (*lo).into(), (*hi).into()]);
+        values.extend([app_id.into(), (*chat).into(), (*lo).into(), (*hi).into()]);
     }
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))

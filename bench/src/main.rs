@@ -53,6 +53,9 @@ struct Cli {
     mysql_url: String,
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Keep the roles' logs (see BENCH_ROLE_LOG) and data dir after the run.
+    #[arg(long)]
+    keep_logs: bool,
     /// The `chat` binary; by default built with `cargo build --release`.
     #[arg(long)]
     chat_bin: Option<PathBuf>,
@@ -124,13 +127,12 @@ async fn main() -> anyhow::Result<()> {
         let outcome = run::run(&deployment, &options).await;
         let name = deployment.profile;
         if let Err(e) = &outcome {
-            eprintln!(
-                "[{name}] failed: {e:#}; logs in {}",
-                deployment.work.display()
-            );
-        } else {
-            deployment.tear_down().await?;
+            eprintln!("[{name}] failed: {e:#}");
         }
+        // A failed run keeps its logs to be read.
+        deployment
+            .tear_down(cli.keep_logs || outcome.is_err())
+            .await?;
         results.push((name, outcome?));
     }
     for (name, report) in &results {

@@ -72,6 +72,18 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         "  peak RSS: api {:.1} MiB, worker {:.1} MiB",
         r.api_rss_mb, r.worker_rss_mb
     );
+    println!(
+        "  CPU: api {:.1} µs per POST, worker {:.1} µs per row drained",
+        r.api_cpu_us_per_post, r.worker_cpu_us_per_row
+    );
+    let per_row = |(secs, _): (f64, f64)| secs * 1e6 / messages as f64;
+    println!(
+        "  machine CPU per row: drain {:.1} µs ({:.0}% busy), raw INSERT {:.1} µs ({:.0}% busy)",
+        per_row(r.drain_cpu),
+        r.drain_cpu.1 * 100.0,
+        per_row(r.raw_cpu),
+        r.raw_cpu.1 * 100.0
+    );
     println!("  post_ratio {post_ratio:.2}, persist_ratio {persist_ratio:.2}");
     println!(
         "RESULT profile={profile} post_rps={:.0} post_p99_ms={:.2} post_limit_rps={:.0} post_ratio={post_ratio:.2} \

@@ -13,7 +13,7 @@ use crate::{
     limits::{self, RawInsert},
     load::{Request, closed_loop, open_loop},
     stats::Summary,
-    system::{Deployment, Process, free_port, quiet},
+    system::{Deployment, MachineCpu, Process, free_port, quiet},
 };
 
 pub struct Options {
@@ -48,6 +48,15 @@ pub struct Report {
     pub lag_bound_ms: f64,
     pub api_rss_mb: f64,
     pub worker_rss_mb: f64,
+    /// CPU of the api process per POST, worker stopped.
+    pub api_cpu_us_per_post: f64,
+    /// CPU of the worker process per row drained (its start-up included;
+    /// on the embedded profile, `serve`'s idle API too).
+    pub worker_cpu_us_per_row: f64,
+    /// Machine-wide busy CPU (seconds, share of all CPUs) during the raw
+    /// inserts and during the drain.
+    pub raw_cpu: (f64, f64),
+    pub drain_cpu: (f64, f64),
 }
 
 fn posting(
@@ -80,7 +89,9 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         "[{}] limit: raw bulk INSERTs of {} rows",
         d.profile, o.messages
     );
+    let machine = MachineCpu::start();
     let raw = limits::raw_insert(&db, o.messages, o.batch_size).await?;
+    let raw_cpu = machine.busy();
     quiet().await;
     eprintln!(
         "[{}] limit: bare handler with one counter update",
@@ -108,6 +119,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         d.profile,
         o.chats - 1
     );
+    let api_cpu = api.cpu_secs()?;
     let post = closed_loop(
         c,
         spread,
@@ -115,6 +127,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         posting(&client, &app, many.clone(), None),
     )
     .await?;
+    let api_cpu_us_per_post = (api.cpu_secs()? - api_cpu) * 1e6 / post.count as f64;
     quiet().await;
     eprintln!("[{}] POST {} messages to one chat", d.profile, o.hot);
     let post_hot =
@@ -128,6 +141,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         d.profile, o.messages
     );
     let drain_started = Instant::now();
+    let machine = MachineCpu::start();
     // The embedded profile is one process; it runs every role as `serve`.
     let (mut worker, api) = if d.profile == "embedded" {
         api.stop(Duration::from_secs(30)).await?;
@@ -140,6 +154,8 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     };
     wait_for_rows(&db, app_id, o.messages as i64, &mut worker).await?;
     let drain = drain_started.elapsed();
+    let drain_cpu = machine.busy();
+    let worker_cpu_us_per_row = worker.cpu_secs()? * 1e6 / o.messages as f64;
     client.wait_ready(Duration::from_secs(60)).await?;
     worker.ensure_running()?;
 
@@ -227,6 +243,10 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         lag,
         api_rss_mb,
         worker_rss_mb,
+        api_cpu_us_per_post,
+        worker_cpu_us_per_row,
+        raw_cpu,
+        drain_cpu,
     })
 }
 

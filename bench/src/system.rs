@@ -48,6 +48,18 @@ impl Process {
         Ok(kb / 1024.0)
     }
 
+    /// CPU time used so far, user and system, over all threads, in seconds.
+    /// Unlike rates, it barely moves with what else runs on the machine, so
+    /// it compares builds better than throughput on a noisy host.
+    pub fn cpu_secs(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        Ok(ticks / clock_ticks())
+    }
+
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             anyhow::bail!(
@@ -106,6 +118,31 @@ pub async fn quiet() {
     }
 }
 
+/// Busy CPU time of the whole machine since the last call, and the share
+/// of the machine it was: where a run is CPU-bound, and how much CPU one
+/// row or request costs across every process that served it.
+pub struct MachineCpu {
+    start: Option<(u64, u64)>,
+}
+
+impl MachineCpu {
+    pub fn start() -> Self {
+        Self { start: cpu_times() }
+    }
+
+    /// (busy seconds, busy fraction of all CPUs) since `start`.
+    pub fn busy(&self) -> (f64, f64) {
+        match (self.start, cpu_times()) {
+            (Some((b0, t0)), Some((b1, t1))) => {
+                let busy = b1.saturating_sub(b0) as f64;
+                let total = t1.saturating_sub(t0).max(1) as f64;
+                (busy / clock_ticks(), busy / total)
+            }
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
 /// (busy, total) jiffies over all CPUs, from `/proc/stat`.
 fn cpu_times() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -120,6 +157,19 @@ fn cpu_times() -> Option<(u64, u64)> {
     // idle and iowait
     let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
     Some((total - idle, total))
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
@@ -229,8 +279,11 @@ impl Deployment {
     /// A `chat` subcommand with this deployment's settings.
     pub fn command(&self, role: &str, port: Option<u16>) -> Command {
         let mut c = Command::new(&self.chat);
+        // BENCH_ROLE_LOG (a RUST_LOG filter) lets a run be diagnosed from
+        // the roles' logs; by default they only log warnings.
+        let log = std::env::var("BENCH_ROLE_LOG").unwrap_or_else(|_| "warn".into());
         c.arg(role)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(port) = port {
             c.env("PORT", port.to_string())
@@ -260,8 +313,9 @@ impl Deployment {
         Ok(chat_store::db::connect(&self.database_url).await?)
     }
 
-    /// Drops the database and the Redis keys, and removes the work dir.
-    pub async fn tear_down(self) -> anyhow::Result<()> {
+    /// Drops the database and the Redis keys, and removes the work dir
+    /// unless `keep_logs`.
+    pub async fn tear_down(self, keep_logs: bool) -> anyhow::Result<()> {
         if let Some((url, name)) = &self.mysql_admin {
             let admin = Database::connect(url.as_str()).await?;
             admin
@@ -288,7 +342,11 @@ impl Deployment {
                     .await?;
             }
         }
-        std::fs::remove_dir_all(&self.work)?;
+        if keep_logs {
+            eprintln!("[{}] logs kept in {}", self.profile, self.work.display());
+        } else {
+            std::fs::remove_dir_all(&self.work)?;
+        }
         Ok(())
     }
 }
