@@ -65,6 +65,14 @@ pub struct Settings {
     /// How long a batch waits to fill, in milliseconds.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20, global = true)]
     pub batch_linger_ms: u64,
+    /// Bulk writes in flight per queue (MySQL; SQLite always writes one at a time).
+    #[arg(
+        long,
+        env = "BATCH_WRITES_IN_FLIGHT",
+        default_value_t = 2,
+        global = true
+    )]
+    pub batch_writes_in_flight: usize,
     /// Attempts before a job is dead.
     #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 8, global = true)]
     pub job_max_attempts: u32,
@@ -117,6 +125,7 @@ impl Settings {
             batch: BatchConfig {
                 max_rows: self.batch_size.max(1),
                 linger: Duration::from_millis(self.batch_linger_ms),
+                writes_in_flight: self.batch_writes_in_flight.max(1),
             },
             retry: RetryPolicy {
                 max_attempts: self.job_max_attempts.max(1),

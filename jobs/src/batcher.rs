@@ -3,7 +3,7 @@
 //! Handlers submit rows and wait; one task per queue collects up to
 //! `max_rows` rows or waits `linger`, whichever comes first, collapses
 //! several states of the same row into the newest (highest version), and
-//! writes the batch in one transaction. Every waiting handler then learns
+//! writes the batch in one statement. Every waiting handler then learns
 //! whether its row committed, so each job is acked only after the commit.
 //!
 //! If a batch fails, its rows are written one by one, so one bad row fails
@@ -13,7 +13,7 @@ use std::{collections::HashMap, hash::Hash, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chat_store::StoreError;
 use tokio::{
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
     time::{Instant, timeout_at},
 };
 
@@ -34,6 +34,11 @@ pub trait BulkWriter<R>: Send + Sync + 'static {
 pub struct BatchConfig {
     pub max_rows: usize,
     pub linger: Duration,
+    /// Batches written at once. More than one lets a batch fill (and its
+    /// jobs be claimed, decoded and acked) while another is in the
+    /// database; the version guard makes their commit order irrelevant.
+    /// SQLite has one writer, so there it stays 1.
+    pub writes_in_flight: usize,
 }
 
 type Reply = oneshot::Sender<Result<(), String>>;
@@ -68,8 +73,16 @@ async fn run<R: Coalesce>(
     writer: Arc<dyn BulkWriter<R>>,
     config: BatchConfig,
 ) {
-    let mut batch: Vec<(R, Reply)> = Vec::with_capacity(config.max_rows);
-    while let Some(first) = rx.recv().await {
+    let in_flight = config.writes_in_flight.max(1);
+    let slots = Arc::new(Semaphore::new(in_flight));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            break;
+        };
+        let mut batch: Vec<(R, Reply)> = Vec::with_capacity(config.max_rows);
         batch.push(first);
         let deadline = Instant::now() + config.linger;
         while batch.len() < config.max_rows {
@@ -78,8 +91,14 @@ async fn run<R: Coalesce>(
                 _ => break,
             }
         }
-        flush(&mut batch, writer.as_ref()).await;
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            flush(batch, writer.as_ref()).await;
+            drop(slot);
+        });
     }
+    // Every sender is gone: let the writes in flight finish.
+    let _ = slots.acquire_many(in_flight as u32).await;
 }
 
 /// Keeps the newest state per key, in first-seen order.
@@ -99,19 +118,22 @@ pub fn coalesce<R: Coalesce>(rows: impl IntoIterator<Item = R>) -> Vec<R> {
     out
 }
 
-async fn flush<R: Coalesce>(batch: &mut Vec<(R, Reply)>, writer: &dyn BulkWriter<R>) {
-    let items = std::mem::take(batch);
-    let rows = coalesce(items.iter().map(|(r, _)| r.clone()));
+async fn flush<R: Coalesce>(batch: Vec<(R, Reply)>, writer: &dyn BulkWriter<R>) {
+    let (keyed_replies, rows): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|(row, reply)| ((row.key(), reply), row))
+        .unzip();
+    let rows = coalesce(rows);
     let started = Instant::now();
     match writer.write(&rows).await {
         Ok(()) => {
-            tracing::debug!(jobs = items.len(), rows = rows.len(), elapsed = ?started.elapsed(), "batch committed");
-            for (_, reply) in items {
+            tracing::debug!(jobs = keyed_replies.len(), rows = rows.len(), elapsed = ?started.elapsed(), "batch committed");
+            for (_, reply) in keyed_replies {
                 let _ = reply.send(Ok(()));
             }
         }
         Err(e) => {
-            tracing::warn!(jobs = items.len(), error = %e, "batch failed; writing its rows one by one");
+            tracing::warn!(jobs = keyed_replies.len(), error = %e, "batch failed; writing its rows one by one");
             let mut outcome: HashMap<R::Key, Result<(), String>> = HashMap::new();
             for row in rows {
                 let result = writer
@@ -120,9 +142,9 @@ async fn flush<R: Coalesce>(batch: &mut Vec<(R, Reply)>, writer: &dyn BulkWriter
                     .map_err(|e| e.to_string());
                 outcome.insert(row.key(), result);
             }
-            for (row, reply) in items {
+            for (key, reply) in keyed_replies {
                 let result = outcome
-                    .get(&row.key())
+                    .get(&key)
                     .cloned()
                     .unwrap_or_else(|| Err("row missing from its batch".into()));
                 let _ = reply.send(result);
@@ -152,5 +174,58 @@ mod tests {
     fn coalescing_keeps_the_newest_state_of_each_row() {
         let rows = coalesce(vec![Row(1, 5), Row(2, 1), Row(1, 9), Row(1, 7)]);
         assert_eq!(rows, vec![Row(1, 9), Row(2, 1)]);
+    }
+
+    /// Counts how many writes overlap, and every row written.
+    #[derive(Default)]
+    struct SlowWriter {
+        now: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
+        written: std::sync::Mutex<Vec<u32>>,
+    }
+
+    #[async_trait]
+    impl BulkWriter<Row> for SlowWriter {
+        async fn write(&self, rows: &[Row]) -> Result<(), StoreError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.written
+                .lock()
+                .unwrap()
+                .extend(rows.iter().map(|r| r.0));
+            self.now.fetch_sub(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    async fn peak_writes(writes_in_flight: usize) -> usize {
+        let writer = Arc::new(SlowWriter::default());
+        let batcher = Batcher::spawn(
+            writer.clone(),
+            BatchConfig {
+                max_rows: 10,
+                linger: Duration::from_millis(1),
+                writes_in_flight,
+            },
+        );
+        let submissions = (0..100).map(|i| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.submit(Row(i, 1)).await })
+        });
+        for s in futures::future::join_all(submissions).await {
+            assert_eq!(s.unwrap(), Ok(()));
+        }
+        let mut written = writer.written.lock().unwrap().clone();
+        written.sort_unstable();
+        assert_eq!(written, (0..100).collect::<Vec<_>>(), "every row once");
+        writer.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn batches_overlap_up_to_the_configured_writes_in_flight() {
+        assert_eq!(peak_writes(1).await, 1);
+        assert_eq!(peak_writes(3).await, 3);
     }
 }

@@ -9,7 +9,7 @@ use chat_store::{
     model::{ChatRow, MessageRow},
     repo,
 };
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 
 use crate::batcher::{Batcher, BulkWriter, Coalesce};
@@ -49,21 +49,17 @@ pub struct MessageWriter(pub DatabaseConnection);
 
 #[async_trait]
 impl BulkWriter<ChatRow> for ChatWriter {
+    // One statement, so it is atomic without a transaction around it; the
+    // BEGIN and COMMIT would cost two more round trips per batch.
     async fn write(&self, rows: &[ChatRow]) -> Result<(), StoreError> {
-        let txn = self.0.begin().await?;
-        repo::chats::upsert_all(&txn, rows).await?;
-        txn.commit().await?;
-        Ok(())
+        repo::chats::upsert_all(&self.0, rows).await
     }
 }
 
 #[async_trait]
 impl BulkWriter<MessageRow> for MessageWriter {
     async fn write(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
-        let txn = self.0.begin().await?;
-        repo::messages::upsert_all(&txn, rows).await?;
-        txn.commit().await?;
-        Ok(())
+        repo::messages::upsert_all(&self.0, rows).await
     }
 }
 

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::worker::{builder::WorkerBuilder, ext::ack::AcknowledgementExt};
 use chat_store::{
-    Backends,
+    Backends, Profile,
     queue::{JobQueue, QueueName},
 };
 use tokio::sync::watch;
@@ -69,7 +69,11 @@ macro_rules! run_queue {
         async fn $fn_name(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
             let name = $queue;
             let writer = Arc::new($writer(backends.writer.clone()));
-            let batcher = Batcher::spawn(writer, config.batch);
+            let mut batch = config.batch;
+            if backends.profile == Profile::Embedded {
+                batch.writes_in_flight = 1;
+            }
+            let batcher = Batcher::spawn(writer, batch);
             let settler = settler(&backends.queue, name, config);
             while !*shutdown.borrow() {
                 let worker_name = unique_name(name);

@@ -119,15 +119,17 @@ impl Acknowledge<()> for Settler {
     type Future = BoxFuture<'static, Result<(), StoreError>>;
 
     fn ack(&mut self, res: &Result<(), BoxDynError>, ctx: &ExecutionContext) -> Self::Future {
-        let Some(job) = ctx.data().get::<Claimed>().cloned() else {
+        let Some(job) = ctx.data().get::<Claimed>() else {
             return Box::pin(async { Ok(()) });
         };
         match res {
             Ok(()) => {
-                let _ = self.acker.tx.send(AckMsg::Ack(job.id));
+                // Only the id: the payload is not needed to ack.
+                let _ = self.acker.tx.send(AckMsg::Ack(job.id.clone()));
                 Box::pin(async { Ok(()) })
             }
             Err(e) => {
+                let job = job.clone();
                 let this = self.clone();
                 let error = e.to_string();
                 Box::pin(async move { this.fail(job, error).await })

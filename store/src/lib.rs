@@ -24,6 +24,6 @@ pub mod queue;
 pub mod repo;
 mod time;
 
-pub use backends::{Backends, BackendsConfig};
+pub use backends::{Backends, BackendsConfig, Profile};
 pub use error::StoreError;
 pub use time::{now, now_millis};

@@ -57,7 +57,7 @@ for i = 0, #KEYS / 3 - 1 do
       head = string.format('{"version":%d,', v)
     end
     local state = head .. tail
-    redis.call('XADD', stream, '*', 'p', state, 'a', '1', 'f', '[]')
+    redis.call('XADD', stream, '*', 'p', state)
     if counter ~= '' then redis.call('SET', counter, string.format('%d', n)) end
     redis.call('SET', seq, string.format('%d', v))
     redis.call('SET', pending, state, 'EX', ttl)

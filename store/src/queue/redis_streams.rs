@@ -32,13 +32,11 @@ const GROUP: &str = "workers";
 const PROMOTE_CHUNK: usize = 256;
 
 /// Settles jobs as done: ack and delete in one step, so a crash cannot leave
-/// an acked entry behind in the stream.
+/// an acked entry behind in the stream. One variadic call each, not two
+/// calls per id.
 const ACK: &str = r#"
-local n = 0
-for i = 1, #ARGV - 1 do
-  n = n + redis.call('XACK', KEYS[1], ARGV[1], ARGV[i + 1])
-  redis.call('XDEL', KEYS[1], ARGV[i + 1])
-end
+local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 return n
 "#;
 
@@ -400,12 +398,22 @@ fn field(entry: &StreamId, name: &str) -> Result<String> {
     }
 }
 
+/// A first delivery carries only `p`; a retried job also carries its
+/// attempt (`a`) and failure history (`f`).
 fn decode_entry(entry: &StreamId) -> Result<Claimed> {
+    let attempt = match entry.map.get("a") {
+        Some(_) => field(entry, "a")?.parse().unwrap_or(1),
+        None => 1,
+    };
+    let failures = match entry.map.get("f") {
+        Some(_) => serde_json::from_str(&field(entry, "f")?).unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(Claimed {
         id: entry.id.clone(),
         payload: field(entry, "p")?,
-        attempt: field(entry, "a")?.parse().unwrap_or(1),
-        failures: serde_json::from_str(&field(entry, "f")?).unwrap_or_default(),
+        attempt,
+        failures,
     })
 }
 
@@ -418,11 +426,7 @@ impl JobQueue for RedisStreamQueue {
     async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()> {
         let mut conn = self.conn.clone();
         let _: String = conn
-            .xadd(
-                self.stream_key(queue),
-                "*",
-                &[("p", payload.as_str()), ("a", "1"), ("f", "[]")],
-            )
+            .xadd(self.stream_key(queue), "*", &[("p", payload.as_str())])
             .await?;
         Ok(())
     }
