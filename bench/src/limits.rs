@@ -70,9 +70,29 @@ async fn bump(
 }
 
 pub struct RawInsert {
-    pub rows_per_sec: f64,
-    /// Mean time of one full batch: the bulk-write time in the lag bound.
-    pub batch_ms: f64,
+    rows: usize,
+    batches: usize,
+    elapsed: std::time::Duration,
+}
+
+impl RawInsert {
+    pub fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Mean time of one batch: the bulk-write time in the lag bound.
+    pub fn batch_ms(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e3 / self.batches.max(1) as f64
+    }
+
+    /// Two runs, as if back to back.
+    pub fn add(self, other: RawInsert) -> RawInsert {
+        RawInsert {
+            rows: self.rows + other.rows,
+            batches: self.batches + other.batches,
+            elapsed: self.elapsed + other.elapsed,
+        }
+    }
 }
 
 /// Inserts `rows` message rows in batches of `batch`, one statement (and
@@ -117,8 +137,9 @@ pub async fn raw_insert(
     db.execute_unprepared(&format!("DROP TABLE {SCRATCH}"))
         .await?;
     Ok(RawInsert {
-        rows_per_sec: rows as f64 / elapsed.as_secs_f64(),
-        batch_ms: elapsed.as_secs_f64() * 1e3 / batches as f64,
+        rows,
+        batches,
+        elapsed,
     })
 }
 

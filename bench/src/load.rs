@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::Semaphore;
 
-use crate::stats::Summary;
+use crate::stats::{Samples, Summary};
 
 pub type Call = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
@@ -27,7 +27,7 @@ pub async fn closed_loop(
     total: usize,
     max_time: Duration,
     request: Request,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<Samples> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let clients: Vec<_> = (0..concurrency.max(1))
@@ -51,7 +51,10 @@ pub async fn closed_loop(
     for client in clients {
         all.extend(client.await??);
     }
-    Ok(Summary::of(all, started.elapsed()))
+    Ok(Samples {
+        latencies: all,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Sends `rate` requests per second for `duration`, whatever the answers'

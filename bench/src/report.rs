@@ -10,7 +10,7 @@ fn row(name: &str, s: &Summary) {
 
 pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
     let post_ratio = r.post.per_sec / r.post_limit.per_sec;
-    let persist_ratio = r.persist_rps / r.raw.rows_per_sec;
+    let persist_ratio = r.persist_rps / r.raw.rows_per_sec();
     let (api_role, counter) = if profile == "embedded" {
         (
             "`chat api`, then `chat serve` (all roles)",
@@ -48,7 +48,9 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
     );
     println!(
         "  {:<46} {:>9.0}   {:.2} ms per batch",
-        "limit: raw multi-row INSERT, same batch size", r.raw.rows_per_sec, r.raw.batch_ms
+        "limit: raw multi-row INSERT, same batch size",
+        r.raw.rows_per_sec(),
+        r.raw.batch_ms()
     );
     println!(
         "  {:<46} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
@@ -93,7 +95,7 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         r.post.p99_ms,
         r.post_limit.per_sec,
         r.persist_rps,
-        r.raw.rows_per_sec,
+        r.raw.rows_per_sec(),
         r.lag.p99_ms,
         r.api_rss_mb,
         r.worker_rss_mb

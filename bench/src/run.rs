@@ -12,7 +12,7 @@ use crate::{
     lag::Watch,
     limits::{self, RawInsert},
     load::{Request, closed_loop, open_loop},
-    stats::Summary,
+    stats::{Samples, Summary},
     system::{Deployment, MachineCpu, Process, free_port, quiet},
 };
 
@@ -85,20 +85,15 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     d.migrate()?;
     let db = d.connect().await?;
 
-    eprintln!(
-        "[{}] limit: raw bulk INSERTs of {} rows",
-        d.profile, o.messages
-    );
+    // Raw inserts, half before the pipeline's drain and half after it, so
+    // the limit sees the same database states the drain does.
+    let half = o.messages / 2;
+    eprintln!("[{}] limit: raw bulk INSERTs of {half} rows", d.profile);
     let machine = MachineCpu::start();
-    let raw = limits::raw_insert(&db, o.messages, o.batch_size).await?;
-    let raw_cpu = machine.busy();
-    quiet().await;
-    eprintln!(
-        "[{}] limit: bare handler with one counter update",
-        d.profile
-    );
-    let post_limit = post_limit(d, o).await?;
+    let raw_before = limits::raw_insert(&db, half, o.batch_size).await?;
+    let raw_cpu_before = machine.busy();
 
+    let limit = LimitServer::start(d, o).await?;
     let api_port = free_port()?;
     let mut api = d.start("api", Some(api_port))?;
     let mut client = ChatApi::new(&format!("http://127.0.0.1:{api_port}"), c)?;
@@ -110,28 +105,44 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         .id;
 
     // The queue fills with no worker running: the POST runs measure the
-    // API alone, and the drain below measures the pipeline alone.
+    // API alone, and the drain below measures the pipeline alone. They
+    // alternate with runs against the bare handler, so that both see the
+    // same machine: on a shared host its speed drifts within minutes.
     let many = 2..=o.chats;
     let spread = o.messages - o.hot;
-    quiet().await;
-    eprintln!(
-        "[{}] POST {spread} messages over {} chats, worker stopped",
-        d.profile,
-        o.chats - 1
-    );
-    let api_cpu = api.cpu_secs()?;
-    let post = closed_loop(
-        c,
-        spread,
-        Duration::MAX,
-        posting(&client, &app, many.clone(), None),
-    )
-    .await?;
-    let api_cpu_us_per_post = (api.cpu_secs()? - api_cpu) * 1e6 / post.count as f64;
+    let mut post = Samples::default();
+    let mut post_limit = Samples::default();
+    let mut api_cpu = 0.0;
+    limit.warm_up(o).await?;
+    for round in 0..ROUNDS {
+        quiet().await;
+        eprintln!(
+            "[{}] round {}: bare handler, one counter update",
+            d.profile,
+            round + 1
+        );
+        post_limit.add(limit.drive(o, o.requests / ROUNDS).await?);
+        quiet().await;
+        let count = spread / ROUNDS + if round == 0 { spread % ROUNDS } else { 0 };
+        eprintln!(
+            "[{}] round {}: POST {count} messages over {} chats, worker stopped",
+            d.profile,
+            round + 1,
+            o.chats - 1
+        );
+        let before = api.cpu_secs()?;
+        let request = posting(&client, &app, many.clone(), None);
+        post.add(closed_loop(c, count, Duration::MAX, request).await?);
+        api_cpu += api.cpu_secs()? - before;
+    }
+    limit.stop().await?;
+    let api_cpu_us_per_post = api_cpu * 1e6 / post.latencies.len() as f64;
+    let (post, post_limit) = (post.summary(), post_limit.summary());
     quiet().await;
     eprintln!("[{}] POST {} messages to one chat", d.profile, o.hot);
-    let post_hot =
-        closed_loop(c, o.hot, Duration::MAX, posting(&client, &app, 1..=1, None)).await?;
+    let post_hot = closed_loop(c, o.hot, Duration::MAX, posting(&client, &app, 1..=1, None))
+        .await?
+        .summary();
     api.ensure_running()?;
     let api_only_rss = api.peak_rss_mb()?;
 
@@ -160,6 +171,20 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     worker.ensure_running()?;
 
     quiet().await;
+    eprintln!(
+        "[{}] limit: raw bulk INSERTs of {} rows",
+        d.profile,
+        o.messages - half
+    );
+    let machine = MachineCpu::start();
+    let raw = raw_before.add(limits::raw_insert(&db, o.messages - half, o.batch_size).await?);
+    let raw_after_cpu = machine.busy();
+    let raw_cpu = (
+        raw_cpu_before.0 + raw_after_cpu.0,
+        (raw_cpu_before.1 + raw_after_cpu.1) / 2.0,
+    );
+
+    quiet().await;
     eprintln!("[{}] POST with the worker running", d.profile);
     let steady_started = Instant::now();
     let post_with_worker = closed_loop(
@@ -168,7 +193,8 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         o.max_run,
         posting(&client, &app, many.clone(), None),
     )
-    .await?;
+    .await?
+    .summary();
     let total = o.messages + post_with_worker.count;
     wait_for_rows(&db, app_id, total as i64, &mut worker).await?;
     // Sustained means taken in and persisted: the POST rate alone can
@@ -215,7 +241,9 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
                 api.get_message(&app, 2 + i % chats, number).await
             })
         });
-        closed_loop(c, o.requests, o.max_run, request).await?
+        closed_loop(c, o.requests, o.max_run, request)
+            .await?
+            .summary()
     };
 
     worker.ensure_running()?;
@@ -236,7 +264,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         get,
         persist_rps: o.messages as f64 / drain.as_secs_f64(),
         drain,
-        lag_bound_ms: 3.0 * o.linger.as_secs_f64() * 1e3 + raw.batch_ms,
+        lag_bound_ms: 3.0 * o.linger.as_secs_f64() * 1e3 + raw.batch_ms(),
         raw,
         sustained_rps,
         lag_rate,
@@ -250,46 +278,70 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     })
 }
 
-/// The same generator against the bare handler, on the same path shape.
-async fn post_limit(d: &Deployment, o: &Options) -> anyhow::Result<Summary> {
-    let port = free_port()?;
-    let (url, key) = match &d.redis_url {
-        Some(url) => (url.clone(), format!("{}limit", d.env_value("REDIS_PREFIX"))),
-        None => (
-            format!("sqlite://{}?mode=rwc", d.work.join("limit.db").display()),
-            String::new(),
-        ),
-    };
-    let mut command = std::process::Command::new(std::env::current_exe()?);
-    command.args([
-        "limit-server",
-        "--url",
-        &url,
-        "--key",
-        &key,
-        "--port",
-        &port.to_string(),
-    ]);
-    let mut server = Process::spawn(&format!("{}-limit", d.profile), command, &d.work)?;
-    let client = ChatApi::new(&format!("http://127.0.0.1:{port}"), o.concurrency)?;
-    let wait = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        server.ensure_running()?;
-        anyhow::ensure!(
-            tokio::time::Instant::now() < wait,
-            "the limit server never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Alternating limit and API runs, this many of each.
+const ROUNDS: usize = 3;
+
+/// The bare handler, as its own process, driven by the same generator on
+/// the same path shape as the API.
+struct LimitServer {
+    server: Process,
+    client: ChatApi,
+    app: AppUrls,
+}
+
+impl LimitServer {
+    async fn start(d: &Deployment, o: &Options) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let (url, key) = match &d.redis_url {
+            Some(url) => (url.clone(), format!("{}limit", d.env_value("REDIS_PREFIX"))),
+            None => (
+                format!("sqlite://{}?mode=rwc", d.work.join("limit.db").display()),
+                String::new(),
+            ),
+        };
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.args([
+            "limit-server",
+            "--url",
+            &url,
+            "--key",
+            &key,
+            "--port",
+            &port.to_string(),
+        ]);
+        let mut server = Process::spawn(&format!("{}-limit", d.profile), command, &d.work)?;
+        let wait = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            server.ensure_running()?;
+            anyhow::ensure!(
+                tokio::time::Instant::now() < wait,
+                "the limit server never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            server,
+            client: ChatApi::new(&format!("http://127.0.0.1:{port}"), o.concurrency)?,
+            app: AppUrls::at("/api/v1/applications/limit/chats"),
+        })
     }
-    let app = AppUrls::at("/api/v1/applications/limit/chats");
-    let request = posting(&client, &app, 1..=o.chats, None);
-    closed_loop(o.concurrency, 1_000, Duration::MAX, request.clone()).await?;
-    let run = closed_loop(o.concurrency, o.requests, o.max_run, request).await?;
-    server.stop(Duration::from_secs(5)).await?;
-    Ok(run)
+
+    /// Opens the connections and warms the server up, unmeasured.
+    async fn warm_up(&self, o: &Options) -> anyhow::Result<()> {
+        self.drive(o, 1_000).await.map(|_| ())
+    }
+
+    async fn drive(&self, o: &Options, requests: usize) -> anyhow::Result<Samples> {
+        let request = posting(&self.client, &self.app, 1..=o.chats, None);
+        closed_loop(o.concurrency, requests, o.max_run, request).await
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop(Duration::from_secs(5)).await
+    }
 }
 
 /// Waits until the table holds `want` rows of the application. Counting

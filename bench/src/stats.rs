@@ -1,6 +1,25 @@
 //! Latency percentiles and throughput of one measured run.
 use std::time::Duration;
 
+/// Latencies of one or more runs, and the wall time they took together.
+#[derive(Debug, Default)]
+pub struct Samples {
+    pub latencies: Vec<Duration>,
+    pub elapsed: Duration,
+}
+
+impl Samples {
+    /// Adds another run, as if the two had run back to back.
+    pub fn add(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+        self.elapsed += other.elapsed;
+    }
+
+    pub fn summary(self) -> Summary {
+        Summary::of(self.latencies, self.elapsed)
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Summary {
     pub count: usize,
