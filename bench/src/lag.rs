@@ -38,14 +38,17 @@ impl Watch {
     }
 
     /// Polls the table until `until` fires and nothing is waiting, or
-    /// `give_up` passes; returns every lag seen.
+    /// `give_up` passes; returns every lag seen, and the mean time of one
+    /// round of lookups: a lag is seen up to one round late, so that is
+    /// the measurement's resolution.
     pub async fn poll(
         &self,
         db: &DatabaseConnection,
         app_id: i64,
         mut until: tokio::sync::oneshot::Receiver<()>,
         give_up: Duration,
-    ) -> anyhow::Result<Vec<Duration>> {
+    ) -> anyhow::Result<(Vec<Duration>, Duration)> {
+        let (mut rounds, mut round_time) = (0u32, Duration::ZERO);
         let mut sending_done = false;
         let mut deadline = None;
         loop {
@@ -67,6 +70,7 @@ impl Watch {
             if ranges.is_empty() && sending_done {
                 break;
             }
+            let round = Instant::now();
             for chunk in ranges.chunks(LOOKUP) {
                 let found = present(db, app_id, chunk).await?;
                 let seen_at = Instant::now();
@@ -76,6 +80,10 @@ impl Watch {
                         state.seen.push(seen_at - accepted);
                     }
                 }
+            }
+            if !ranges.is_empty() {
+                rounds += 1;
+                round_time += round.elapsed();
             }
             if !sending_done && until.try_recv().is_ok() {
                 sending_done = true;
@@ -87,7 +95,8 @@ impl Watch {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        Ok(std::mem::take(&mut self.inner.lock().unwrap().seen))
+        let seen = std::mem::take(&mut self.inner.lock().unwrap().seen);
+        Ok((seen, round_time / rounds.max(1)))
     }
 }
 

@@ -73,6 +73,9 @@ pub struct RawInsert {
     rows: usize,
     batches: usize,
     elapsed: std::time::Duration,
+    /// Each statement's own time, for its tail: a p99 lag is bounded by a
+    /// slow write, not a mean one.
+    statement_times: Vec<std::time::Duration>,
 }
 
 impl RawInsert {
@@ -85,12 +88,19 @@ impl RawInsert {
         self.elapsed.as_secs_f64() * 1e3 / self.batches.max(1) as f64
     }
 
+    /// p99 of one statement's time, in ms.
+    pub fn batch_p99_ms(&self) -> f64 {
+        crate::stats::Summary::of(self.statement_times.clone(), std::time::Duration::ZERO).p99_ms
+    }
+
     /// Two runs, as if back to back.
-    pub fn add(self, other: RawInsert) -> RawInsert {
+    pub fn add(mut self, other: RawInsert) -> RawInsert {
+        self.statement_times.extend(other.statement_times);
         RawInsert {
             rows: self.rows + other.rows,
             batches: self.batches + other.batches,
             elapsed: self.elapsed + other.elapsed,
+            statement_times: self.statement_times,
         }
     }
 }
@@ -109,6 +119,7 @@ pub async fn raw_insert(
     let started = Instant::now();
     let mut written = 0;
     let mut batches = 0;
+    let mut statement_times = Vec::with_capacity(rows / batch.max(1) + 1);
     while written < rows {
         let n = batch.min(rows - written);
         let sql = format!(
@@ -128,8 +139,10 @@ pub async fn raw_insert(
                 now.into(),
             ]);
         }
+        let sent = Instant::now();
         db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
+        statement_times.push(sent.elapsed());
         written += n;
         batches += 1;
     }
@@ -140,6 +153,7 @@ pub async fn raw_insert(
         rows,
         batches,
         elapsed,
+        statement_times,
     })
 }
 

@@ -47,10 +47,11 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         r.drain.as_secs_f64()
     );
     println!(
-        "  {:<46} {:>9.0}   {:.2} ms per batch",
+        "  {:<46} {:>9.0}   {:.2} ms per batch, p99 {:.2} ms",
         "limit: raw multi-row INSERT, same batch size",
         r.raw.rows_per_sec(),
-        r.raw.batch_ms()
+        r.raw.batch_ms(),
+        r.raw.batch_p99_ms()
     );
     println!(
         "  {:<46} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
@@ -62,13 +63,14 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         r.lag.max_ms
     );
     println!(
-        "  lag bound (3 x linger + one bulk write): {:.1} ms; lag p99 {} it",
+        "  lag bound (3 x linger + one bulk write): {:.1} ms; lag p99 {} it; watched every {:.1} ms",
         r.lag_bound_ms,
         if r.lag.p99_ms <= r.lag_bound_ms {
             "within"
         } else {
             "OVER"
-        }
+        },
+        r.lag_lookup.as_secs_f64() * 1e3
     );
     println!(
         "  peak RSS: api {:.1} MiB, worker {:.1} MiB",

@@ -46,6 +46,8 @@ pub struct Report {
     pub lag_rate: f64,
     pub lag: Summary,
     pub lag_bound_ms: f64,
+    /// Mean time of one round of the watcher's lookups.
+    pub lag_lookup: Duration,
     pub api_rss_mb: f64,
     pub worker_rss_mb: f64,
     /// CPU of the api process per POST, worker stopped.
@@ -225,7 +227,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     )
     .await;
     let _ = done.send(());
-    let lags = poller.await??;
+    let (lags, lag_lookup) = poller.await??;
     sent?;
     let lag = Summary::of(lags, Duration::ZERO);
 
@@ -269,6 +271,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         sustained_rps,
         lag_rate,
         lag,
+        lag_lookup,
         api_rss_mb,
         worker_rss_mb,
         api_cpu_us_per_post,
