@@ -26,7 +26,8 @@ pub trait Coalesce: Clone + Send + Sync + 'static {
 
 #[async_trait]
 pub trait BulkWriter<R>: Send + Sync + 'static {
-    /// Writes every row in one transaction, or none of them.
+    /// Writes every row atomically (one statement or one transaction), or
+    /// none of them.
     async fn write(&self, rows: &[R]) -> Result<(), StoreError>;
 }
 
