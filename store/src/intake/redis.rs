@@ -169,10 +169,17 @@ impl RedisIntake {
         scope: &str,
     ) -> Result<Option<T>> {
         let mut conn = self.conn.clone();
-        let state: Option<String> = redis::cmd("GET")
+        let state: Option<String> = match redis::cmd("GET")
             .arg(self.pending_key(app_id, scope))
             .query_async(&mut conn)
-            .await?;
+            .await
+        {
+            // Before one-script accepts, a pending entry was a hash. Such
+            // an entry, left by an older version for up to its TTL, is not
+            // read: its row reaches the database within a batch anyway.
+            Err(e) if e.code() == Some("WRONGTYPE") => None,
+            other => other?,
+        };
         Ok(match state {
             Some(s) => Some(serde_json::from_str(&s)?),
             None => None,

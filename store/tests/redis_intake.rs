@@ -1,0 +1,189 @@
+//! The Redis intake's one-script accept, against a real Redis: numbers stay
+//! exact when concurrent accepts share script calls, and the job and the
+//! pending entry carry the same state the caller got back.
+//!
+//! Runs against `TEST_REDIS_URL`; skipped (with a message) when unset.
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chat_store::{
+    db,
+    intake::{Intake, RedisIntake},
+    model::MessageRow,
+    queue::{JobQueue, QueueName, RedisStreamQueue},
+};
+
+struct Setup {
+    intake: Arc<RedisIntake>,
+    queue: Arc<RedisStreamQueue>,
+    url: String,
+    prefix: String,
+    file: std::path::PathBuf,
+}
+
+async fn setup() -> Option<Setup> {
+    let Ok(url) = std::env::var("TEST_REDIS_URL") else {
+        eprintln!("TEST_REDIS_URL unset: skipping Redis intake test");
+        return None;
+    };
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("ti{}:", &tag[..12]);
+    // Counters are seeded from the database, which must exist.
+    let file = std::env::temp_dir().join(format!("chat-intake-{tag}.db"));
+    let database = db::connect(&format!("sqlite://{}?mode=rwc", file.display()))
+        .await
+        .unwrap();
+    db::migrate(&database).await.unwrap();
+    let queue = RedisStreamQueue::connect(&url, &prefix, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let intake = RedisIntake::connect(
+        &url,
+        &prefix,
+        database,
+        queue.clone(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    Some(Setup {
+        intake: Arc::new(intake),
+        queue,
+        url,
+        prefix,
+        file,
+    })
+}
+
+impl Setup {
+    async fn tear_down(self) {
+        let mut conn = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_accepts_number_exactly_and_queue_what_they_answer() {
+    let Some(s) = setup().await else { return };
+    const CHATS: i64 = 4;
+    const PER_CHAT: i64 = 50;
+    let accepts = (0..CHATS * PER_CHAT).map(|i| {
+        let intake = s.intake.clone();
+        tokio::spawn(async move {
+            intake
+                .create_message(1, 1 + i % CHATS, format!("body {i}"))
+                .await
+        })
+    });
+    let rows: Vec<MessageRow> = futures_join(accepts).await;
+
+    let mut numbers: HashMap<i64, Vec<i64>> = HashMap::new();
+    for r in &rows {
+        numbers.entry(r.chat_number).or_default().push(r.number);
+    }
+    for (chat, mut n) in numbers {
+        n.sort_unstable();
+        assert_eq!(n, (1..=PER_CHAT).collect::<Vec<_>>(), "chat {chat}");
+    }
+    let mut versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(
+        versions.len(),
+        rows.len(),
+        "every accept gets its own version"
+    );
+
+    // The queued job and the pending entry are exactly what the caller got.
+    let claimed = s
+        .queue
+        .claim(QueueName::Messages, "c", 1_000, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), rows.len());
+    let mut queued: Vec<MessageRow> = claimed
+        .iter()
+        .map(|c| serde_json::from_str(&c.payload).unwrap())
+        .collect();
+    let mut answered = rows.clone();
+    queued.sort_by_key(|r| (r.chat_number, r.number));
+    answered.sort_by_key(|r| (r.chat_number, r.number));
+    assert_eq!(queued, answered);
+    for r in &rows {
+        let pending = s
+            .intake
+            .pending_message(1, r.chat_number, r.number)
+            .await
+            .unwrap();
+        assert_eq!(pending.as_ref(), Some(r));
+    }
+
+    // An update is queued with a newer version and replaces the pending state.
+    let first = answered[0].clone();
+    let updated = s
+        .intake
+        .update_message(&first, "edited".into())
+        .await
+        .unwrap();
+    assert!(updated.version > *versions.last().unwrap());
+    let pending = s
+        .intake
+        .pending_message(1, first.chat_number, first.number)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.body, "edited");
+    assert_eq!(pending.version, updated.version);
+    s.tear_down().await;
+}
+
+#[tokio::test]
+async fn a_pending_entry_left_as_a_hash_by_an_older_version_reads_as_absent() {
+    let Some(s) = setup().await else { return };
+    let mut conn = redis::Client::open(s.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{}{{app:1}}:pending:m:1:1:1", s.prefix);
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg("v")
+        .arg(1)
+        .arg("s")
+        .arg("{}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(s.intake.pending_message(1, 1, 1).await.unwrap(), None);
+    // A new accept overwrites it with the current form.
+    let row = s.intake.create_message(1, 1, "hello".into()).await.unwrap();
+    assert_eq!(row.number, 1);
+    assert_eq!(s.intake.pending_message(1, 1, 1).await.unwrap(), Some(row));
+    s.tear_down().await;
+}
+
+async fn futures_join(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<chat_store::error::Result<MessageRow>>>,
+) -> Vec<MessageRow> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap().unwrap());
+    }
+    out
+}
