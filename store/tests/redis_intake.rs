@@ -3,6 +3,8 @@
 //! pending entry carry the same state the caller got back.
 //!
 //! Runs against `TEST_REDIS_URL`; skipped (with a message) when unset.
+mod support;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chat_store::{
@@ -56,23 +58,7 @@ async fn setup() -> Option<Setup> {
 
 impl Setup {
     async fn tear_down(self) {
-        let mut conn = redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: i64 = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
+        support::drop_keys(&self.prefix).await;
         let _ = std::fs::remove_file(&self.file);
     }
 }

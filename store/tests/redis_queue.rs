@@ -3,6 +3,8 @@
 //! situation that broke apalis-redis and shows this queue carries on.
 //!
 //! Runs against `TEST_REDIS_URL`; skipped (with a message) when unset.
+mod support;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -22,23 +24,6 @@ async fn queue(claim_idle: Duration) -> Option<(Arc<RedisStreamQueue>, String)> 
         .await
         .unwrap();
     Some((q, prefix))
-}
-
-async fn drop_keys(prefix: &str) {
-    let client = redis::Client::open(std::env::var("TEST_REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: i64 = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
 }
 
 async fn raw(prefix: &str) -> redis::aio::MultiplexedConnection {
@@ -98,7 +83,7 @@ async fn a_large_backlog_and_a_burst_of_due_retries_drain_fully() {
     assert_eq!(claimed, 30_000);
     let stats = q.stats(Q).await.unwrap();
     assert_eq!((stats.ready, stats.in_flight, stats.retrying), (0, 0, 0));
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// Stale acks: apalis-redis raised (and killed the worker) on an ack for a
@@ -135,7 +120,7 @@ async fn stale_and_duplicate_acks_are_harmless() {
         .unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].payload, "{\"after\":true}");
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// Idle pickup latency: apalis-redis without a poll strategy noticed a job
@@ -165,7 +150,7 @@ async fn an_idle_consumer_wakes_when_a_job_arrives() {
         waited < Duration::from_secs(5),
         "woke only after {waited:?} of a 10 s wait"
     );
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// Slow orphan recovery and name collisions: a consumer that dies holding
@@ -207,7 +192,7 @@ async fn jobs_of_a_dead_consumer_are_taken_over_after_the_lease() {
         .await
         .unwrap();
     assert_eq!(reused.len(), 1);
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// Unbounded key growth: acked jobs leave no trace, and the dead-letter
@@ -265,7 +250,7 @@ async fn settled_jobs_do_not_accumulate() {
         dead_len < 750,
         "dead stream is trimmed near its cap, got {dead_len}"
     );
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// Unfit for a dashboard: apalis-redis's counts errored or were wrong.
@@ -297,7 +282,7 @@ async fn stats_count_every_state_exactly() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].failures.len(), 1);
     assert_eq!(dead[0].failures[0].error, "fatal");
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// A retried job comes back with its attempt count and failure history.
@@ -330,7 +315,7 @@ async fn a_retried_job_returns_with_its_history_after_the_delay() {
     assert_eq!(again[0].payload, "{\"x\":1}");
     assert_eq!(again[0].attempt, 2);
     assert_eq!(again[0].failures[0].error, "transient");
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// Every worker start registers a fresh consumer name; names of processes
@@ -388,7 +373,7 @@ async fn idle_empty_consumers_are_pruned() {
         !names.contains(&"gone-1".to_owned()) && !names.contains(&"gone-2".to_owned()),
         "{names:?}"
     );
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
 
 /// A consumer that stops cleanly hands back the jobs it claimed but never
@@ -430,5 +415,5 @@ async fn a_retired_consumer_hands_back_its_unstarted_jobs() {
         payloads,
         (0..5).map(|i| format!("{{\"i\":{i}}}")).collect::<Vec<_>>()
     );
-    drop_keys(&prefix).await;
+    support::drop_keys(&prefix).await;
 }
