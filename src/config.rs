@@ -3,7 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use chat_jobs::{WorkerConfig, batcher::BatchConfig, settle::RetryPolicy};
-use chat_store::BackendsConfig;
+use chat_store::{BackendsConfig, search::SearchConfig};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -19,7 +19,7 @@ pub struct Cli {
     pub settings: Settings,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Every role in one process (the default).
     Serve,
@@ -31,6 +31,22 @@ pub enum Command {
     Scheduler,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Rebuild the search index from the database, or check it for drift.
+    Reindex(ReindexArgs),
+}
+
+#[derive(Args, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReindexArgs {
+    /// Only compare per-chat counts with the database and repair the chats
+    /// that differ, instead of rebuilding everything.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: report drift without repairing it.
+    #[arg(long, requires = "check")]
+    pub dry_run: bool,
+    /// Start a rebuild over instead of resuming an interrupted one.
+    #[arg(long, conflicts_with = "check")]
+    pub restart: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -53,9 +69,19 @@ pub struct Settings {
     /// Prefix of every Redis key, so deployments can share a Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "chat:", global = true)]
     pub redis_prefix: String,
-    /// Elasticsearch for message search (used by the search feature).
+    /// Elasticsearch for message search; unset, search is embedded
+    /// (tantivy in DATA_DIR/search).
     #[arg(long, env = "ELASTICSEARCH_URL", global = true)]
     pub elasticsearch_url: Option<String>,
+    /// The Elasticsearch alias searches and writes go through; its
+    /// generations are `<alias>-<name>`.
+    #[arg(
+        long,
+        env = "SEARCH_INDEX",
+        default_value = "chat-messages",
+        global = true
+    )]
+    pub search_index: String,
     /// Largest message body accepted, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
     pub max_message_bytes: usize,
@@ -76,6 +102,10 @@ pub struct Settings {
     /// Attempts before a job is dead.
     #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 8, global = true)]
     pub job_max_attempts: u32,
+    /// Attempts before an indexing job is dead (it retries through search
+    /// outages; with RETRY_MAX_MS at 60 s, 40 attempts wait out ~35 min).
+    #[arg(long, env = "INDEX_MAX_ATTEMPTS", default_value_t = 40, global = true)]
+    pub index_max_attempts: u32,
     /// First retry delay, in milliseconds; doubles per attempt, plus a random 0–100%.
     #[arg(long, env = "RETRY_BASE_MS", default_value_t = 200, global = true)]
     pub retry_base_ms: u64,
@@ -117,20 +147,34 @@ impl Settings {
             redis_prefix: self.redis_prefix.clone(),
             claim_idle: Duration::from_millis(self.claim_idle_ms),
             pending_ttl: Duration::from_secs(self.pending_ttl_secs),
+            search: match present(&self.elasticsearch_url) {
+                Some(url) => SearchConfig::Elasticsearch {
+                    url,
+                    alias: self.search_index.clone(),
+                },
+                None => SearchConfig::Embedded {
+                    dir: self.data_dir.join("search"),
+                },
+            },
         })
     }
 
     pub fn worker(&self) -> WorkerConfig {
+        let retry = RetryPolicy {
+            max_attempts: self.job_max_attempts.max(1),
+            base: Duration::from_millis(self.retry_base_ms),
+            max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
+        };
         WorkerConfig {
             batch: BatchConfig {
                 max_rows: self.batch_size.max(1),
                 linger: Duration::from_millis(self.batch_linger_ms),
                 writes_in_flight: self.batch_writes_in_flight.max(1),
             },
-            retry: RetryPolicy {
-                max_attempts: self.job_max_attempts.max(1),
-                base: Duration::from_millis(self.retry_base_ms),
-                max: Duration::from_millis(self.retry_max_ms.max(self.retry_base_ms)),
+            retry,
+            index_retry: RetryPolicy {
+                max_attempts: self.index_max_attempts.max(1),
+                ..retry
             },
         }
     }

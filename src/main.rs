@@ -5,6 +5,7 @@
 use clap::Parser;
 
 mod config;
+mod reindex;
 mod roles;
 
 // Every request and every job allocates many small, short-lived objects

@@ -12,9 +12,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings;
     let backends = Backends::open(&settings.backends()?).await?;
     tracing::info!(profile = ?backends.profile, role = ?command, "backends ready");
-    if command == Command::Migrate {
-        tracing::info!("migrations applied");
-        return Ok(());
+    match command {
+        Command::Migrate => {
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        Command::Reindex(args) => return crate::reindex::run(&backends, args).await,
+        _ => {}
     }
 
     let (stop, shutdown) = watch::channel(false);

@@ -28,6 +28,11 @@ async fn backends_with_lease(stack: &Stack, lease: Duration) -> Backends {
         redis_prefix: stack.redis_prefix.clone(),
         claim_idle: lease,
         pending_ttl: Duration::from_secs(3600),
+        // Not the app's own index directory: these tests never search, and
+        // two processes creating one tantivy index at once could collide.
+        search: chat_store::search::SearchConfig::Embedded {
+            dir: stack.data_dir.join("search-of-test"),
+        },
     })
     .await
     .unwrap()

@@ -7,14 +7,18 @@
 //!   commit, or retry with exponential backoff and jitter, or bury.
 //! - [`batcher`]: coalesces jobs into one version-ordered bulk upsert per
 //!   batch (up to N jobs or T ms).
-//! - [`persist`]: the two job types, `PersistChat` and `PersistMessage`,
-//!   and their bulk writers.
+//! - [`persist`]: the two persistence jobs, `PersistChat` and
+//!   `PersistMessage`, and their bulk writers.
+//! - [`index`]: `IndexMessage`, which indexes committed messages for search
+//!   in bulk.
 //! - [`pool`]: builds and supervises one apalis worker per queue.
 //!
 //! This crate must not know about HTTP or how numbers are reserved. It
-//! reads jobs from the queue and writes rows to the database.
+//! reads jobs from the queue, writes rows to the database and indexes them
+//! for search, through `chat-store`'s interfaces.
 pub mod backend;
 pub mod batcher;
+pub mod index;
 pub mod persist;
 pub mod pool;
 pub mod settle;

@@ -1,12 +1,15 @@
-//! The typed jobs and their bulk writers.
+//! The persistence jobs and their bulk writers.
 //!
 //! A job carries the full new state of one row, stamped with its version;
 //! the queue payload is that row's JSON.
+use std::sync::Arc;
+
 use apalis_core::{error::BoxDynError, task::data::Data};
 use async_trait::async_trait;
 use chat_store::{
     StoreError,
     model::{ChatRow, MessageRow},
+    queue::{JobQueue, QueueName},
     repo,
 };
 use sea_orm::DatabaseConnection;
@@ -45,7 +48,12 @@ impl Coalesce for MessageRow {
 }
 
 pub struct ChatWriter(pub DatabaseConnection);
-pub struct MessageWriter(pub DatabaseConnection);
+
+/// Writes messages, then hands the committed rows to search indexing.
+pub struct MessageWriter {
+    pub db: DatabaseConnection,
+    pub queue: Arc<dyn JobQueue>,
+}
 
 #[async_trait]
 impl BulkWriter<ChatRow> for ChatWriter {
@@ -58,8 +66,16 @@ impl BulkWriter<ChatRow> for ChatWriter {
 
 #[async_trait]
 impl BulkWriter<MessageRow> for MessageWriter {
+    /// If the enqueue fails after the commit, the batch fails and its jobs
+    /// retry: the upsert is then a no-op and the enqueue runs again, so an
+    /// index job is never lost, only possibly doubled (which is harmless).
     async fn write(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
-        repo::messages::upsert_all(&self.0, rows).await
+        repo::messages::upsert_all(&self.db, rows).await?;
+        let jobs = rows
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.queue.enqueue_many(QueueName::Index, jobs).await
     }
 }
 

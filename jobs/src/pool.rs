@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use crate::{
     backend::QueueBackend,
-    batcher::{BatchConfig, Batcher},
+    batcher::{BatchConfig, Batcher, BulkWriter},
+    index::{IndexMessage, SearchWriter, index_message},
     persist::{
         ChatWriter, MessageWriter, PersistChat, PersistMessage, persist_chat, persist_message,
     },
@@ -27,6 +28,9 @@ use crate::{
 pub struct WorkerConfig {
     pub batch: BatchConfig,
     pub retry: RetryPolicy,
+    /// Indexing retries longer than persistence: its jobs wait out a
+    /// search outage rather than die in it.
+    pub index_retry: RetryPolicy,
 }
 
 fn unique_name(queue: QueueName) -> String {
@@ -44,37 +48,54 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) -> Result<(), std::io::Err
     Ok(())
 }
 
-/// Runs both queues' workers until `shutdown` turns true.
+/// Runs every queue's worker until `shutdown` turns true.
 pub async fn run_pool(backends: &Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
     let chats = run_chats(backends.clone(), config, shutdown.clone());
-    let messages = run_messages(backends.clone(), config, shutdown);
-    tokio::join!(chats, messages);
+    let messages = run_messages(backends.clone(), config, shutdown.clone());
+    let index = run_index(backends.clone(), config, shutdown);
+    tokio::join!(chats, messages, index);
 }
 
-fn settler(queue: &Arc<dyn JobQueue>, name: QueueName, config: WorkerConfig) -> Settler {
+fn settler(queue: &Arc<dyn JobQueue>, name: QueueName, policy: RetryPolicy) -> Settler {
     Settler {
         queue: queue.clone(),
         name,
         acker: Acker::spawn(queue.clone(), name),
-        policy: config.retry,
+        policy,
     }
+}
+
+fn chat_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::ChatRow>> {
+    Arc::new(ChatWriter(b.writer.clone()))
+}
+
+fn message_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
+    Arc::new(MessageWriter {
+        db: b.writer.clone(),
+        queue: b.queue.clone(),
+    })
+}
+
+fn search_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
+    Arc::new(SearchWriter(b.search.clone()))
 }
 
 /// Runs one queue's worker until shutdown, restarting it under a fresh
 /// name when it fails. A macro rather than a generic function because
-/// apalis's worker-builder bounds are not worth spelling out for two
+/// apalis's worker-builder bounds are not worth spelling out for three
 /// queues.
 macro_rules! run_queue {
-    ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident) => {
+    ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident, $policy:ident) => {
         async fn $fn_name(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
             let name = $queue;
-            let writer = Arc::new($writer(backends.writer.clone()));
+            let writer = $writer(&backends);
             let mut batch = config.batch;
             if backends.profile == Profile::Embedded {
                 batch.writes_in_flight = 1;
             }
             let batcher = Batcher::spawn(writer, batch);
-            let settler = settler(&backends.queue, name, config);
+            let policy = config.$policy;
+            let settler = settler(&backends.queue, name, policy);
             while !*shutdown.borrow() {
                 let worker_name = unique_name(name);
                 tracing::info!(worker = %worker_name, "worker starting");
@@ -82,7 +103,7 @@ macro_rules! run_queue {
                     backends.queue.clone(),
                     name,
                     config.batch.max_rows,
-                    config.retry.max_attempts,
+                    policy.max_attempts,
                 );
                 let worker = WorkerBuilder::new(worker_name.as_str())
                     .backend(backend)
@@ -101,15 +122,25 @@ run_queue!(
     run_chats,
     QueueName::Chats,
     PersistChat,
-    ChatWriter,
-    persist_chat
+    chat_writer,
+    persist_chat,
+    retry
 );
 run_queue!(
     run_messages,
     QueueName::Messages,
     PersistMessage,
-    MessageWriter,
-    persist_message
+    message_writer,
+    persist_message,
+    retry
+);
+run_queue!(
+    run_index,
+    QueueName::Index,
+    IndexMessage,
+    search_writer,
+    index_message,
+    index_retry
 );
 
 async fn supervise(

@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_core_tables;
 mod m0002_embedded_tables;
+mod m0003_search_rebuilds;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_core_tables::Migration),
             Box::new(m0002_embedded_tables::Migration),
+            Box::new(m0003_search_rebuilds::Migration),
         ]
     }
 }

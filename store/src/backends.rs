@@ -12,6 +12,7 @@ use crate::{
     error::{Result, StoreError},
     intake::{Intake, RedisIntake, SqliteIntake},
     queue::{JobQueue, RedisStreamQueue, SqliteQueue},
+    search::{self, SearchConfig, SearchIndex},
 };
 
 #[derive(Clone, Debug)]
@@ -26,6 +27,7 @@ pub struct BackendsConfig {
     pub claim_idle: Duration,
     /// How long a pending (not yet persisted) write stays readable.
     pub pending_ttl: Duration,
+    pub search: SearchConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub struct Backends {
     pub writer: DatabaseConnection,
     pub intake: Arc<dyn Intake>,
     pub queue: Arc<dyn JobQueue>,
+    pub search: Arc<dyn SearchIndex>,
     pub profile: Profile,
 }
 
@@ -58,6 +61,7 @@ impl Backends {
             db.clone()
         };
         db::migrate(&writer).await?;
+        let search = search::open(&config.search).await?;
         match &config.redis_url {
             Some(url) => {
                 let queue =
@@ -75,6 +79,7 @@ impl Backends {
                     writer,
                     intake: Arc::new(intake),
                     queue,
+                    search,
                     profile: Profile::Distributed,
                 })
             }
@@ -91,6 +96,7 @@ impl Backends {
                     writer,
                     intake: Arc::new(intake),
                     queue,
+                    search,
                     profile: Profile::Embedded,
                 })
             }

@@ -14,6 +14,8 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error("search: {0}")]
+    Search(String),
     #[error("{0}")]
     Other(String),
 }

@@ -10,6 +10,8 @@
 //! - [`intake`]: accepting a chat or message write: reserve its number and
 //!   version, record it for read-your-writes, enqueue its job.
 //! - [`queue`]: the durable job log (Redis Streams, or a SQLite table).
+//! - [`search`]: message search on Elasticsearch or embedded tantivy, and
+//!   keeping the index equal to the database.
 //! - [`backends`]: picks the profile from the configured URLs.
 //!
 //! This crate must not know about HTTP, apalis or the worker pools: it
@@ -22,6 +24,7 @@ pub mod intake;
 pub mod model;
 pub mod queue;
 pub mod repo;
+pub mod search;
 mod time;
 
 pub use backends::{Backends, BackendsConfig, Profile};

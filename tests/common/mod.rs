@@ -6,6 +6,8 @@
 //! parallel without seeing each other.
 #![allow(dead_code)]
 
+pub mod search;
+
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},

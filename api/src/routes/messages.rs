@@ -39,7 +39,7 @@ struct MessageInput {
 }
 
 /// Resolves the token and chat of the path, 404 when either is unknown.
-async fn chat_of(state: &AppState, path: &Segments) -> Result<(i64, i64), ApiError> {
+pub(super) async fn chat_of(state: &AppState, path: &Segments) -> Result<(i64, i64), ApiError> {
     let chat_number = path.number("number")?;
     let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
     state

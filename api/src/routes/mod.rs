@@ -7,6 +7,7 @@ mod applications;
 mod chats;
 pub mod health;
 mod messages;
+mod search;
 mod validate;
 
 pub fn api() -> Router<AppState> {
@@ -14,6 +15,7 @@ pub fn api() -> Router<AppState> {
         .merge(applications::router())
         .merge(chats::router())
         .merge(messages::router())
+        .merge(search::router())
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -29,15 +29,18 @@ pub use sqlite_table::SqliteQueue;
 pub enum QueueName {
     Chats,
     Messages,
+    /// Messages to (re)index for search, enqueued once their rows commit.
+    Index,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 2] = [QueueName::Chats, QueueName::Messages];
+    pub const ALL: [QueueName; 3] = [QueueName::Chats, QueueName::Messages, QueueName::Index];
 
     pub fn as_str(self) -> &'static str {
         match self {
             QueueName::Chats => "chats",
             QueueName::Messages => "messages",
+            QueueName::Index => "index",
         }
     }
 }
@@ -100,6 +103,10 @@ pub struct DeadJob {
 pub trait JobQueue: Send + Sync + 'static {
     /// Appends a job; returns once the queue has durably accepted it.
     async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()>;
+
+    /// Appends several jobs in one round trip; returns once all are
+    /// durably accepted. On error some may have been accepted.
+    async fn enqueue_many(&self, queue: QueueName, payloads: Vec<String>) -> Result<()>;
 
     /// Takes up to `max` jobs for `consumer`, waiting up to `wait` when
     /// none is ready. Jobs whose lease ran out are taken over first.

@@ -83,3 +83,61 @@ pub async fn count(db: &DatabaseConnection, app_id: i64, chat_number: i64) -> Re
 pub async fn upsert_all(db: &impl ConnectionTrait, rows: &[MessageRow]) -> Result<()> {
     upsert::messages(db, rows).await
 }
+
+/// Up to `limit` messages with an internal id above `after_id`, in id
+/// order, with their ids: a resumable scan of the whole table, or (with
+/// `since`) of the rows updated since then.
+pub async fn scan(
+    db: &DatabaseConnection,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    after_id: i64,
+    limit: u64,
+) -> Result<Vec<(i64, MessageRow)>> {
+    let mut query = message::Entity::find().filter(message::Column::Id.gt(after_id));
+    if let Some(since) = since {
+        query = query.filter(message::Column::UpdatedAt.gte(since));
+    }
+    Ok(query
+        .order_by_asc(message::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, row(m)))
+        .collect())
+}
+
+/// One page of a chat's messages by number, for re-sending a chat.
+pub async fn of_chat(
+    db: &DatabaseConnection,
+    app_id: i64,
+    chat_number: i64,
+    after: i64,
+    limit: u64,
+) -> Result<Vec<MessageRow>> {
+    Ok(list(db, app_id, chat_number, after, limit).await?.items)
+}
+
+/// Persisted message counts of every chat that has messages.
+pub async fn counts_per_chat(db: &DatabaseConnection) -> Result<Vec<((i64, i64), u64)>> {
+    let rows: Vec<(i64, i64, i64)> = message::Entity::find()
+        .select_only()
+        .column(message::Column::ApplicationId)
+        .column(message::Column::ChatNumber)
+        .column_as(message::Column::Id.count(), "n")
+        .group_by(message::Column::ApplicationId)
+        .group_by(message::Column::ChatNumber)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(a, c, n)| ((a, c), n as u64))
+        .collect())
+}
+
+/// How many messages are persisted in all.
+pub async fn total(db: &DatabaseConnection) -> Result<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(message::Entity::find().count(db).await?)
+}

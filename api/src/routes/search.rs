@@ -1,0 +1,102 @@
+//! `GET /applications/{token}/chats/{number}/messages/search?q=&limit=&after=`.
+use axum::{
+    Json, Router,
+    extract::{FromRequestParts, RawQuery, State},
+    http::request::Parts,
+    routing::get,
+};
+use chat_store::search::{ChatKey, Cursor};
+use serde::{Deserialize, Serialize};
+
+use crate::{AppState, error::ApiError, params::Segments, views::MessageJson};
+
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/applications/{token}/chats/{number}/messages/search",
+        get(search),
+    )
+}
+
+/// The query string, validated.
+struct SearchQuery {
+    q: String,
+    limit: usize,
+    after: Option<Cursor>,
+}
+
+#[derive(Deserialize)]
+struct RawSearch {
+    q: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SearchQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let RawQuery(query) = RawQuery::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let raw: RawSearch = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+        let q = raw.q.unwrap_or_default();
+        if q.trim().is_empty() {
+            return Err(ApiError::Unprocessable(
+                "q must contain something to search for".into(),
+            ));
+        }
+        let limit = match raw.limit.as_deref() {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(s) => s
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "limit must be an integer from 1 to {MAX_LIMIT}, got '{s}'"
+                    ))
+                })?,
+        };
+        let after = match raw.after.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(Cursor::decode(s).ok_or_else(|| {
+                ApiError::BadRequest(
+                    "after must be a next_after value from a previous search".into(),
+                )
+            })?),
+        };
+        Ok(SearchQuery { q, limit, after })
+    }
+}
+
+#[derive(Serialize)]
+struct SearchJson {
+    items: Vec<MessageJson>,
+    /// Pass as `after` for the next page; null on the last page.
+    next_after: Option<String>,
+}
+
+async fn search(
+    State(state): State<AppState>,
+    path: Segments,
+    query: SearchQuery,
+) -> Result<Json<SearchJson>, ApiError> {
+    let (application_id, chat_number) = super::messages::chat_of(&state, &path).await?;
+    let chat = ChatKey {
+        application_id,
+        chat_number,
+    };
+    let page = state
+        .backends
+        .search
+        .search(chat, &query.q, query.limit, query.after)
+        .await?;
+    Ok(Json(SearchJson {
+        items: page.hits.into_iter().map(MessageJson::from).collect(),
+        next_after: page.next_after.map(|c| c.encode()),
+    }))
+}

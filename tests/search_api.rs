@@ -1,0 +1,133 @@
+//! The search route end to end: a message that got its 201 becomes
+//! searchable through the API, on both profiles, on tantivy and (when
+//! `OSMEM_SERVER` is set) on the OpenSearch-compatible emulator.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Stack, profiles,
+    search::{EngineKind, engines, start_emulator},
+};
+use serde_json::{Value, json};
+
+/// Polls a search until it returns `n` items; returns them and how long
+/// that took.
+async fn wait_found(app: &common::App, path: &str, n: usize) -> (Vec<Value>, Duration) {
+    let started = Instant::now();
+    loop {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let body: Value = r.json().await.unwrap();
+        let items = body["items"].as_array().unwrap().clone();
+        if items.len() == n {
+            return (items, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{path}: {} items, want {n}",
+            items.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn accepted_messages_become_searchable_and_updates_replace_their_text() {
+    for profile in profiles() {
+        for kind in engines() {
+            let stack = Stack::new(profile).await;
+            let mut emulator = None;
+            let mut env: Vec<(String, String)> = Vec::new();
+            match kind {
+                EngineKind::Tantivy => {}
+                EngineKind::Emulator => {
+                    let (url, child) = start_emulator();
+                    emulator = Some(child);
+                    env.push(("ELASTICSEARCH_URL".into(), url));
+                }
+                // The real cluster is covered by tests/search.rs.
+                EngineKind::Elasticsearch => continue,
+            }
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let app = stack.spawn("serve", &env).await;
+            let token = app.create_app("searchers").await;
+            let chat = app.create_chat(&token).await;
+            let other = app.create_chat(&token).await;
+            app.create_message(&token, chat, "Hello wonderful world")
+                .await;
+            app.create_message(&token, chat, "Café crème").await;
+            app.create_message(&token, other, "Hello from elsewhere")
+                .await;
+
+            let search = |chat: i64, q: &str| {
+                format!("/applications/{token}/chats/{chat}/messages/search?q={q}")
+            };
+            let (items, lag) = wait_found(&app, &search(chat, "ello"), 1).await;
+            eprintln!("{profile:?}/{kind:?}: searchable {lag:?} after the 201s");
+            let hit = &items[0];
+            assert_eq!(hit["number"], 1);
+            assert_eq!(hit["body"], "Hello wonderful world");
+            assert!(hit["created_at"].is_string() && hit["updated_at"].is_string());
+            assert!(hit.get("id").is_none() && hit.get("version").is_none());
+            wait_found(&app, &search(chat, "CAFE"), 1).await;
+            wait_found(&app, &search(other, "hel"), 1).await;
+            wait_found(&app, &search(chat, "hel%20wor"), 1).await;
+
+            let r = app
+                .put_json(
+                    &format!("/applications/{token}/chats/{chat}/messages/1"),
+                    json!({ "body": "Goodbye for now" }),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+            wait_found(&app, &search(chat, "goodbye"), 1).await;
+            wait_found(&app, &search(chat, "wonderful"), 0).await;
+
+            drop(emulator.take().map(|mut c| {
+                let _ = c.kill();
+                c.wait()
+            }));
+            stack.cleanup().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_searches_get_problems() {
+    let stack = Stack::new(common::Profile::Embedded).await;
+    let app = stack.spawn("serve", &[]).await;
+    let token = app.create_app("a").await;
+    let chat = app.create_chat(&token).await;
+    let base = format!("/applications/{token}/chats/{chat}/messages/search");
+    for (query, status) in [
+        ("", 422),
+        ("?q=", 422),
+        ("?q=%20%20", 422),
+        ("?q=x&limit=0", 400),
+        ("?q=x&limit=101", 400),
+        ("?q=x&after=garbage", 400),
+    ] {
+        let r = app.get(&format!("{base}{query}")).await;
+        assert_eq!(r.status(), status, "{query}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{query}"
+        );
+    }
+    let r = app
+        .get(&format!(
+            "/applications/{token}/chats/99/messages/search?q=x"
+        ))
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = app
+        .get("/applications/nope/chats/1/messages/search?q=x")
+        .await;
+    assert_eq!(r.status(), 404);
+    let empty: Value = app.get_json(&format!("{base}?q=nothing")).await;
+    assert_eq!(empty, json!({ "items": [], "next_after": null }));
+    stack.cleanup().await;
+}
