@@ -13,6 +13,7 @@ mod limits;
 mod load;
 mod report;
 mod run;
+mod search;
 mod stats;
 mod system;
 
@@ -68,6 +69,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Internal {
+    /// Search instead of the write path: bulk indexing and query latency
+    /// over one big chat, then the 201-to-searchable lag per profile.
+    Search {
+        /// Messages in the one chat searched.
+        #[arg(long, default_value_t = 100_000)]
+        docs: usize,
+        /// Queries per latency run.
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+        /// Concurrent searchers in the second latency run.
+        #[arg(long, default_value_t = 8)]
+        searchers: usize,
+        /// Messages probed for the searchable lag, and their rate per second.
+        #[arg(long, default_value_t = 500)]
+        probes: usize,
+        #[arg(long, default_value_t = 50.0)]
+        probe_rate: f64,
+        /// Other writes per second during the lag run.
+        #[arg(long, default_value_t = 500.0)]
+        background_rate: f64,
+        /// Also measure this Elasticsearch (or OpenSearch-compatible) server.
+        #[arg(long, env = "ELASTICSEARCH_URL")]
+        elasticsearch_url: Option<String>,
+    },
     /// The bare handler the POST path is compared with (started by the bench).
     #[command(hide = true)]
     LimitServer {
@@ -89,8 +114,31 @@ enum Profile {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Internal::LimitServer { url, key, port }) = &cli.internal {
-        return limits::serve(url, key, *port).await;
+    match &cli.internal {
+        Some(Internal::LimitServer { url, key, port }) => {
+            return limits::serve(url, key, *port).await;
+        }
+        Some(Internal::Search {
+            docs,
+            queries,
+            searchers,
+            probes,
+            probe_rate,
+            background_rate,
+            elasticsearch_url,
+        }) => {
+            let options = search::Options {
+                docs: *docs,
+                batch: cli.batch_size.max(1),
+                queries: *queries,
+                concurrency: (*searchers).max(1),
+                probes: *probes,
+                probe_rate: probe_rate.max(1.0),
+                background_rate: background_rate.max(1.0),
+            };
+            return run_search(&cli, &options, elasticsearch_url.clone()).await;
+        }
+        None => {}
     }
     anyhow::ensure!(
         cli.chats >= 2,
@@ -109,21 +157,9 @@ async fn main() -> anyhow::Result<()> {
         batch_size: cli.batch_size.max(1),
         linger: Duration::from_millis(cli.batch_linger_ms),
     };
-    let profiles = match cli.profile {
-        Some(p) => vec![p],
-        None => vec![Profile::Embedded, Profile::Distributed],
-    };
     let mut results = Vec::new();
-    for profile in profiles {
-        let work = std::env::temp_dir().join(format!("chat-bench-{:08x}", rand::random::<u32>()));
-        std::fs::create_dir_all(&work)?;
-        let deployment = match profile {
-            Profile::Embedded => system::Deployment::embedded(chat.clone(), work)?,
-            Profile::Distributed => {
-                system::Deployment::distributed(chat.clone(), work, &cli.mysql_url, &cli.redis_url)
-                    .await?
-            }
-        };
+    for profile in cli.profiles() {
+        let deployment = deploy(&cli, profile, &chat).await?;
         let outcome = run::run(&deployment, &options).await;
         let name = deployment.profile;
         if let Err(e) = &outcome {
@@ -139,4 +175,70 @@ async fn main() -> anyhow::Result<()> {
         report::print(name, options.concurrency, options.messages, report);
     }
     Ok(())
+}
+
+async fn run_search(
+    cli: &Cli,
+    options: &search::Options,
+    elasticsearch_url: Option<String>,
+) -> anyhow::Result<()> {
+    let work = std::env::temp_dir().join(format!("chat-bench-{:08x}", rand::random::<u32>()));
+    let mut configs = vec![chat_store::search::SearchConfig::Embedded {
+        dir: work.join("tantivy"),
+    }];
+    if let Some(url) = elasticsearch_url {
+        configs.push(chat_store::search::SearchConfig::Elasticsearch {
+            url,
+            alias: format!("chat-bench-{:08x}", rand::random::<u32>()),
+        });
+    }
+    let mut reports = Vec::new();
+    for config in &configs {
+        reports.push(search::backend(config, options).await?);
+    }
+    std::fs::remove_dir_all(&work).ok();
+    let chat = system::chat_binary(cli.chat_bin.clone())?;
+    let mut lags = Vec::new();
+    for profile in cli.profiles() {
+        let deployment = deploy(cli, profile, &chat).await?;
+        let outcome = search::searchable_lag(&deployment, options).await;
+        let name = deployment.profile;
+        deployment
+            .tear_down(cli.keep_logs || outcome.is_err())
+            .await?;
+        lags.push((name, outcome?));
+    }
+    for r in &reports {
+        search::print_backend(r, options);
+    }
+    for (name, (lag, round)) in &lags {
+        search::print_lag(name, lag, *round, options);
+    }
+    Ok(())
+}
+
+impl Cli {
+    fn profiles(&self) -> Vec<Profile> {
+        match self.profile {
+            Some(p) => vec![p],
+            None => vec![Profile::Embedded, Profile::Distributed],
+        }
+    }
+}
+
+/// A fresh deployment of `profile` in a work dir of its own.
+async fn deploy(
+    cli: &Cli,
+    profile: Profile,
+    chat: &std::path::Path,
+) -> anyhow::Result<system::Deployment> {
+    let work = std::env::temp_dir().join(format!("chat-bench-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&work)?;
+    Ok(match profile {
+        Profile::Embedded => system::Deployment::embedded(chat.to_owned(), work)?,
+        Profile::Distributed => {
+            system::Deployment::distributed(chat.to_owned(), work, &cli.mysql_url, &cli.redis_url)
+                .await?
+        }
+    })
 }
