@@ -131,3 +131,51 @@ async fn bad_searches_get_problems() {
     assert_eq!(empty, json!({ "items": [], "next_after": null }));
     stack.cleanup().await;
 }
+
+#[tokio::test]
+async fn chat_reindex_repairs_drift_and_rebuilds_from_the_command_line() {
+    let stack = Stack::new(common::Profile::Embedded).await;
+    let app = stack.spawn("serve", &[]).await;
+    let token = app.create_app("reindexed").await;
+    let chat = app.create_chat(&token).await;
+    for k in 0..30 {
+        app.create_message(&token, chat, &format!("note number {k}"))
+            .await;
+    }
+    let search = format!("/applications/{token}/chats/{chat}/messages/search?q=note&limit=100");
+    wait_found(&app, &search, 30).await;
+    assert!(app.terminate(Duration::from_secs(20)).await);
+
+    // The index is lost; the database still has every message.
+    std::fs::remove_dir_all(stack.data_dir.join("search")).unwrap();
+    let out = stack.run_chat(&["reindex", "--check", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("has 30 messages in the database and 0 in the index"),
+        "{text}"
+    );
+    assert!(
+        text.contains("checked 1 chats: 1 drifted, 0 repaired"),
+        "{text}"
+    );
+
+    let out = stack.run_chat(&["reindex", "--check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 drifted, 1 repaired"), "{text}");
+    let out = stack.run_chat(&["reindex", "--check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("checked 1 chats: 0 drifted"), "{text}");
+
+    let out = stack.run_chat(&["reindex"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("indexed 30 messages into generation g"),
+        "{text}"
+    );
+
+    let app = stack.spawn("serve", &[]).await;
+    wait_found(&app, &search, 30).await;
+    stack.cleanup().await;
+}

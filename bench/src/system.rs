@@ -253,10 +253,14 @@ impl Deployment {
             .await?;
         let database_url = format!("{}/{name}", mysql_url.trim_end_matches('/'));
         let prefix = format!("bench{tag:08x}:");
+        // The embedded search index lives here, shared by the roles.
+        let data = work.join("data");
+        std::fs::create_dir_all(&data)?;
         Ok(Self {
             profile: "distributed",
             chat,
             env: vec![
+                ("DATA_DIR".into(), data.display().to_string()),
                 ("DATABASE_URL".into(), database_url.clone()),
                 ("REDIS_URL".into(), redis_url.into()),
                 ("REDIS_PREFIX".into(), prefix.clone()),

@@ -1,7 +1,8 @@
 //! The search-indexing job: a message's committed state, indexed in bulk.
 //!
-//! The message writer enqueues one `IndexMessage` per row after its batch
-//! commits, so persistence never waits on search: while search is down
+//! The message writer enqueues one `IndexMessages` job per committed batch,
+//! carrying the batch's rows, so the queue costs one entry per batch rather
+//! than per message, and persistence never waits on search: while search is down
 //! these jobs fail and retry with backoff, and index once it is back. The
 //! document keeps the row's version, and the backends never let an older
 //! version replace a newer one, so a late or redelivered job is harmless.
@@ -18,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::batcher::{Batcher, BulkWriter};
 
-/// Index a message's state as it was committed.
+/// Index messages' states as they were committed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct IndexMessage(pub MessageRow);
+pub struct IndexMessages(pub Vec<MessageRow>);
 
 pub struct SearchWriter(pub Arc<dyn SearchIndex>);
 
@@ -33,9 +34,14 @@ impl BulkWriter<MessageRow> for SearchWriter {
     }
 }
 
-pub async fn index_message(
-    job: IndexMessage,
+/// Hands every row to the batcher at once, so rows of several jobs share a
+/// bulk call; the job succeeds when all of its rows are indexed.
+pub async fn index_messages(
+    job: IndexMessages,
     batcher: Data<Batcher<MessageRow>>,
 ) -> Result<(), BoxDynError> {
-    batcher.submit(job.0).await.map_err(Into::into)
+    futures::future::try_join_all(job.0.into_iter().map(|row| batcher.submit(row)))
+        .await
+        .map(|_| ())
+        .map_err(Into::into)
 }

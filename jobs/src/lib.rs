@@ -9,8 +9,8 @@
 //!   batch (up to N jobs or T ms).
 //! - [`persist`]: the two persistence jobs, `PersistChat` and
 //!   `PersistMessage`, and their bulk writers.
-//! - [`index`]: `IndexMessage`, which indexes committed messages for search
-//!   in bulk.
+//! - [`index`]: `IndexMessages`, which indexes a committed batch of
+//!   messages for search, in bulk.
 //! - [`pool`]: builds and supervises one apalis worker per queue.
 //!
 //! This crate must not know about HTTP or how numbers are reserved. It

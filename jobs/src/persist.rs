@@ -71,11 +71,8 @@ impl BulkWriter<MessageRow> for MessageWriter {
     /// index job is never lost, only possibly doubled (which is harmless).
     async fn write(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
         repo::messages::upsert_all(&self.db, rows).await?;
-        let jobs = rows
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.queue.enqueue_many(QueueName::Index, jobs).await
+        let job = serde_json::to_string(rows)?;
+        self.queue.enqueue(QueueName::Index, job).await
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::{
     backend::QueueBackend,
     batcher::{BatchConfig, Batcher, BulkWriter},
-    index::{IndexMessage, SearchWriter, index_message},
+    index::{IndexMessages, SearchWriter, index_messages},
     persist::{
         ChatWriter, MessageWriter, PersistChat, PersistMessage, persist_chat, persist_message,
     },
@@ -65,6 +65,18 @@ fn settler(queue: &Arc<dyn JobQueue>, name: QueueName, policy: RetryPolicy) -> S
     }
 }
 
+/// Jobs a worker claims at a time: enough to fill a batch of single rows.
+fn rows_per_batch(config: &WorkerConfig) -> usize {
+    config.batch.max_rows
+}
+
+/// An index job already carries a whole batch of rows, so a few jobs fill
+/// a bulk call; claiming as many as there are rows per batch would hold
+/// that many batches in memory.
+fn index_jobs_in_hand(_: &WorkerConfig) -> usize {
+    8
+}
+
 fn chat_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::ChatRow>> {
     Arc::new(ChatWriter(b.writer.clone()))
 }
@@ -85,7 +97,7 @@ fn search_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageR
 /// apalis's worker-builder bounds are not worth spelling out for three
 /// queues.
 macro_rules! run_queue {
-    ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident, $policy:ident) => {
+    ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident, $policy:ident, $in_hand:expr) => {
         async fn $fn_name(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
             let name = $queue;
             let writer = $writer(&backends);
@@ -95,6 +107,7 @@ macro_rules! run_queue {
             }
             let batcher = Batcher::spawn(writer, batch);
             let policy = config.$policy;
+            let in_hand: usize = $in_hand(&config);
             let settler = settler(&backends.queue, name, policy);
             while !*shutdown.borrow() {
                 let worker_name = unique_name(name);
@@ -102,14 +115,14 @@ macro_rules! run_queue {
                 let backend = QueueBackend::<$job>::new(
                     backends.queue.clone(),
                     name,
-                    config.batch.max_rows,
+                    in_hand,
                     policy.max_attempts,
                 );
                 let worker = WorkerBuilder::new(worker_name.as_str())
                     .backend(backend)
                     .data(batcher.clone())
                     .ack_with(settler.clone())
-                    .concurrency(config.batch.max_rows * 2)
+                    .concurrency(in_hand * 2)
                     .build($handler);
                 let result = worker.run_until(stopped(shutdown.clone())).await;
                 supervise(result, &worker_name, &backends, name, &settler).await;
@@ -124,7 +137,8 @@ run_queue!(
     PersistChat,
     chat_writer,
     persist_chat,
-    retry
+    retry,
+    rows_per_batch
 );
 run_queue!(
     run_messages,
@@ -132,15 +146,17 @@ run_queue!(
     PersistMessage,
     message_writer,
     persist_message,
-    retry
+    retry,
+    rows_per_batch
 );
 run_queue!(
     run_index,
     QueueName::Index,
-    IndexMessage,
+    IndexMessages,
     search_writer,
-    index_message,
-    index_retry
+    index_messages,
+    index_retry,
+    index_jobs_in_hand
 );
 
 async fn supervise(

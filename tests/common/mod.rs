@@ -108,6 +108,22 @@ impl Stack {
             .map(|u| redis::Client::open(u.as_str()).unwrap())
     }
 
+    /// Runs a `chat` command on this stack to its end.
+    pub fn run_chat(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATA_DIR", &self.data_dir)
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_PREFIX", &self.redis_prefix)
+            .env("RUST_LOG", "error");
+        if let Some(url) = &self.redis_url {
+            cmd.env("REDIS_URL", url);
+        }
+        cmd.output().expect("run chat")
+    }
+
     /// Starts a `chat` process on this stack.
     pub async fn spawn(&self, role: &str, env: &[(&str, &str)]) -> App {
         let port = free_port();

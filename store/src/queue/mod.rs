@@ -104,10 +104,6 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Appends a job; returns once the queue has durably accepted it.
     async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()>;
 
-    /// Appends several jobs in one round trip; returns once all are
-    /// durably accepted. On error some may have been accepted.
-    async fn enqueue_many(&self, queue: QueueName, payloads: Vec<String>) -> Result<()>;
-
     /// Takes up to `max` jobs for `consumer`, waiting up to `wait` when
     /// none is ready. Jobs whose lease ran out are taken over first.
     async fn claim(

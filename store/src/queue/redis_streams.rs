@@ -431,20 +431,6 @@ impl JobQueue for RedisStreamQueue {
         Ok(())
     }
 
-    async fn enqueue_many(&self, queue: QueueName, payloads: Vec<String>) -> Result<()> {
-        if payloads.is_empty() {
-            return Ok(());
-        }
-        let key = self.stream_key(queue);
-        let mut pipe = redis::pipe();
-        for payload in &payloads {
-            pipe.xadd(&key, "*", &[("p", payload.as_str())]).ignore();
-        }
-        let mut conn = self.conn.clone();
-        let () = pipe.query_async(&mut conn).await?;
-        Ok(())
-    }
-
     async fn claim(
         &self,
         queue: QueueName,

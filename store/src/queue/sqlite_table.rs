@@ -142,35 +142,6 @@ impl JobQueue for SqliteQueue {
         Ok(())
     }
 
-    async fn enqueue_many(&self, queue: QueueName, payloads: Vec<String>) -> Result<()> {
-        let now = crate::now_millis();
-        // 4 bound values per row keeps a chunk under SQLite's 32,766 limit.
-        for chunk in payloads.chunks(1000) {
-            let rows = vec!["(?, ?, 1, ?, 0, '[]', ?)"; chunk.len()].join(", ");
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-            for payload in chunk {
-                values.extend([
-                    queue.as_str().into(),
-                    payload.clone().into(),
-                    now.into(),
-                    now.into(),
-                ]);
-            }
-            self.writer
-                .execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Sqlite,
-                    format!(
-                        "INSERT INTO queue_jobs (queue, payload, attempt, run_at, dead, errors, enqueued_at) \
-                         VALUES {rows}"
-                    ),
-                    values,
-                ))
-                .await?;
-        }
-        self.notify();
-        Ok(())
-    }
-
     async fn claim(
         &self,
         queue: QueueName,

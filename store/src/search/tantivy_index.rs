@@ -6,9 +6,9 @@
 //! rebuild must run while no server holds the live index (see `chat
 //! reindex`).
 //!
-//! Text is indexed pre-tokenised, as the terms of [`super::text`], and a
-//! query is one required term per query word: the n-grams already encode
-//! prefix and infix matching, so no query-time expansion is needed.
+//! Text is indexed as the prefix and trigram terms of [`super::text`], with
+//! positions, through a tokenizer of our own; each query word is one required clause:
+//! a prefix term, or the phrase of its trigrams.
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -22,15 +22,18 @@ use tantivy::{
     TantivyDocument, Term,
     collector::{Count, DocSetCollector, TopDocs},
     directory::MmapDirectory,
-    query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery},
+    query::{BooleanQuery, ConstScoreQuery, Occur, PhraseQuery, Query, TermQuery},
     schema::{
         FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
         TextOptions, Value,
     },
-    tokenizer::{PreTokenizedString, Token},
+    tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer},
 };
 
-use super::{ChatKey, Cursor, SearchIndex, SearchPage, Target, doc_id, text};
+use super::{
+    ChatKey, Cursor, SearchIndex, SearchPage, Target, doc_id,
+    text::{self, WordQuery},
+};
 use crate::{
     error::{Result, StoreError},
     model::MessageRow,
@@ -39,7 +42,10 @@ use crate::{
 /// Indexing memory of the one writer thread; tantivy flushes a segment when
 /// it fills.
 const WRITER_BUDGET: usize = 64 * 1024 * 1024;
-const FIRST_GENERATION: &str = "g1";
+/// The generation a process starts when there is none, or when the live
+/// one was built with another schema. Named after the schema, so every
+/// process of a deployment picks the same one; bump it with the schema.
+const FIRST_GENERATION: &str = "s2";
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -59,8 +65,8 @@ fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let grams = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
-            .set_tokenizer("raw")
-            .set_index_option(IndexRecordOption::WithFreqs),
+            .set_tokenizer(TERMS_TOKENIZER)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
     );
     let fields = Fields {
         id: b.add_text_field("id", STRING),
@@ -77,6 +83,49 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
+/// The tokenizer of the `grams` field, registered on every index opened.
+const TERMS_TOKENIZER: &str = "chat_terms";
+
+/// [`text::index_terms`] as a tantivy tokenizer. It runs in tantivy's
+/// indexing thread; handing tantivy pre-tokenised strings instead costs a
+/// JSON round trip of every token list (measured: ~15% of indexing CPU).
+#[derive(Clone, Default)]
+struct TermsTokenizer;
+
+struct Terms {
+    tokens: Vec<Token>,
+    /// One past the current token; 0 before the first `advance`.
+    next: usize,
+}
+
+impl TokenStream for Terms {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+    fn token(&self) -> &Token {
+        &self.tokens[self.next - 1]
+    }
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next - 1]
+    }
+}
+
+impl Tokenizer for TermsTokenizer {
+    type TokenStream<'a> = Terms;
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Terms {
+        let tokens = text::index_terms(text)
+            .into_iter()
+            .map(|(text, position)| Token {
+                position,
+                text,
+                ..Token::default()
+            })
+            .collect();
+        Terms { tokens, next: 0 }
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Search(e.to_string())
 }
@@ -90,10 +139,17 @@ struct Generation {
 }
 
 impl Generation {
-    fn open(path: &Path, schema: Schema) -> Result<Self> {
+    /// `None` when the directory holds an index of another schema.
+    fn open(path: &Path, schema: Schema) -> Result<Option<Self>> {
         std::fs::create_dir_all(path).map_err(err)?;
-        let index =
-            Index::open_or_create(MmapDirectory::open(path).map_err(err)?, schema).map_err(err)?;
+        let index = match Index::open_or_create(MmapDirectory::open(path).map_err(err)?, schema) {
+            Ok(index) => index,
+            Err(tantivy::TantivyError::SchemaError(_)) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        index
+            .tokenizers()
+            .register(TERMS_TOKENIZER, TextAnalyzer::from(TermsTokenizer));
         let reader = index
             .reader_builder()
             // Picks up commits made by another process (a worker role
@@ -101,10 +157,19 @@ impl Generation {
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()
             .map_err(err)?;
-        Ok(Self {
+        Ok(Some(Self {
             index,
             reader,
             writer: Mutex::new(None),
+        }))
+    }
+
+    fn open_fresh(path: &Path, schema: Schema) -> Result<Self> {
+        Self::open(path, schema)?.ok_or_else(|| {
+            StoreError::Search(format!(
+                "{} holds an index of another schema",
+                path.display()
+            ))
         })
     }
 
@@ -151,7 +216,20 @@ impl TantivyIndex {
         let current = std::fs::read_to_string(dir.join("CURRENT"))
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| FIRST_GENERATION.to_owned());
-        let live = Generation::open(&dir.join(&current), schema.clone())?;
+        let live = match Generation::open(&dir.join(&current), schema.clone())? {
+            Some(live) => live,
+            None => {
+                tracing::warn!(
+                    old = %current,
+                    new = FIRST_GENERATION,
+                    "the search index was built by another version; searching a new, empty \
+                     one until `chat reindex` fills it"
+                );
+                let live = Generation::open_fresh(&dir.join(FIRST_GENERATION), schema.clone())?;
+                write_current(dir, FIRST_GENERATION)?;
+                live
+            }
+        };
         Ok(Self {
             dir: dir.to_owned(),
             schema,
@@ -183,22 +261,7 @@ impl TantivyIndex {
         let mut doc = TantivyDocument::default();
         doc.add_text(f.id, doc_id(row));
         doc.add_text(f.chat, ChatKey::of(row).term());
-        let tokens = text::index_terms(&row.body)
-            .into_iter()
-            .enumerate()
-            .map(|(position, text)| Token {
-                position,
-                text,
-                ..Token::default()
-            })
-            .collect();
-        doc.add_pre_tokenized_text(
-            f.grams,
-            PreTokenizedString {
-                text: String::new(),
-                tokens,
-            },
-        );
+        doc.add_text(f.grams, &row.body);
         doc.add_i64(f.application_id, row.application_id);
         doc.add_i64(f.chat_number, row.chat_number);
         doc.add_i64(f.number, row.number);
@@ -225,10 +288,13 @@ impl TantivyIndex {
 
     /// The stored version of a document, if the index has it.
     fn stored_version(&self, searcher: &Searcher, id: &str) -> Result<Option<i64>> {
-        let query = TermQuery::new(
-            Term::from_field_text(self.fields.id, id),
-            IndexRecordOption::Basic,
-        );
+        let term = Term::from_field_text(self.fields.id, id);
+        // Most documents are new: a term-dictionary lookup settles those
+        // without running a query.
+        if searcher.doc_freq(&term).map_err(err)? == 0 {
+            return Ok(None);
+        }
+        let query = TermQuery::new(term, IndexRecordOption::Basic);
         let top = searcher
             .search(&query, &TopDocs::with_limit(1).order_by_score())
             .map_err(err)?;
@@ -274,8 +340,8 @@ impl TantivyIndex {
         limit: usize,
         after: Option<Cursor>,
     ) -> Result<SearchPage> {
-        let terms = text::query_terms(query);
-        if terms.is_empty() || limit == 0 {
+        let words = text::query_words(query);
+        if words.is_empty() || limit == 0 {
             return Ok(SearchPage::default());
         }
         // The chat only filters: scoring it would add the same constant to
@@ -288,14 +354,21 @@ impl TantivyIndex {
             Occur::Must,
             Box::new(ConstScoreQuery::new(Box::new(in_chat), 0.0)),
         )];
-        for term in &terms {
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_text(self.fields.grams, term),
+        let term = |t: &str| Term::from_field_text(self.fields.grams, t);
+        for word in &words {
+            let query: Box<dyn Query> = match word {
+                WordQuery::Prefix(p) => {
+                    Box::new(TermQuery::new(term(p), IndexRecordOption::WithFreqs))
+                }
+                WordQuery::Trigrams(grams) if grams.len() == 1 => Box::new(TermQuery::new(
+                    term(&grams[0]),
                     IndexRecordOption::WithFreqs,
                 )),
-            ));
+                WordQuery::Trigrams(grams) => {
+                    Box::new(PhraseQuery::new(grams.iter().map(|g| term(g)).collect()))
+                }
+            };
+            clauses.push((Occur::Must, query));
         }
         let query = BooleanQuery::new(clauses);
         let collector =
@@ -345,6 +418,13 @@ impl TantivyIndex {
             })
             .collect()
     }
+}
+
+/// Names the live generation, atomically.
+fn write_current(dir: &Path, name: &str) -> Result<()> {
+    let tmp = dir.join(format!("CURRENT.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, name).map_err(err)?;
+    std::fs::rename(&tmp, dir.join("CURRENT")).map_err(err)
 }
 
 /// Runs blocking index work off the async workers.
@@ -447,7 +527,7 @@ impl SearchIndex for Tantivy {
             if fresh && path.exists() {
                 std::fs::remove_dir_all(&path).map_err(err)?;
             }
-            let generation = Generation::open(&path, i.schema.clone())?;
+            let generation = Generation::open_fresh(&path, i.schema.clone())?;
             i.building
                 .lock()
                 .unwrap()
@@ -461,9 +541,7 @@ impl SearchIndex for Tantivy {
         let name = name.to_owned();
         blocking(&self.0, move |i| {
             let generation = i.generation(&Target::Generation(name.clone()))?;
-            let tmp = i.dir.join("CURRENT.tmp");
-            std::fs::write(&tmp, &name).map_err(err)?;
-            std::fs::rename(&tmp, i.dir.join("CURRENT")).map_err(err)?;
+            write_current(&i.dir, &name)?;
             let old = std::mem::replace(&mut *i.live.write().unwrap(), generation);
             i.building.lock().unwrap().remove(&name);
             // The old generation's files go once nothing here uses them.
@@ -486,5 +564,40 @@ impl SearchIndex for Tantivy {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_of_another_schema_is_replaced_by_an_empty_one() {
+        let dir = std::env::temp_dir().join(format!("chat-tantivy-{}", uuid::Uuid::new_v4()));
+        let old = dir.join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        let mut b = Schema::builder();
+        b.add_text_field("something_else", STRING);
+        Index::create_in_dir(&old, b.build()).unwrap();
+        write_current(&dir, "old").unwrap();
+
+        let index = TantivyIndex::open(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("CURRENT")).unwrap(),
+            FIRST_GENERATION
+        );
+        let chat = ChatKey {
+            application_id: 1,
+            chat_number: 1,
+        };
+        assert_eq!(index.counts_blocking(&[chat]).unwrap(), [0]);
+        // A second process opening the directory lands on the same one.
+        drop(index);
+        TantivyIndex::open(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("CURRENT")).unwrap(),
+            FIRST_GENERATION
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,19 +1,23 @@
-//! How the embedded backend turns text into terms, mirroring the
-//! Elasticsearch analyzers in [`super::elastic::mapping`] so both backends
-//! answer the same queries the same way.
+//! How the embedded backend turns text into terms. It follows the same
+//! matching rules as the Elasticsearch analyzers in
+//! [`super::elastic::mapping`], by a cheaper route.
 //!
 //! A text is normalised (lowercase, diacritics and Arabic tashkeel and
-//! tatweel removed, alef forms unified), then split into words. An indexed
-//! word yields the terms a query word may match it by:
-//! - its 1- and 2-character prefixes (short query words match by prefix);
-//! - every substring of 3 to [`MAX_GRAM`] characters (longer query words
-//!   match by prefix or infix, a prefix being an infix at position 0);
-//! - the whole word when it is longer than that, so a long query word still
-//!   matches the same word exactly.
+//! tatweel removed, alef forms unified), then split into words. Each word
+//! is indexed as:
+//! - its 1- and 2-character prefixes, marked with a leading `^`, so a short
+//!   query word matches by prefix only;
+//! - its trigrams, at consecutive positions, with a gap between words.
+//!
+//! A query word of 3 or more characters is the phrase of its own trigrams:
+//! consecutive trigrams within one word, which is exactly "the word
+//! contains this". A prefix is an infix at position 0, so both rules hold,
+//! for words of any length. A word of n characters costs n index terms,
+//! where n-grams of 3 to 20 characters would cost up to 18 per position;
+//! indexing is several times cheaper, and a phrase of trigrams is still a
+//! fast, exact query.
 use unicode_normalization::{UnicodeNormalization, char::is_combining_mark};
 
-/// The longest n-gram indexed; Elasticsearch's `max_gram` is the same.
-pub const MAX_GRAM: usize = 20;
 /// Words are cut at this many characters, as Elasticsearch's standard
 /// tokenizer does, so one enormous "word" cannot explode the index.
 const MAX_WORD: usize = 255;
@@ -87,33 +91,60 @@ pub fn words(normalized: &str) -> Vec<Vec<char>> {
     out
 }
 
-/// The terms a query matches against: one per word.
-pub fn query_terms(query: &str) -> Vec<String> {
-    let mut terms: Vec<String> = words(&normalize(query))
-        .into_iter()
-        .map(|w| w.into_iter().collect())
-        .collect();
-    terms.sort_unstable();
-    terms.dedup();
-    terms
+/// Marks the prefix terms, so `^ab` (starts with "ab") is never confused
+/// with a word's trigrams.
+const PREFIX_MARK: char = '^';
+/// Positions left empty between words, so no phrase spans two words.
+const WORD_GAP: usize = 3;
+
+/// What one query word must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WordQuery {
+    /// A 1- or 2-character word: a word starting with it.
+    Prefix(String),
+    /// These trigrams at consecutive positions: a word containing it.
+    Trigrams(Vec<String>),
 }
 
-/// Every term indexed for a text (see the module docs).
-pub fn index_terms(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for word in words(&normalize(text)) {
-        let n = word.len();
-        for len in 1..=n.min(2) {
-            out.push(word[..len].iter().collect());
-        }
-        for len in 3..=n.min(MAX_GRAM) {
-            for start in 0..=n - len {
-                out.push(word[start..start + len].iter().collect());
+fn trigrams(word: &[char]) -> impl Iterator<Item = String> + '_ {
+    word.windows(3).map(|w| w.iter().collect())
+}
+
+fn prefix(word: &[char], len: usize) -> String {
+    std::iter::once(PREFIX_MARK)
+        .chain(word[..len].iter().copied())
+        .collect()
+}
+
+/// What each word of a query must match; empty when the query has no word
+/// (only punctuation or emoji).
+pub fn query_words(query: &str) -> Vec<WordQuery> {
+    let mut out: Vec<WordQuery> = words(&normalize(query))
+        .into_iter()
+        .map(|w| {
+            if w.len() < 3 {
+                WordQuery::Prefix(prefix(&w, w.len()))
+            } else {
+                WordQuery::Trigrams(trigrams(&w).collect())
             }
+        })
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Every term indexed for a text, with its position (see the module docs).
+pub fn index_terms(text: &str) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut position = 0;
+    for word in words(&normalize(text)) {
+        for len in 1..=word.len().min(2) {
+            out.push((prefix(&word, len), position));
         }
-        if n > MAX_GRAM {
-            out.push(word.iter().collect());
+        for (i, gram) in trigrams(&word).enumerate() {
+            out.push((gram, position + i));
         }
+        position += word.len() + WORD_GAP;
     }
     out
 }
@@ -122,9 +153,18 @@ pub fn index_terms(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// What the index answers: every query word matches, a prefix as a
+    /// term, trigrams as a phrase at consecutive positions.
     fn matches(text: &str, query: &str) -> bool {
         let indexed = index_terms(text);
-        query_terms(query).iter().all(|t| indexed.contains(t))
+        let at = |term: &str, pos: usize| indexed.iter().any(|(t, p)| t == term && *p == pos);
+        query_words(query).iter().all(|q| match q {
+            WordQuery::Prefix(p) => indexed.iter().any(|(t, _)| t == p),
+            WordQuery::Trigrams(grams) => indexed
+                .iter()
+                .filter(|(t, _)| *t == grams[0])
+                .any(|(_, start)| grams.iter().enumerate().all(|(i, g)| at(g, start + i))),
+        })
     }
 
     #[test]
@@ -147,14 +187,22 @@ mod tests {
     }
 
     #[test]
-    fn long_words_match_whole_or_by_a_short_enough_part() {
+    fn long_words_match_whole_or_by_any_part() {
         let word = "pneumonoultramicroscopicsilicovolcanoconiosis";
         assert!(matches(word, word));
         assert!(matches(word, "microscopic"));
-        assert!(
-            !matches(word, &word[..30]),
-            "longer than MAX_GRAM and not whole"
-        );
+        assert!(matches(word, &word[..30]));
+        assert!(!matches(word, "microscopy"));
+    }
+
+    #[test]
+    fn a_phrase_of_trigrams_never_spans_two_words() {
+        // "the" ends one word and "hen" starts the next: "then" is in
+        // neither word.
+        assert!(!matches("bathe hens", "then"));
+        assert!(matches("bathe hens", "hen"));
+        // All trigrams present, but not consecutively in one word.
+        assert!(!matches("hell lloyd", "hello"));
     }
 
     #[test]
@@ -168,16 +216,20 @@ mod tests {
 
     #[test]
     fn cjk_splits_per_character_and_emoji_are_separators() {
-        assert_eq!(query_terms("你好世界"), vec!["世", "你", "好", "界"]);
+        assert_eq!(
+            query_words("你好世界"),
+            ["^你", "^好", "^世", "^界"].map(|p| WordQuery::Prefix(p.into()))
+        );
         assert!(matches("我爱你好世界 🎉🎉", "你好"));
         assert!(matches("party🎉time", "time"));
         assert!(index_terms("🎉🎉🎉").is_empty());
+        assert!(query_words("🎉").is_empty());
     }
 
     #[test]
     fn a_huge_word_is_cut_rather_than_exploding() {
         let terms = index_terms(&"a".repeat(10_000));
-        // 40 chunks of 255: per chunk 2 prefixes, 18 n-gram lengths, one whole.
-        assert!(terms.len() < 40 * (2 + 18 * 256 + 1), "{}", terms.len());
+        // Chunks of 255: 2 prefixes and 253 trigrams each.
+        assert_eq!(terms.len(), 39 * 255 + (2 + 10_000 % 255 - 2));
     }
 }

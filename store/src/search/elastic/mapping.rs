@@ -11,10 +11,13 @@
 //!
 //! Query words are analysed with `chat_words` only (`search_analyzer`), so a
 //! query word is looked up whole among a field's n-grams. These are the same
-//! terms the embedded backend builds in `search::text`.
+//! rules the embedded backend follows in `search::text`, except that a
+//! query word longer than [`MAX_GRAM`] matches here only as a whole word.
 use serde_json::{Value, json};
 
-use crate::search::text::MAX_GRAM;
+/// The longest n-gram indexed: a query word longer than this matches only
+/// a whole word.
+pub const MAX_GRAM: usize = 20;
 
 /// The analyzer queries run through.
 pub const SEARCH_ANALYZER: &str = "chat_words";

@@ -246,7 +246,7 @@ impl SearchIndex for Elastic {
     ) -> Result<SearchPage> {
         // The same rule as the embedded backend: a query with no word to
         // match (only punctuation or emoji) matches nothing.
-        if super::text::query_terms(query).is_empty() || limit == 0 {
+        if super::text::query_words(query).is_empty() || limit == 0 {
             return Ok(SearchPage::default());
         }
         let body = dsl::search(chat, query, limit, after);
