@@ -135,9 +135,6 @@ pub trait SearchIndex: Send + Sync + 'static {
 
     /// Makes generation `name` the live index, retiring the previous one.
     async fn promote_generation(&self, name: &str) -> Result<()>;
-
-    /// Answers when the backend answers.
-    async fn ping(&self) -> Result<()>;
 }
 
 /// How to reach the search backend.

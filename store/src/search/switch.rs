@@ -83,8 +83,4 @@ impl SearchIndex for Switch {
         self.check()?;
         self.inner.promote_generation(name).await
     }
-    async fn ping(&self) -> Result<()> {
-        self.check()?;
-        self.inner.ping().await
-    }
 }

@@ -561,10 +561,6 @@ impl SearchIndex for Tantivy {
         })
         .await
     }
-
-    async fn ping(&self) -> Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

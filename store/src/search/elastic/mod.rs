@@ -413,9 +413,4 @@ impl SearchIndex for Elastic {
         }
         Ok(())
     }
-
-    async fn ping(&self) -> Result<()> {
-        self.send(Method::Get, "/", None).await?.ok("ping")?;
-        Ok(())
-    }
 }
