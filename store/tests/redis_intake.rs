@@ -59,7 +59,12 @@ async fn setup() -> Option<Setup> {
 impl Setup {
     async fn tear_down(self) {
         support::drop_keys(&self.prefix).await;
-        let _ = std::fs::remove_file(&self.file);
+        // SQLite's WAL and shared-memory files sit beside the database.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.file.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
