@@ -3,7 +3,8 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use chat_jobs::{WorkerConfig, batcher::BatchConfig, settle::RetryPolicy};
-use chat_store::{BackendsConfig, search::SearchConfig};
+use chat_scheduler::SchedulerConfig;
+use chat_store::{BackendsConfig, queue::Retention, search::SearchConfig};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -27,8 +28,10 @@ pub enum Command {
     Api,
     /// The job workers only.
     Worker,
-    /// The periodic recount only.
+    /// The periodic work only: count recounts, housekeeping, drift checks.
     Scheduler,
+    /// Recount every chats_count and messages_count now, and exit.
+    Recount,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Rebuild the search index from the database, or check it for drift.
@@ -118,14 +121,71 @@ pub struct Settings {
     /// How long an accepted, not yet persisted write stays readable, in s.
     #[arg(long, env = "PENDING_TTL_SECS", default_value_t = 3600, global = true)]
     pub pending_ttl_secs: u64,
-    /// Seconds between recounts of chats_count and messages_count.
+    /// Seconds between incremental recounts of chats_count and
+    /// messages_count (only the parents written since the last run).
     #[arg(
         long,
-        env = "RECOUNT_INTERVAL_SECS",
+        env = "COUNTS_INTERVAL_SECS",
         default_value_t = 60,
         global = true
     )]
-    pub recount_interval_secs: u64,
+    pub counts_interval_secs: u64,
+    /// Seconds between full recounts, which repair any drift.
+    #[arg(
+        long,
+        env = "COUNTS_FULL_INTERVAL_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub counts_full_interval_secs: u64,
+    /// Seconds between housekeeping runs (job history trims, expired
+    /// pending entries).
+    #[arg(
+        long,
+        env = "HOUSEKEEPING_INTERVAL_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub housekeeping_interval_secs: u64,
+    /// Seconds between search drift checks (with repair); 0 turns them off.
+    #[arg(
+        long,
+        env = "SEARCH_DRIFT_INTERVAL_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub search_drift_interval_secs: u64,
+    /// How long done jobs stay in the queue's history, in seconds.
+    #[arg(
+        long,
+        env = "JOBS_DONE_RETENTION_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub jobs_done_retention_secs: u64,
+    /// How long dead jobs are kept for an operator, in seconds (7 days).
+    #[arg(
+        long,
+        env = "JOBS_DEAD_RETENTION_SECS",
+        default_value_t = 7 * 24 * 3600,
+        global = true
+    )]
+    pub jobs_dead_retention_secs: u64,
+    /// Most done jobs kept per queue, whatever their age.
+    #[arg(long, env = "JOBS_DONE_MAX", default_value_t = 10_000, global = true)]
+    pub jobs_done_max: usize,
+    /// Scheduler runs kept per task in the run history.
+    #[arg(long, env = "SCHEDULER_HISTORY", default_value_t = 1000, global = true)]
+    pub scheduler_history: u64,
+    /// Test-only: each scheduler run waits this long before working.
+    #[arg(
+        long,
+        env = "SCHEDULER_HOLD_MS",
+        default_value_t = 0,
+        hide = true,
+        global = true
+    )]
+    pub scheduler_hold_ms: u64,
 }
 
 fn present(v: &Option<String>) -> Option<String> {
@@ -147,6 +207,7 @@ impl Settings {
             redis_prefix: self.redis_prefix.clone(),
             claim_idle: Duration::from_millis(self.claim_idle_ms),
             pending_ttl: Duration::from_secs(self.pending_ttl_secs),
+            jobs_done_max: self.jobs_done_max,
             search: match present(&self.elasticsearch_url) {
                 Some(url) => SearchConfig::Elasticsearch {
                     url,
@@ -157,6 +218,24 @@ impl Settings {
                 },
             },
         })
+    }
+
+    pub fn scheduler(&self) -> SchedulerConfig {
+        let secs = |s: u64| Duration::from_secs(s.max(1));
+        SchedulerConfig {
+            counts_every: secs(self.counts_interval_secs),
+            counts_full_every: secs(self.counts_full_interval_secs),
+            housekeeping_every: secs(self.housekeeping_interval_secs),
+            search_drift_every: (self.search_drift_interval_secs > 0)
+                .then(|| secs(self.search_drift_interval_secs)),
+            retention: Retention {
+                done: Duration::from_secs(self.jobs_done_retention_secs),
+                dead: Duration::from_secs(self.jobs_dead_retention_secs),
+            },
+            history: self.scheduler_history.max(1),
+            owner: chat_scheduler::default_owner(),
+            hold: Duration::from_millis(self.scheduler_hold_ms),
+        }
     }
 
     pub fn worker(&self) -> WorkerConfig {

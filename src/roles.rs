@@ -1,5 +1,4 @@
 //! Starting roles, and stopping them together on SIGTERM or Ctrl-C.
-use std::time::Duration;
 
 use chat_api::{ApiConfig, AppState};
 use chat_store::Backends;
@@ -18,6 +17,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Reindex(args) => return crate::reindex::run(&backends, args).await,
+        Command::Recount => return recount(&backends).await,
         _ => {}
     }
 
@@ -48,10 +48,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         });
     }
     if matches!(command, Command::Serve | Command::Scheduler) {
-        let every = Duration::from_secs(settings.recount_interval_secs.max(1));
-        let (b, s) = (backends.clone(), shutdown.clone());
+        let (b, c, s) = (backends.clone(), settings.scheduler(), shutdown.clone());
         roles.spawn(async move {
-            chat_scheduler::run(b, every, s).await;
+            chat_scheduler::run(b, c, s).await;
             ("scheduler", Ok(()))
         });
     }
@@ -63,6 +62,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         result?;
     }
+    Ok(())
+}
+
+/// `chat recount`: the full recount on demand.
+async fn recount(backends: &Backends) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let report = chat_store::repo::counts::recount_all(&backends.writer, 1_000).await?;
+    println!(
+        "recounted {} chats ({} repaired) and {} applications ({} repaired) in {:.2?}",
+        report.chats_checked,
+        report.chats_repaired,
+        report.applications_checked,
+        report.applications_repaired,
+        started.elapsed()
+    );
     Ok(())
 }
 

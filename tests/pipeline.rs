@@ -28,6 +28,7 @@ async fn backends_with_lease(stack: &Stack, lease: Duration) -> Backends {
         redis_prefix: stack.redis_prefix.clone(),
         claim_idle: lease,
         pending_ttl: Duration::from_secs(3600),
+        jobs_done_max: 10_000,
         // Not the app's own index directory: these tests never search, and
         // two processes creating one tantivy index at once could collide.
         search: chat_store::search::SearchConfig::Embedded {
@@ -346,15 +347,7 @@ async fn a_job_that_always_fails_ends_dead_while_others_flow() {
             (1, 0, 0),
             "{profile:?}"
         );
-        let dashboard: Value = app
-            .http
-            .get(format!("{}/dashboard/api/queues", app.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let dashboard = app.get_root_json("/dashboard/api/queues").await;
         assert_eq!(dashboard[1]["queue"], "messages");
         assert_eq!(dashboard[1]["dead"], 1);
         stack.cleanup().await;

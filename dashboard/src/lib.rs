@@ -1,13 +1,14 @@
 //! The operators' view of the job queues.
 //!
-//! Owns the `/dashboard` routes. Today it serves exact per-queue counts and
-//! the newest dead jobs as JSON; the dashboard issue builds the UI, retry
+//! Owns the `/dashboard` routes. Today it serves exact per-queue counts,
+//! the newest dead jobs and the scheduler's run history as JSON; the dashboard issue builds the UI, retry
 //! and kill actions and trace links on top. It must not know how jobs are
 //! processed: it reads queue state through `chat-store` only.
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use chat_store::{
     Backends,
     queue::{DeadJob, QueueName, QueueStats},
+    repo::runs::{self, RunRecord},
 };
 use serde::Serialize;
 
@@ -28,6 +29,7 @@ pub fn router(backends: Backends) -> Router {
     Router::new()
         .route("/dashboard/api/queues", get(queues))
         .route("/dashboard/api/dead", get(dead))
+        .route("/dashboard/api/runs", get(runs))
         .with_state(backends)
 }
 
@@ -61,4 +63,12 @@ async fn dead(State(b): State<Backends>) -> Result<Json<Vec<DeadView>>, (StatusC
         });
     }
     Ok(Json(out))
+}
+
+/// The newest scheduler runs of every task, newest first.
+async fn runs(State(b): State<Backends>) -> Result<Json<Vec<RunRecord>>, (StatusCode, String)> {
+    runs::recent(&b.db, None, 100)
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }

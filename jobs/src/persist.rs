@@ -57,8 +57,9 @@ pub struct MessageWriter {
 
 #[async_trait]
 impl BulkWriter<ChatRow> for ChatWriter {
-    // One statement, so it is atomic without a transaction around it; the
-    // BEGIN and COMMIT would cost two more round trips per batch.
+    // No transaction: the upsert is one statement, and its count marks are
+    // written again if the batch is redelivered, so BEGIN and COMMIT would
+    // only add two round trips per batch.
     async fn write(&self, rows: &[ChatRow]) -> Result<(), StoreError> {
         repo::chats::upsert_all(&self.0, rows).await
     }

@@ -50,7 +50,7 @@ pub struct Acker {
 }
 
 enum AckMsg {
-    Ack(String),
+    Ack(Claimed),
     /// Answered once every ack sent before it has been written.
     Flush(oneshot::Sender<()>),
 }
@@ -61,20 +61,20 @@ impl Acker {
         tokio::spawn(async move {
             let mut msgs = Vec::new();
             while rx.recv_many(&mut msgs, 1000).await > 0 {
-                let mut ids = Vec::with_capacity(msgs.len());
+                let mut jobs = Vec::with_capacity(msgs.len());
                 let mut flushed = Vec::new();
                 for msg in msgs.drain(..) {
                     match msg {
-                        AckMsg::Ack(id) => ids.push(id),
+                        AckMsg::Ack(job) => jobs.push(job),
                         AckMsg::Flush(done) => flushed.push(done),
                     }
                 }
                 // An ack that fails leaves the job claimed; it is redelivered
                 // after its lease and replayed harmlessly.
-                if !ids.is_empty()
-                    && let Err(e) = queue.ack(name, &ids).await
+                if !jobs.is_empty()
+                    && let Err(e) = queue.ack(name, &jobs).await
                 {
-                    tracing::warn!(queue = name.as_str(), jobs = ids.len(), error = %e, "ack failed");
+                    tracing::warn!(queue = name.as_str(), jobs = jobs.len(), error = %e, "ack failed");
                 }
                 for done in flushed {
                     let _ = done.send(());
@@ -124,8 +124,8 @@ impl Acknowledge<()> for Settler {
         };
         match res {
             Ok(()) => {
-                // Only the id: the payload is not needed to ack.
-                let _ = self.acker.tx.send(AckMsg::Ack(job.id.clone()));
+                // The whole job: its payload goes into the done record.
+                let _ = self.acker.tx.send(AckMsg::Ack(job.clone()));
                 Box::pin(async { Ok(()) })
             }
             Err(e) => {

@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_core_tables;
 mod m0002_embedded_tables;
 mod m0003_search_rebuilds;
+mod m0004_scheduler;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_core_tables::Migration),
             Box::new(m0002_embedded_tables::Migration),
             Box::new(m0003_search_rebuilds::Migration),
+            Box::new(m0004_scheduler::Migration),
         ]
     }
 }

@@ -1,33 +1,173 @@
-//! Periodic work: recomputing `chats_count` and `messages_count`, and
-//! purging expired read-your-writes entries.
+//! Periodic work, on apalis-cron: the incremental and full count
+//! recounts, housekeeping of the job queues' history and of expired
+//! read-your-writes entries, and the search drift check.
 //!
-//! Owns when the counts are recomputed; the SQL that recomputes them lives
-//! in `chat-store`. It must not know about HTTP or the job queues. Today it
-//! is a plain interval per process; the scheduler issue moves it onto
-//! apalis-cron with one firing per tick across replicas.
-use std::time::Duration;
+//! apalis-cron fires on every replica; this crate makes each tick run
+//! once across all of them by racing on the tick's run record (see
+//! [`chat_store::repo::runs`]). It owns *when* work runs and the run
+//! history; *what* a run does (the SQL, the trims, the drift check) lives
+//! in `chat-store`. It must not know about HTTP, the worker pools or
+//! apalis's job backends.
+pub mod schedule;
+pub mod tasks;
 
-use chat_store::{Backends, repo};
+use std::{sync::Arc, time::Duration};
+
+use apalis_cron::CronScheduler;
+use chat_store::{Backends, queue::Retention, repo::runs};
+use futures::StreamExt;
 use tokio::sync::watch;
 
-/// Recounts every `interval` until `shutdown` turns true.
-pub async fn run(backends: Backends, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let started = std::time::Instant::now();
-        match repo::counts::recount_all(&backends.writer).await {
-            Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "counts recomputed"),
-            Err(e) => tracing::warn!(error = %e, "recount failed"),
-        }
-        match backends.intake.purge_expired().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(entries = n, "expired pending entries purged"),
-            Err(e) => tracing::warn!(error = %e, "purging pending entries failed"),
+pub use tasks::Task;
+
+/// How often a running task tells other replicas its owner is alive.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Missed heartbeats after which a run counts as abandoned.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub counts_every: Duration,
+    pub counts_full_every: Duration,
+    pub housekeeping_every: Duration,
+    /// `None` turns the periodic search drift check off.
+    pub search_drift_every: Option<Duration>,
+    pub retention: Retention,
+    /// Runs kept per task in the history.
+    pub history: u64,
+    /// Names this process in run records: `host:pid` by default.
+    pub owner: String,
+    /// Test-only: how long each run this process wins sits idle before it
+    /// starts, so a test can kill the scheduler mid-run.
+    pub hold: Duration,
+}
+
+impl SchedulerConfig {
+    fn every(&self, task: Task) -> Option<Duration> {
+        match task {
+            Task::Counts => Some(self.counts_every),
+            Task::CountsFull => Some(self.counts_full_every),
+            Task::Housekeeping => Some(self.housekeeping_every),
+            Task::SearchDrift => self.search_drift_every,
         }
     }
+}
+
+/// `host:pid`, so an operator can tell which process ran what.
+pub fn default_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Runs every task on its schedule until `shutdown` turns true.
+pub async fn run(backends: Backends, config: SchedulerConfig, shutdown: watch::Receiver<bool>) {
+    let config = Arc::new(config);
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in Task::ALL {
+        let Some(every) = config.every(task) else {
+            continue;
+        };
+        let (b, c, s) = (backends.clone(), config.clone(), shutdown.clone());
+        tasks.spawn(run_task(b, c, task, every, s));
+    }
+    tracing::info!(owner = %config.owner, "scheduler started");
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn run_task(
+    backends: Backends,
+    config: Arc<SchedulerConfig>,
+    task: Task,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks =
+        std::pin::pin!(CronScheduler::new(schedule::Every::seconds(every.as_secs())).into_stream());
+    loop {
+        let tick = tokio::select! {
+            tick = ticks.next() => tick,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let tick = match tick {
+            Some(Ok(tick)) => tick.get_timestamp() as i64,
+            Some(Err(e)) => {
+                tracing::warn!(task = task.name(), error = %e, "schedule error");
+                continue;
+            }
+            None => return,
+        };
+        if let Err(e) = run_tick(&backends, &config, task, tick).await {
+            tracing::warn!(task = task.name(), tick, error = %e, "scheduler bookkeeping failed");
+        }
+    }
+}
+
+/// Runs `task` for `tick` if this replica wins the tick, recording it.
+async fn run_tick(
+    backends: &Backends,
+    config: &SchedulerConfig,
+    task: Task,
+    tick: i64,
+) -> chat_store::error::Result<()> {
+    let db = &backends.writer;
+    let stale = chat_store::now_millis() - STALE_AFTER.as_millis() as i64;
+    let abandoned = runs::abandon_stale(db, stale).await?;
+    if abandoned > 0 {
+        tracing::warn!(
+            runs = abandoned,
+            "marked runs of a dead scheduler abandoned"
+        );
+    }
+    let Some(run) = runs::begin(db, task.name(), tick, &config.owner).await? else {
+        tracing::debug!(task = task.name(), tick, "another scheduler has this tick");
+        return Ok(());
+    };
+    let work = async {
+        tokio::time::sleep(config.hold).await;
+        task.run(backends, config).await
+    };
+    let mut work = std::pin::pin!(work);
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut work => break outcome,
+            _ = beat.tick() => {
+                if let Err(e) = runs::heartbeat(db, run).await {
+                    tracing::warn!(task = task.name(), error = %e, "heartbeat failed");
+                }
+            }
+        }
+    };
+    let finished = match outcome {
+        Ok(done) => {
+            tracing::info!(
+                task = task.name(),
+                tick,
+                rows = done.rows_touched,
+                "run finished"
+            );
+            runs::Finished {
+                rows_touched: done.rows_touched,
+                detail: Some(done.detail),
+                error: None,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(task = task.name(), tick, error = %e, "run failed");
+            runs::Finished {
+                rows_touched: 0,
+                detail: None,
+                error: Some(e.to_string()),
+            }
+        }
+    };
+    runs::finish(db, run, finished).await?;
+    runs::trim(db, task.name(), config.history).await?;
+    Ok(())
 }

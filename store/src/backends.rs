@@ -27,6 +27,8 @@ pub struct BackendsConfig {
     pub claim_idle: Duration,
     /// How long a pending (not yet persisted) write stays readable.
     pub pending_ttl: Duration,
+    /// Most done-job records kept per queue, for the dashboard's history.
+    pub jobs_done_max: usize,
     pub search: SearchConfig,
 }
 
@@ -64,8 +66,9 @@ impl Backends {
         let search = search::open(&config.search).await?;
         match &config.redis_url {
             Some(url) => {
-                let queue =
-                    RedisStreamQueue::connect(url, &config.redis_prefix, config.claim_idle).await?;
+                let queue = RedisStreamQueue::connect(url, &config.redis_prefix, config.claim_idle)
+                    .await?
+                    .with_done_cap(config.jobs_done_max);
                 let intake = RedisIntake::connect(
                     url,
                     &config.redis_prefix,
@@ -84,7 +87,8 @@ impl Backends {
                 })
             }
             None if db::is_sqlite(&db) => {
-                let queue = SqliteQueue::new(db.clone(), writer.clone(), config.claim_idle);
+                let queue = SqliteQueue::new(db.clone(), writer.clone(), config.claim_idle)
+                    .with_done_cap(config.jobs_done_max as u64);
                 let intake = SqliteIntake::new(
                     db.clone(),
                     writer.clone(),

@@ -6,10 +6,12 @@
 //! - [`entity`]: sea-orm entities for the three tables clients see.
 //! - [`model`]: the row states that travel from the API through the queue
 //!   to the bulk writers, each stamped with its `version`.
-//! - [`repo`]: reads, and the version-ordered bulk upserts.
+//! - [`repo`]: reads, the version-ordered bulk upserts, the count marks
+//!   and recounts, and the scheduler's run history.
 //! - [`intake`]: accepting a chat or message write: reserve its number and
 //!   version, record it for read-your-writes, enqueue its job.
-//! - [`queue`]: the durable job log (Redis Streams, or a SQLite table).
+//! - [`queue`]: the durable job log (Redis Streams, or a SQLite table),
+//!   with its bounded history of done and dead jobs.
 //! - [`search`]: message search on Elasticsearch or embedded tantivy, and
 //!   keeping the index equal to the database.
 //! - [`backends`]: picks the profile from the configured URLs.

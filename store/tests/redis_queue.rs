@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chat_store::queue::{JobQueue, QueueName, RedisStreamQueue};
+use chat_store::queue::{Claimed, JobQueue, QueueName, RedisStreamQueue};
 
 const Q: QueueName = QueueName::Messages;
 
@@ -77,8 +77,7 @@ async fn a_large_backlog_and_a_burst_of_due_retries_drain_fully() {
             break;
         }
         claimed += jobs.len();
-        let ids: Vec<String> = jobs.into_iter().map(|j| j.id).collect();
-        q.ack(Q, &ids).await.unwrap();
+        q.ack(Q, &jobs).await.unwrap();
     }
     assert_eq!(claimed, 30_000);
     let stats = q.stats(Q).await.unwrap();
@@ -107,12 +106,23 @@ async fn stale_and_duplicate_acks_are_harmless() {
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
-    q.ack(Q, &[first[0].id.clone()]).await.unwrap();
-    q.ack(Q, &[first[0].id.clone()]).await.unwrap();
-    q.ack(Q, &["1-1".to_owned(), "999999999999-0".to_owned()])
+    q.ack(Q, &first[..1]).await.unwrap();
+    q.ack(Q, &first[..1]).await.unwrap();
+    let unknown = |id: &str| Claimed {
+        id: id.to_owned(),
+        payload: "{}".into(),
+        attempt: 1,
+        failures: Vec::new(),
+    };
+    q.ack(Q, &[unknown("1-1"), unknown("999999999999-0")])
         .await
         .unwrap();
-    q.ack(Q, &[taken[0].id.clone()]).await.unwrap();
+    q.ack(Q, &taken[..1]).await.unwrap();
+    assert_eq!(
+        q.stats(Q).await.unwrap().done,
+        1,
+        "one job, however many acks: one done record"
+    );
     q.enqueue(Q, "{\"after\":true}".into()).await.unwrap();
     let next = q
         .claim(Q, "a", 10, Duration::from_millis(500))
@@ -224,7 +234,7 @@ async fn settled_jobs_do_not_accumulate() {
             .unwrap();
         for (k, job) in jobs.iter().enumerate() {
             if k % 2 == 0 {
-                q.ack(Q, std::slice::from_ref(&job.id)).await.unwrap();
+                q.ack(Q, std::slice::from_ref(job)).await.unwrap();
             } else {
                 q.bury(Q, job, "boom").await.unwrap();
             }
@@ -268,15 +278,21 @@ async fn stats_count_every_state_exactly() {
         .await
         .unwrap();
     assert_eq!(jobs.len(), 4);
-    q.ack(Q, &[jobs[0].id.clone()]).await.unwrap();
+    q.ack(Q, &jobs[..1]).await.unwrap();
     q.retry(Q, &jobs[1], "first failure", Duration::from_secs(60))
         .await
         .unwrap();
     q.bury(Q, &jobs[2], "fatal").await.unwrap();
     let stats = q.stats(Q).await.unwrap();
     assert_eq!(
-        (stats.ready, stats.in_flight, stats.retrying, stats.dead),
-        (6, 1, 1, 1)
+        (
+            stats.ready,
+            stats.in_flight,
+            stats.retrying,
+            stats.dead,
+            stats.done
+        ),
+        (6, 1, 1, 1, 1)
     );
     let dead = q.dead_jobs(Q, 10).await.unwrap();
     assert_eq!(dead.len(), 1);

@@ -126,6 +126,17 @@ impl Stack {
 
     /// Starts a `chat` process on this stack.
     pub async fn spawn(&self, role: &str, env: &[(&str, &str)]) -> App {
+        self.spawn_logged(role, env, None).await
+    }
+
+    /// Starts a `chat` process whose standard output (its log) goes to
+    /// `log`, when given.
+    pub async fn spawn_logged(
+        &self,
+        role: &str,
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> App {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat"));
         cmd.arg(role)
@@ -156,6 +167,9 @@ impl Stack {
         }
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(log) = log {
+            cmd.stdout(std::fs::File::create(log).expect("create log file"));
         }
         let child = cmd.spawn().expect("spawn chat");
         let app = App {
@@ -281,6 +295,21 @@ impl App {
         }
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.0.lock().unwrap().as_ref().map(|c| c.id())
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// SIGKILL: no graceful shutdown, no flushing.
     pub fn kill9(&self) {
         if let Some(mut c) = self.child.0.lock().unwrap().take() {
@@ -307,6 +336,19 @@ impl App {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// GET of a path outside the API (`/dashboard/…`) that must answer
+    /// with JSON.
+    pub async fn get_root_json(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// GET of a path that must answer with JSON.

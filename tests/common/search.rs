@@ -197,6 +197,7 @@ impl Pipeline {
             redis_prefix: String::new(),
             claim_idle: Duration::from_secs(15),
             pending_ttl: Duration::from_secs(3600),
+            jobs_done_max: 10_000,
             search: SearchConfig::Embedded {
                 dir: dir.join("unused-search"),
             },

@@ -5,6 +5,10 @@
 //!   a retry ZSET and a capped dead-letter stream;
 //! - [`SqliteQueue`]: one `queue_jobs` table, leased by UPDATE … RETURNING.
 //!
+//! Settled jobs are kept for a while as history: done jobs up to a cap
+//! and a retention, dead jobs for a longer retention; [`JobQueue::trim`]
+//! enforces the retentions, and the scheduler's housekeeping calls it.
+//!
 //! The contract is at-least-once: a claimed job stays owned until it is
 //! acked, retried or buried, and a claim that is never settled (its worker
 //! died) is handed to another consumer after the lease (`claim_idle`)
@@ -20,8 +24,8 @@ use crate::error::Result;
 mod redis_streams;
 mod sqlite_table;
 
-pub use redis_streams::RedisStreamQueue;
 pub(crate) use redis_streams::connection_manager as redis_connection_manager;
+pub use redis_streams::{DONE_PAYLOAD_MAX, RedisStreamQueue};
 pub use sqlite_table::SqliteQueue;
 
 /// The queues this system runs. Each carries one job type.
@@ -88,6 +92,23 @@ pub struct QueueStats {
     pub retrying: u64,
     /// Out of attempts; kept with their failures.
     pub dead: u64,
+    /// Finished and still within the done retention.
+    pub done: u64,
+}
+
+/// How long settled jobs stay visible before housekeeping removes them.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub done: Duration,
+    /// Longer than `done` in practice: a dead job waits for an operator.
+    pub dead: Duration,
+}
+
+/// What one [`JobQueue::trim`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Trimmed {
+    pub done: u64,
+    pub dead: u64,
 }
 
 /// A buried job as the dashboard shows it.
@@ -114,9 +135,10 @@ pub trait JobQueue: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<Vec<Claimed>>;
 
-    /// Settles jobs as done. Acking a job that is no longer owned (it was
-    /// already acked, or taken over) is a no-op, never an error.
-    async fn ack(&self, queue: QueueName, ids: &[String]) -> Result<()>;
+    /// Settles jobs as done, keeping a record of each in the queue's
+    /// history. Acking a job that is no longer owned (it was already acked,
+    /// or taken over) is a no-op, never an error, and records nothing new.
+    async fn ack(&self, queue: QueueName, jobs: &[Claimed]) -> Result<()>;
 
     /// Settles a job as failed; it comes back after `delay`.
     async fn retry(
@@ -134,6 +156,11 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// The newest buried jobs, newest first.
     async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>>;
+
+    /// Removes done and dead records older than their retention (and, for
+    /// a backend that does not cap them as it writes, done records beyond
+    /// the cap).
+    async fn trim(&self, queue: QueueName, retention: Retention) -> Result<Trimmed>;
 
     /// Answers when the queue's server answers.
     async fn ping(&self) -> Result<()>;

@@ -4,10 +4,15 @@
 //! - `<prefix>{q:<name>}:stream`: entries `p` (payload), `a` (attempt),
 //!   `f` (failures, JSON); consumer group `workers`;
 //! - `<prefix>{q:<name>}:retry`: ZSET of failed jobs scored by due time;
-//! - `<prefix>{q:<name>}:dead`: buried jobs, capped by `MAXLEN ~`.
+//! - `<prefix>{q:<name>}:dead`: buried jobs, capped by `MAXLEN ~`;
+//! - `<prefix>{q:<name>}:done`: a copy of each acked job (payload cut to
+//!   [`DONE_PAYLOAD_MAX`] bytes), capped by `MAXLEN ~`.
 //!
 //! Acked entries are deleted from the stream, so its length is the live
-//! backlog and memory does not grow with history. Reads are bounded by
+//! backlog and memory does not grow with history. The done and dead
+//! streams are history: their entry ids are the times the jobs settled,
+//! so [`JobQueue::trim`] drops what is older than the retention with one
+//! `XTRIM MINID` each, and the number of keys per queue stays four. Reads are bounded by
 //! `COUNT`, and retries are promoted in bounded chunks, so no call ever
 //! unpacks an unbounded list (the apalis-redis 1.0.0 backlog poison).
 use std::{
@@ -24,20 +29,43 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Claimed, DeadJob, Failure, JobQueue, QueueName, QueueStats};
+use super::{Claimed, DeadJob, Failure, JobQueue, QueueName, QueueStats, Retention, Trimmed};
 use crate::error::{Result, StoreError};
 
 const GROUP: &str = "workers";
 /// How many due retries one promotion call moves back to the stream.
 const PROMOTE_CHUNK: usize = 256;
+/// Bytes of payload a done record keeps: enough for a message job, while a
+/// large index batch cannot make the history's memory balloon.
+pub const DONE_PAYLOAD_MAX: usize = 4096;
 
-/// Settles jobs as done: ack and delete in one step, so a crash cannot leave
-/// an acked entry behind in the stream. One variadic call each, not two
-/// calls per id.
+/// Settles jobs as done: ack, record, and delete, in one step, so a crash
+/// cannot leave an acked entry behind in the stream. ARGV holds four
+/// values per job: id, payload (already cut), attempt, failures (or "").
+/// Only a job this call acked is recorded, so a double ack, a late ack
+/// after a takeover or an unknown id leaves no second record. The caller
+/// sends the payload it already holds: reading it back with XRANGE here
+/// doubled the script's cost per job. `MAXLEN ~` bounds the done stream
+/// between housekeeping runs.
 const ACK: &str = r#"
-local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
-redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
-return n
+local cap = tonumber(ARGV[2])
+local ids = {}
+for i = 3, #ARGV, 4 do
+  local id = ARGV[i]
+  ids[#ids + 1] = id
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 and cap > 0 then
+    if ARGV[i + 3] == '' then
+      redis.call('XADD', KEYS[2], '*', 'id', id, 'p', ARGV[i + 1], 'a', ARGV[i + 2])
+    else
+      redis.call('XADD', KEYS[2], '*', 'id', id, 'p', ARGV[i + 1], 'a', ARGV[i + 2], 'f', ARGV[i + 3])
+    end
+  end
+end
+if cap > 0 then
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', cap)
+end
+redis.call('XDEL', KEYS[1], unpack(ids))
+return #ids
 "#;
 
 /// Moves a failed job to the retry set, atomically with its ack, so it is
@@ -100,6 +128,7 @@ pub struct RedisStreamQueue {
     prefix: String,
     claim_idle: Duration,
     dead_cap: usize,
+    done_cap: usize,
     /// Consumers that own nothing and have been idle this long are removed
     /// from the group, so names from past processes do not pile up.
     prune_idle: Duration,
@@ -130,6 +159,7 @@ impl RedisStreamQueue {
             prefix: prefix.to_owned(),
             claim_idle,
             dead_cap: 100_000,
+            done_cap: 10_000,
             prune_idle: Duration::from_secs(600),
             last_prune: Mutex::new(HashMap::new()),
             scripts: Scripts {
@@ -150,6 +180,15 @@ impl RedisStreamQueue {
         Arc::get_mut(&mut self)
             .expect("set the cap before sharing")
             .dead_cap = cap;
+        self
+    }
+
+    /// Caps the done stream at about `cap` entries (default 10,000); 0
+    /// keeps no done records.
+    pub fn with_done_cap(mut self: Arc<Self>, cap: usize) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set the cap before sharing")
+            .done_cap = cap;
         self
     }
 
@@ -417,6 +456,19 @@ fn decode_entry(entry: &StreamId) -> Result<Claimed> {
     })
 }
 
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn is_missing_group(e: &StoreError) -> bool {
     matches!(e, StoreError::Redis(r) if r.code() == Some("NOGROUP"))
 }
@@ -466,13 +518,28 @@ impl JobQueue for RedisStreamQueue {
         }
     }
 
-    async fn ack(&self, queue: QueueName, ids: &[String]) -> Result<()> {
+    async fn ack(&self, queue: QueueName, jobs: &[Claimed]) -> Result<()> {
         let mut conn = self.conn.clone();
-        for chunk in ids.chunks(500) {
+        for chunk in jobs.chunks(500) {
             let mut call = self.scripts.ack.key(self.stream_key(queue));
-            call.arg(GROUP);
-            for id in chunk {
-                call.arg(id);
+            call.key(self.key(queue, "done"))
+                .arg(GROUP)
+                .arg(self.done_cap);
+            for job in chunk {
+                let keep = self.done_cap > 0;
+                let failures = if keep && !job.failures.is_empty() {
+                    serde_json::to_string(&job.failures)?
+                } else {
+                    String::new()
+                };
+                call.arg(&job.id)
+                    .arg(if keep {
+                        cut(&job.payload, DONE_PAYLOAD_MAX)
+                    } else {
+                        ""
+                    })
+                    .arg(job.attempt)
+                    .arg(failures);
             }
             let _: i64 = call.invoke_async(&mut conn).await?;
         }
@@ -531,7 +598,7 @@ impl JobQueue for RedisStreamQueue {
     async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
         self.ensure_group(queue).await?;
         let mut conn = self.conn.clone();
-        let (len, pending, retrying, dead): (u64, Value, u64, u64) = redis::pipe()
+        let (len, pending, retrying, dead, done): (u64, Value, u64, u64, u64) = redis::pipe()
             .cmd("XLEN")
             .arg(self.stream_key(queue))
             .cmd("XPENDING")
@@ -541,6 +608,8 @@ impl JobQueue for RedisStreamQueue {
             .arg(self.key(queue, "retry"))
             .cmd("XLEN")
             .arg(self.key(queue, "dead"))
+            .cmd("XLEN")
+            .arg(self.key(queue, "done"))
             .query_async(&mut conn)
             .await?;
         let in_flight = match pending {
@@ -555,7 +624,28 @@ impl JobQueue for RedisStreamQueue {
             in_flight,
             retrying,
             dead,
+            done,
         })
+    }
+
+    async fn trim(&self, queue: QueueName, retention: Retention) -> Result<Trimmed> {
+        let now = crate::now_millis();
+        let cutoff = |age: Duration| (now - age.as_millis() as i64).max(0);
+        let mut conn = self.conn.clone();
+        // Exact MINID, not `~`: an approximate trim keeps whole radix nodes,
+        // so records past their retention could linger indefinitely.
+        let (done, dead): (u64, u64) = redis::pipe()
+            .cmd("XTRIM")
+            .arg(self.key(queue, "done"))
+            .arg("MINID")
+            .arg(cutoff(retention.done))
+            .cmd("XTRIM")
+            .arg(self.key(queue, "dead"))
+            .arg("MINID")
+            .arg(cutoff(retention.dead))
+            .query_async(&mut conn)
+            .await?;
+        Ok(Trimmed { done, dead })
     }
 
     async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>> {
@@ -619,5 +709,19 @@ impl JobQueue for RedisStreamQueue {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn a_cut_payload_ends_on_a_character_boundary() {
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("abc", 2), "ab");
+        // "é" is two bytes: a cut through it backs off before it.
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aé", 3), "aé");
     }
 }

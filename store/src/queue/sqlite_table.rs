@@ -1,21 +1,30 @@
 //! The job queue as one SQLite table, for the embedded profile.
 //!
-//! A claim is one `UPDATE … RETURNING` that leases up to N ready rows; an
-//! ack deletes them. The table therefore holds only live and dead work,
-//! and claim cost does not grow with the number of jobs ever handled (the
-//! decay measured in apalis-sqlite 1.0.0).
+//! A claim is one `UPDATE … RETURNING` that leases up to N ready rows.
+//! The `dead` column is the row's state: 0 live, 1 dead, 2 done. An ack
+//! marks rows done and a bury marks them dead; both set `run_at` to the
+//! settle time, so the `(queue, dead, run_at)` index that serves claims
+//! also serves housekeeping's trim by age. Claims only ever read the
+//! `dead = 0` part of that index, so their cost does not grow with the
+//! history kept (the decay measured in apalis-sqlite 1.0.0), and
+//! [`JobQueue::trim`] keeps the history itself bounded.
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
 use tokio::sync::Notify;
 
-use super::{Claimed, DeadJob, Failure, JobQueue, QueueName, QueueStats};
+use super::{Claimed, DeadJob, Failure, JobQueue, QueueName, QueueStats, Retention, Trimmed};
 use crate::error::Result;
 
 /// How often an idle consumer looks again when nothing woke it: the
 /// fallback for writers in another process.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Rows one trim statement deletes.
+const TRIM_CHUNK: i64 = 5_000;
+const LIVE: i64 = 0;
+const DEAD: i64 = 1;
+const DONE: i64 = 2;
 
 pub struct SqliteQueue {
     /// Counts and listings.
@@ -23,6 +32,8 @@ pub struct SqliteQueue {
     /// Every statement that changes the table.
     writer: DatabaseConnection,
     lease: Duration,
+    /// Most done rows kept per queue; enforced by `trim`.
+    done_cap: u64,
     /// Wakes consumers in this process as soon as a job is committed.
     pushed: Arc<Notify>,
 }
@@ -41,6 +52,7 @@ struct Counts {
     in_flight: Option<i64>,
     retrying: Option<i64>,
     dead: Option<i64>,
+    done: Option<i64>,
 }
 
 impl SqliteQueue {
@@ -49,8 +61,81 @@ impl SqliteQueue {
             db,
             writer,
             lease,
+            done_cap: 10_000,
             pushed: Arc::new(Notify::new()),
         })
+    }
+
+    /// Keeps at most about `cap` done rows per queue (default 10,000); 0
+    /// keeps none beyond the next trim.
+    pub fn with_done_cap(mut self: Arc<Self>, cap: u64) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set the cap before sharing")
+            .done_cap = cap;
+        self
+    }
+
+    /// Deletes the `state` rows of `queue` settled before `before` (a
+    /// `run_at`); returns how many.
+    async fn trim_settled(&self, queue: QueueName, state: i64, before: i64) -> Result<u64> {
+        self.delete_chunked(
+            "queue = ? AND dead = ? AND run_at < ?",
+            vec![queue.as_str().into(), state.into(), before.into()],
+        )
+        .await
+    }
+
+    /// Deletes the done rows of `queue` beyond the newest `done_cap`. By id
+    /// rather than settle time: many rows settle in the same millisecond,
+    /// and a cut by time would take them all.
+    async fn trim_beyond_cap(&self, queue: QueueName) -> Result<u64> {
+        #[derive(FromQueryResult)]
+        struct Edge {
+            id: i64,
+        }
+        let edge = Edge::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT id FROM queue_jobs WHERE queue = ? AND dead = ? \
+             ORDER BY id DESC LIMIT 1 OFFSET ?",
+            [
+                queue.as_str().into(),
+                DONE.into(),
+                (self.done_cap as i64).into(),
+            ],
+        ))
+        .one(&self.db)
+        .await?;
+        let Some(edge) = edge else { return Ok(0) };
+        self.delete_chunked(
+            "queue = ? AND dead = ? AND id <= ?",
+            vec![queue.as_str().into(), DONE.into(), edge.id.into()],
+        )
+        .await
+    }
+
+    /// Deletes the rows matching `filter`, [`TRIM_CHUNK`] per statement, so
+    /// a large trim never holds the single writer for long.
+    async fn delete_chunked(&self, filter: &str, values: Vec<Value>) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM queue_jobs WHERE id IN (SELECT id FROM queue_jobs WHERE {filter} LIMIT ?)"
+        );
+        let mut values = values;
+        values.push(TRIM_CHUNK.into());
+        let mut total = 0;
+        loop {
+            let done = self
+                .writer
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    &sql,
+                    values.clone(),
+                ))
+                .await?;
+            total += done.rows_affected();
+            if (done.rows_affected() as i64) < TRIM_CHUNK {
+                return Ok(total);
+            }
+        }
     }
 
     /// Inserts a job inside the caller's transaction; call [`Self::notify`]
@@ -164,15 +249,21 @@ impl JobQueue for SqliteQueue {
         }
     }
 
-    async fn ack(&self, _queue: QueueName, ids: &[String]) -> Result<()> {
-        for chunk in ids.chunks(500) {
+    async fn ack(&self, _queue: QueueName, jobs: &[Claimed]) -> Result<()> {
+        for chunk in jobs.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(", ");
             let values = chunk
                 .iter()
-                .map(|id| id.parse::<i64>().unwrap_or(-1).into())
+                .map(|job| job.id.parse::<i64>().unwrap_or(-1).into())
                 .collect();
+            let mut values: Vec<Value> = values;
+            values.insert(0, crate::now_millis().into());
+            values.insert(0, DONE.into());
             self.exec(
-                &format!("DELETE FROM queue_jobs WHERE id IN ({marks})"),
+                &format!(
+                    "UPDATE queue_jobs SET dead = ?, run_at = ?, lease_owner = NULL, \
+                     lease_until = NULL WHERE id IN ({marks}) AND dead = {LIVE}"
+                ),
                 values,
             )
             .await?;
@@ -204,9 +295,14 @@ impl JobQueue for SqliteQueue {
     async fn bury(&self, _queue: QueueName, job: &Claimed, error: &str) -> Result<()> {
         let failures = serde_json::to_string(&job.with_failure(error))?;
         self.exec(
-            "UPDATE queue_jobs SET dead = 1, errors = ?, lease_owner = NULL, lease_until = NULL \
-             WHERE id = ?",
-            vec![failures.into(), job.id.parse::<i64>().unwrap_or(-1).into()],
+            "UPDATE queue_jobs SET dead = ?, run_at = ?, errors = ?, lease_owner = NULL, \
+             lease_until = NULL WHERE id = ?",
+            vec![
+                DEAD.into(),
+                crate::now_millis().into(),
+                failures.into(),
+                job.id.parse::<i64>().unwrap_or(-1).into(),
+            ],
         )
         .await
     }
@@ -219,7 +315,8 @@ impl JobQueue for SqliteQueue {
                SUM(CASE WHEN dead = 0 AND run_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) THEN 1 ELSE 0 END) AS ready, \
                SUM(CASE WHEN dead = 0 AND lease_until >= ?1 THEN 1 ELSE 0 END) AS in_flight, \
                SUM(CASE WHEN dead = 0 AND run_at > ?1 AND (lease_until IS NULL OR lease_until < ?1) THEN 1 ELSE 0 END) AS retrying, \
-               SUM(CASE WHEN dead = 1 THEN 1 ELSE 0 END) AS dead \
+               SUM(CASE WHEN dead = 1 THEN 1 ELSE 0 END) AS dead, \
+               SUM(CASE WHEN dead = 2 THEN 1 ELSE 0 END) AS done \
              FROM queue_jobs WHERE queue = ?2",
             [now.into(), queue.as_str().into()],
         ))
@@ -230,6 +327,7 @@ impl JobQueue for SqliteQueue {
             in_flight: None,
             retrying: None,
             dead: None,
+            done: None,
         });
         let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         Ok(QueueStats {
@@ -237,7 +335,21 @@ impl JobQueue for SqliteQueue {
             in_flight: n(c.in_flight),
             retrying: n(c.retrying),
             dead: n(c.dead),
+            done: n(c.done),
         })
+    }
+
+    async fn trim(&self, queue: QueueName, retention: Retention) -> Result<Trimmed> {
+        let now = crate::now_millis();
+        let cutoff = |age: Duration| now - age.as_millis() as i64;
+        let mut done = self
+            .trim_settled(queue, DONE, cutoff(retention.done))
+            .await?;
+        done += self.trim_beyond_cap(queue).await?;
+        let dead = self
+            .trim_settled(queue, DEAD, cutoff(retention.dead))
+            .await?;
+        Ok(Trimmed { done, dead })
     }
 
     async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>> {

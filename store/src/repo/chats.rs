@@ -66,6 +66,10 @@ pub async fn max_number(db: &impl ConnectionTrait, app_id: i64) -> Result<i64> {
 }
 
 /// Writes every row in one statement; each row only moves forward.
+/// Writes the rows (version-guarded), then marks their applications for
+/// the next count recount; see `messages::upsert_all` for why the mark
+/// needs no transaction.
 pub async fn upsert_all(db: &impl ConnectionTrait, rows: &[ChatRow]) -> Result<()> {
-    upsert::chats(db, rows).await
+    upsert::chats(db, rows).await?;
+    super::counts::mark_applications(db, rows.iter().map(|r| r.application_id)).await
 }

@@ -80,8 +80,13 @@ pub async fn count(db: &DatabaseConnection, app_id: i64, chat_number: i64) -> Re
 }
 
 /// Writes every row in one statement; each row only moves forward.
+/// Writes the rows (version-guarded), then marks their chats for the
+/// next count recount. The mark is a second statement on purpose: if the
+/// writer dies between the two, its job is redelivered and marks again
+/// before it is acked, so no transaction is needed around them.
 pub async fn upsert_all(db: &impl ConnectionTrait, rows: &[MessageRow]) -> Result<()> {
-    upsert::messages(db, rows).await
+    upsert::messages(db, rows).await?;
+    super::counts::mark_chats(db, rows.iter().map(|r| (r.application_id, r.chat_number))).await
 }
 
 /// Up to `limit` messages with an internal id above `after_id`, in id

@@ -1,4 +1,5 @@
-//! Reads and writes of the client-visible tables.
+//! Reads and writes of the client-visible tables, the count marks that
+//! writes leave for the recount, and the scheduler's run records.
 //!
 //! Reads go through sea-orm's query builder. The bulk upserts are written
 //! as SQL per backend, because their version guard (`only move a row
@@ -7,6 +8,7 @@ pub mod applications;
 pub mod chats;
 pub mod counts;
 pub mod messages;
+pub mod runs;
 mod upsert;
 
 /// One page of a list ordered by number, and the cursor for the next.

@@ -1,0 +1,98 @@
+//! The periodic tasks and what one run of each does.
+use chat_store::{Backends, error::Result, queue::QueueName, repo::counts, search::maintenance};
+use serde_json::json;
+
+use crate::SchedulerConfig;
+
+/// Marks consumed per incremental round, and rounds per run: a run
+/// recounts at most a million marks' parents, and leaves the rest to the
+/// next tick instead of running unbounded.
+const MARKS_PER_ROUND: u64 = 10_000;
+const MAX_ROUNDS: usize = 100;
+/// Parents per statement in a full recount.
+const FULL_RECOUNT_BATCH: i64 = 1_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Recounts the parents that writes marked since the last run.
+    Counts,
+    /// Recounts every parent, repairing any drift the marks missed.
+    CountsFull,
+    /// Trims done and dead job records, and expired pending entries.
+    Housekeeping,
+    /// Compares the search index with the database and repairs it.
+    SearchDrift,
+}
+
+/// What a run did, for its record.
+pub struct Done {
+    pub rows_touched: u64,
+    pub detail: serde_json::Value,
+}
+
+impl Task {
+    pub const ALL: [Task; 4] = [
+        Task::Counts,
+        Task::CountsFull,
+        Task::Housekeeping,
+        Task::SearchDrift,
+    ];
+
+    /// The name in run records and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Counts => "counts",
+            Task::CountsFull => "counts_full",
+            Task::Housekeeping => "housekeeping",
+            Task::SearchDrift => "search_drift",
+        }
+    }
+
+    pub async fn run(self, backends: &Backends, config: &SchedulerConfig) -> Result<Done> {
+        match self {
+            Task::Counts => {
+                let report =
+                    counts::recount_dirty(&backends.writer, MARKS_PER_ROUND, MAX_ROUNDS).await?;
+                Ok(Done {
+                    rows_touched: report.repaired(),
+                    detail: serde_json::to_value(report)?,
+                })
+            }
+            Task::CountsFull => {
+                let report = counts::recount_all(&backends.writer, FULL_RECOUNT_BATCH).await?;
+                Ok(Done {
+                    rows_touched: report.repaired(),
+                    detail: serde_json::to_value(report)?,
+                })
+            }
+            Task::Housekeeping => {
+                let mut detail = serde_json::Map::new();
+                let mut touched = 0;
+                for queue in QueueName::ALL {
+                    let trimmed = backends.queue.trim(queue, config.retention).await?;
+                    touched += trimmed.done + trimmed.dead;
+                    detail.insert(queue.as_str().into(), serde_json::to_value(trimmed)?);
+                }
+                let purged = backends.intake.purge_expired().await?;
+                touched += purged;
+                detail.insert("pending_purged".into(), purged.into());
+                Ok(Done {
+                    rows_touched: touched,
+                    detail: detail.into(),
+                })
+            }
+            Task::SearchDrift => {
+                let report =
+                    maintenance::check_drift(&backends.db, backends.search.as_ref(), true).await?;
+                Ok(Done {
+                    rows_touched: report.repaired,
+                    detail: json!({
+                        "chats_checked": report.chats_checked,
+                        "drifted": report.drifted.len(),
+                        "repaired": report.repaired,
+                    }),
+                })
+            }
+        }
+    }
+}
