@@ -3,11 +3,13 @@
 //! limits measured in the same run. Prints numbers; asserts nothing.
 //!
 //! `cargo run --release -p bench -- --profile embedded|distributed`
+//! `cargo run --release -p bench -- [--profile …] search|counts`
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod client;
+mod counts;
 mod lag;
 mod limits;
 mod load;
@@ -93,6 +95,14 @@ enum Internal {
         #[arg(long, env = "ELASTICSEARCH_URL")]
         elasticsearch_url: Option<String>,
     },
+    /// Count recounts instead of the write path: an incremental run over
+    /// one dirty chat next to a full recount, on seeded data.
+    Counts {
+        #[arg(long, default_value_t = 10_000)]
+        chats: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+    },
     /// The bare handler the POST path is compared with (started by the bench).
     #[command(hide = true)]
     LimitServer {
@@ -137,6 +147,20 @@ async fn main() -> anyhow::Result<()> {
                 background_rate: background_rate.max(1.0),
             };
             return run_search(&cli, &options, elasticsearch_url.clone()).await;
+        }
+        Some(Internal::Counts { chats, messages }) => {
+            let chats = (*chats).max(1);
+            let mut reports = Vec::new();
+            for profile in cli.profiles() {
+                let deployment = deploy(&cli, profile, std::path::Path::new("chat")).await?;
+                let outcome = counts::run(&deployment, chats, *messages).await;
+                deployment.tear_down(cli.keep_logs).await?;
+                reports.push(outcome?);
+            }
+            for r in &reports {
+                counts::print(r, chats, *messages);
+            }
+            return Ok(());
         }
         None => {}
     }
