@@ -57,6 +57,11 @@ pub struct Settings {
     /// Port the HTTP API listens on.
     #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
     pub port: u16,
+    /// Port serving `GET /metrics` in a process without the API (`chat
+    /// worker`, `chat scheduler`); unset, such a process serves none. The
+    /// API serves `/metrics` on PORT.
+    #[arg(long, env = "METRICS_PORT", global = true)]
+    pub metrics_port: Option<u16>,
     /// Address the HTTP API binds.
     #[arg(long, env = "BIND_ADDR", default_value = "0.0.0.0", global = true)]
     pub bind_addr: IpAddr,

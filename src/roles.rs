@@ -40,6 +40,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         roles.spawn(async move { ("api", http.await) });
     }
+    if !matches!(command, Command::Serve | Command::Api)
+        && let Some(port) = settings.metrics_port
+    {
+        let listener = TcpListener::bind((settings.bind_addr, port)).await?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+        let app = chat_api::metrics::router(backends.clone());
+        let mut stop = shutdown.clone();
+        roles.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+            ("metrics", served.map_err(Into::into))
+        });
+    }
     if matches!(command, Command::Serve | Command::Worker) {
         let (b, c, s) = (backends.clone(), settings.worker(), shutdown.clone());
         roles.spawn(async move {
@@ -92,7 +108,9 @@ async fn serve_http(
             max_message_bytes: settings.max_message_bytes,
         },
     );
-    let app = chat_api::router(state).merge(chat_dashboard::router(backends));
+    let app = chat_api::router(state)
+        .merge(chat_dashboard::router(backends.clone()))
+        .merge(chat_api::metrics::router(backends));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -12,6 +12,7 @@
 //! - `params`: path numbers and list cursors.
 //! - `views`: response shapes; the only place rows become JSON.
 //! - `routes`: one module per resource, each exposing `router()`.
+//! - [`metrics`]: `GET /metrics`, and the timing of every request.
 use std::sync::Arc;
 
 use axum::{Extension, Router};
@@ -20,6 +21,7 @@ use chat_store::Backends;
 pub mod error;
 mod input;
 mod lookup;
+pub mod metrics;
 mod params;
 mod routes;
 mod views;
@@ -56,11 +58,11 @@ pub fn router(state: AppState) -> Router {
     // transport limit leaves room above the message limit; the message
     // limit itself is checked on the decoded field.
     let body_limit = input::BodyLimit(state.config.max_message_bytes * 4 + 64 * 1024);
-    Router::new()
+    let routes = Router::new()
         .nest("/api/v1", routes::api())
         .merge(routes::health::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(Extension(body_limit))
-        .with_state(state)
+        .layer(Extension(body_limit));
+    metrics::timed(routes).with_state(state)
 }

@@ -13,11 +13,15 @@ use async_trait::async_trait;
 use chat_store::{
     StoreError,
     model::MessageRow,
+    queue::QueueName,
     search::{SearchIndex, Target},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::batcher::{Batcher, BulkWriter};
+use crate::{
+    batcher::{Batcher, BulkWriter},
+    telemetry::record_write,
+};
 
 /// Index messages' states as they were committed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,7 +34,16 @@ pub struct SearchWriter(pub Arc<dyn SearchIndex>);
 impl BulkWriter<MessageRow> for SearchWriter {
     /// One `_bulk` request, or one tantivy commit, per batch.
     async fn write(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
-        self.0.index(&Target::Live, rows).await
+        let started = std::time::Instant::now();
+        let result = self.0.index(&Target::Live, rows).await;
+        record_write(
+            QueueName::Index,
+            "indexed",
+            started,
+            &result,
+            rows.iter().map(|r| r.updated_at),
+        );
+        result
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`index`]: `IndexMessages`, which indexes a committed batch of
 //!   messages for search, in bulk.
 //! - [`pool`]: builds and supervises one apalis worker per queue.
+//! - `telemetry`: bulk-write sizes, durations and lags, for `/metrics`.
 //!
 //! This crate must not know about HTTP or how numbers are reserved. It
 //! reads jobs from the queue, writes rows to the database and indexes them
@@ -22,5 +23,6 @@ pub mod index;
 pub mod persist;
 pub mod pool;
 pub mod settle;
+mod telemetry;
 
 pub use pool::{WorkerConfig, run_pool};

@@ -15,7 +15,10 @@ use chat_store::{
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 
-use crate::batcher::{Batcher, BulkWriter, Coalesce};
+use crate::{
+    batcher::{Batcher, BulkWriter, Coalesce},
+    telemetry::record_write,
+};
 
 /// Persist a chat's state (create or update).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,7 +64,16 @@ impl BulkWriter<ChatRow> for ChatWriter {
     // written again if the batch is redelivered, so BEGIN and COMMIT would
     // only add two round trips per batch.
     async fn write(&self, rows: &[ChatRow]) -> Result<(), StoreError> {
-        repo::chats::upsert_all(&self.0, rows).await
+        let started = std::time::Instant::now();
+        let result = repo::chats::upsert_all(&self.0, rows).await;
+        record_write(
+            QueueName::Chats,
+            "persisted",
+            started,
+            &result,
+            rows.iter().map(|r| r.updated_at),
+        );
+        result
     }
 }
 
@@ -71,7 +83,16 @@ impl BulkWriter<MessageRow> for MessageWriter {
     /// retry: the upsert is then a no-op and the enqueue runs again, so an
     /// index job is never lost, only possibly doubled (which is harmless).
     async fn write(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
-        repo::messages::upsert_all(&self.db, rows).await?;
+        let started = std::time::Instant::now();
+        let result = repo::messages::upsert_all(&self.db, rows).await;
+        record_write(
+            QueueName::Messages,
+            "persisted",
+            started,
+            &result,
+            rows.iter().map(|r| r.updated_at),
+        );
+        result?;
         let job = serde_json::to_string(rows)?;
         self.queue.enqueue(QueueName::Index, job).await
     }

@@ -1,8 +1,12 @@
-//! Process-wide telemetry: the tracing subscriber every role installs.
+//! Process-wide telemetry: the tracing subscriber every role installs, and
+//! the Prometheus metrics every role records into ([`metrics`]).
 //!
-//! Owns log formatting and filtering (`RUST_LOG`). OpenTelemetry export to
+//! Owns log formatting and filtering (`RUST_LOG`), and metric names, units
+//! and buckets. OpenTelemetry export to
 //! Jaeger arrives with the observability issue. It must not know about any
 //! domain type: other crates only emit `tracing` spans and events.
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Safe to call more than once: later calls

@@ -131,6 +131,7 @@ async fn run_tick(
         tokio::time::sleep(config.hold).await;
         task.run(backends, config).await
     };
+    let started = std::time::Instant::now();
     let mut work = std::pin::pin!(work);
     let mut beat = tokio::time::interval(HEARTBEAT);
     beat.tick().await;
@@ -167,6 +168,15 @@ async fn run_tick(
             }
         }
     };
+    chat_observability::metrics::metrics().scheduler_run(
+        task.name(),
+        if finished.error.is_none() {
+            "ok"
+        } else {
+            "failed"
+        },
+        started.elapsed().as_secs_f64(),
+    );
     runs::finish(db, run, finished).await?;
     runs::trim(db, task.name(), config.history).await?;
     Ok(())

@@ -1,0 +1,31 @@
+//! What the bulk writers report to the process's metrics: each write's
+//! size, duration and outcome, and how long after its acceptance each row
+//! reached the database or the search index.
+use std::time::Instant;
+
+use chat_observability::metrics::metrics;
+use chat_store::{StoreError, queue::QueueName};
+use chrono::{DateTime, Utc};
+
+/// Records one bulk write of `rows` rows that started at `started`, and,
+/// when it succeeded, each row's lag to `stage` from its acceptance time.
+pub(crate) fn record_write(
+    queue: QueueName,
+    stage: &'static str,
+    started: Instant,
+    result: &Result<(), StoreError>,
+    accepted: impl ExactSizeIterator<Item = DateTime<Utc>>,
+) {
+    let m = metrics();
+    m.bulk_write(
+        queue.as_str(),
+        accepted.len(),
+        result.is_ok(),
+        started.elapsed().as_secs_f64(),
+    );
+    if result.is_ok() {
+        let now = Utc::now();
+        // A row's updated_at is stamped when the API accepted it.
+        m.write_lags(stage, accepted.map(|at| (now - at).as_seconds_f64()));
+    }
+}
