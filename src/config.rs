@@ -3,6 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use chat_jobs::{WorkerConfig, batcher::BatchConfig, settle::RetryPolicy};
+use chat_observability::LogFormat;
 use chat_scheduler::SchedulerConfig;
 use chat_store::{BackendsConfig, queue::Retention, search::SearchConfig};
 use clap::{Args, Parser, Subcommand};
@@ -57,6 +58,15 @@ pub struct Settings {
     /// Port the HTTP API listens on.
     #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
     pub port: u16,
+    /// `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"],
+        global = true
+    )]
+    pub log_format: String,
     /// Port serving `GET /metrics` in a process without the API (`chat
     /// worker`, `chat scheduler`); unset, such a process serves none. The
     /// API serves `/metrics` on PORT.
@@ -223,6 +233,13 @@ impl Settings {
                 },
             },
         })
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        match self.log_format.as_str() {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
     }
 
     pub fn scheduler(&self) -> SchedulerConfig {

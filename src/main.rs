@@ -17,6 +17,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = config::Cli::parse();
-    chat_observability::init("info,sqlx=warn,sea_orm=warn");
+    chat_observability::init("info,sqlx=warn,sea_orm=warn", cli.settings.log_format());
     roles::run(cli).await
 }
