@@ -17,6 +17,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = config::Cli::parse();
-    chat_observability::init("info,sqlx=warn,sea_orm=warn", cli.settings.log_format());
-    roles::run(cli).await
+    let telemetry =
+        chat_observability::init("info,sqlx=warn,sea_orm=warn", cli.settings.log_format());
+    let outcome = roles::run(cli).await;
+    // The batch processor's flush blocks; keep it off the runtime's workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    outcome
 }

@@ -62,3 +62,50 @@ async fn json_logs_are_one_object_per_line_and_rust_log_filters_them() {
     assert!(!text.contains("\"INFO\""), "{text}");
     stack.cleanup().await;
 }
+
+/// A log line written while a traced request is handled carries that
+/// request's trace id (the access log line, at debug).
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_inside_a_traced_request_carry_its_trace_id() {
+    for format in ["json", "text"] {
+        let stack = Stack::new(Profile::Embedded).await;
+        let log = stack.data_dir.join("traced.log");
+        // A collector that is not there: ids exist whether or not export works.
+        let endpoint = format!("http://127.0.0.1:{}", common::free_port());
+        let app = stack
+            .spawn_logged(
+                "serve",
+                &[
+                    ("LOG_FORMAT", format),
+                    ("RUST_LOG", "warn,chat_api=debug"),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ],
+                Some(&log),
+            )
+            .await;
+        let token = app.create_app("traced").await;
+        let trace = uuid::Uuid::new_v4().simple().to_string();
+        let r = app
+            .http
+            .get(app.url(&format!("/applications/{token}")))
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let lines = log_lines(&log, |l| l.iter().any(|l| l.contains(&trace))).await;
+        let line = lines.iter().find(|l| l.contains(&trace)).unwrap();
+        match format {
+            "json" => {
+                let v: Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["trace_id"], trace.as_str(), "{line}");
+                assert_eq!(v["span_id"].as_str().map(str::len), Some(16), "{line}");
+            }
+            _ => assert!(
+                line.contains(&format!("trace_id={trace} span_id=")),
+                "{line}"
+            ),
+        }
+        stack.cleanup().await;
+    }
+}

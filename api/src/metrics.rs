@@ -1,22 +1,29 @@
-//! `GET /metrics`, and the middleware that times every HTTP request.
+//! `GET /metrics`, and the middleware that traces and times every HTTP
+//! request.
 //!
-//! The request metric is labelled with the route template (`MatchedPath`),
-//! never the raw path, so tokens and numbers cannot blow up its label set.
-//! Routing happens inside the router, so an inner layer tags the response
-//! with its route and the outer layer, which also sees fallbacks and
-//! rejected bodies, records it.
+//! Each request runs in a SERVER span named `<method> <route template>`,
+//! whose parent is the caller's W3C `traceparent` when it sends one; the
+//! response carries the trace id in `x-trace-id` when the request was
+//! traced. The request metric and the span name use the route template
+//! (`MatchedPath`), never the raw path, so tokens and numbers cannot blow
+//! up label sets or leak into traces. Routing happens inside the router,
+//! so an inner layer tags the response with its route and the outer
+//! layer, which also sees fallbacks and rejected bodies, records it.
 use std::time::Instant;
 
 use axum::{
     Router,
     extract::{MatchedPath, Request, State},
-    http::header,
+    http::{HeaderMap, HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 use chat_observability::metrics::{self, metrics};
 use chat_store::{Backends, queue::QueueName};
+use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
+use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Clone)]
 struct Route(String);
@@ -39,20 +46,63 @@ async fn tag_route(request: Request, next: Next) -> Response {
     response
 }
 
+/// The response header that tells a client which trace to quote.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
 async fn record(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let parent = global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+    let span = tracing::info_span!(
+        "http request",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = Empty,
+        http.response.status_code = Empty,
+    );
+    // Fails only when no OpenTelemetry layer is installed (nothing is
+    // exported), which leaves a plain tracing span.
+    let _ = span.set_parent(parent);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
     let route = response
         .extensions()
         .get::<Route>()
-        .map_or("unmatched", |r| r.0.as_str());
-    metrics().http_request(
-        method.as_str(),
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+        .map_or("unmatched", |r| r.0.as_str())
+        .to_owned();
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+    // The route is known only now, and a started span ignores a recorded
+    // `otel.name`, so the name is set on the OpenTelemetry span itself.
+    let context = span.context();
+    context.span().update_name(format!("{method} {route}"));
+    let trace = context.span().span_context().clone();
+    if trace.is_valid()
+        && let Ok(value) = HeaderValue::from_str(&trace.trace_id().to_string())
+    {
+        response.headers_mut().insert(TRACE_ID_HEADER, value);
+    }
+    let elapsed = started.elapsed();
+    // An access log line, off by default; inside the span, so it carries
+    // the request's trace id.
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "request"));
+    metrics().http_request(method.as_str(), &route, status, elapsed.as_secs_f64());
     response
 }
 
