@@ -6,10 +6,7 @@ mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use chat_store::{
-    db,
-    queue::{JobQueue, QueueName, RedisStreamQueue, Retention, SqliteQueue},
-};
+use chat_store::queue::{JobQueue, QueueName, RedisStreamQueue, Retention};
 
 const Q: QueueName = QueueName::Messages;
 const KEEP: Duration = Duration::from_secs(3600);
@@ -19,14 +16,8 @@ const KEEP_ALL: Retention = Retention {
 };
 
 async fn sqlite_queue(done_cap: u64) -> (Arc<dyn JobQueue>, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("chat-hk-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = db::default_sqlite_url(&dir);
-    let reader = db::connect(&url).await.unwrap();
-    let writer = db::connect_writer(&url).await.unwrap();
-    db::migrate(&writer).await.unwrap();
-    let q = SqliteQueue::new(reader, writer, Duration::from_secs(30)).with_done_cap(done_cap);
-    (q, dir)
+    let (q, dir) = support::sqlite_queue(Duration::from_secs(30)).await;
+    (q.with_done_cap(done_cap), dir)
 }
 
 async fn redis_queue(done_cap: usize) -> Option<(Arc<RedisStreamQueue>, String)> {

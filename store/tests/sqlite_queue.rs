@@ -1,22 +1,12 @@
 //! The embedded queue: leases, takeover, retries, burial and exact counts.
+mod support;
+
 use std::time::Duration;
 
-use chat_store::{
-    db,
-    queue::{JobQueue, QueueName, SqliteQueue},
-};
+use chat_store::queue::{JobQueue, QueueName};
+use support::sqlite_queue as queue;
 
 const Q: QueueName = QueueName::Chats;
-
-async fn queue(lease: Duration) -> (std::sync::Arc<SqliteQueue>, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("chat-q-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = db::default_sqlite_url(&dir);
-    let reader = db::connect(&url).await.unwrap();
-    let writer = db::connect_writer(&url).await.unwrap();
-    db::migrate(&writer).await.unwrap();
-    (SqliteQueue::new(reader, writer, lease), dir)
-}
 
 #[tokio::test]
 async fn a_lapsed_lease_hands_the_job_to_another_consumer() {
