@@ -19,7 +19,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use chat_observability::metrics::{self, metrics};
+use chat_observability::{
+    metrics::{self, metrics},
+    otel,
+};
 use chat_store::{Backends, queue::QueueName};
 use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
 use tracing::{Instrument, field::Empty};
@@ -64,7 +67,7 @@ impl Extractor for Headers<'_> {
 async fn record(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let started = Instant::now();
-    let parent = global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+    let traced = otel::enabled();
     let span = tracing::info_span!(
         "http request",
         otel.kind = "server",
@@ -73,9 +76,11 @@ async fn record(request: Request, next: Next) -> Response {
         http.route = Empty,
         http.response.status_code = Empty,
     );
-    // Fails only when no OpenTelemetry layer is installed (nothing is
-    // exported), which leaves a plain tracing span.
-    let _ = span.set_parent(parent);
+    if traced {
+        let parent = global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+        // Fails only if the span is filtered out of the OpenTelemetry layer.
+        let _ = span.set_parent(parent);
+    }
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let route = response
@@ -88,15 +93,18 @@ async fn record(request: Request, next: Next) -> Response {
     if status >= 500 {
         span.record("otel.status_code", "error");
     }
-    // The route is known only now, and a started span ignores a recorded
-    // `otel.name`, so the name is set on the OpenTelemetry span itself.
-    let context = span.context();
-    context.span().update_name(format!("{method} {route}"));
-    let trace = context.span().span_context().clone();
-    if trace.is_valid()
-        && let Ok(value) = HeaderValue::from_str(&trace.trace_id().to_string())
-    {
-        response.headers_mut().insert(TRACE_ID_HEADER, value);
+    if traced {
+        // The route is known only now, and a started span ignores a
+        // recorded `otel.name`, so the name is set on the OpenTelemetry
+        // span itself.
+        let context = span.context();
+        context.span().update_name(format!("{method} {route}"));
+        let trace = context.span().span_context().clone();
+        if trace.is_valid()
+            && let Ok(value) = HeaderValue::from_str(&trace.trace_id().to_string())
+        {
+            response.headers_mut().insert(TRACE_ID_HEADER, value);
+        }
     }
     let elapsed = started.elapsed();
     // An access log line, off by default; inside the span, so it carries

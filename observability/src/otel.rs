@@ -9,12 +9,21 @@
 //! spans instead of blocking a request or a worker. The SDK itself reads
 //! the sampler (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`) and the
 //! resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::{global, trace::TracerProvider};
 use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 
 fn set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported: callers skip trace-context work otherwise.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
 }
 
 /// Whether a collector is configured.
@@ -57,6 +66,7 @@ pub(crate) fn provider() -> Option<SdkTracerProvider> {
         .with_resource(resource())
         .build();
     global::set_tracer_provider(provider.clone());
+    ENABLED.store(true, Ordering::Relaxed);
     Some(provider)
 }
 
