@@ -44,9 +44,8 @@ fn resource() -> Resource {
     }
 }
 
-/// Builds the tracer provider when a collector is configured. The W3C
-/// trace-context propagator is installed either way, so an incoming
-/// `traceparent` is honoured even when nothing is exported.
+/// Builds the tracer provider when a collector is configured, and
+/// installs the W3C trace-context propagator that reads `traceparent`.
 pub(crate) fn provider() -> Option<SdkTracerProvider> {
     global::set_text_map_propagator(TraceContextPropagator::new());
     if !export_configured() {
