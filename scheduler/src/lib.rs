@@ -13,9 +13,7 @@ pub mod tasks;
 
 use std::{sync::Arc, time::Duration};
 
-use apalis_cron::CronScheduler;
 use chat_store::{Backends, queue::Retention, repo::runs};
-use futures::StreamExt;
 use tokio::sync::watch;
 
 pub use tasks::Task;
@@ -86,21 +84,13 @@ async fn run_task(
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut ticks =
-        std::pin::pin!(CronScheduler::new(schedule::Every::seconds(every.as_secs())).into_stream());
+    let mut ticks = schedule::Ticks::every(every.as_secs());
     loop {
         let tick = tokio::select! {
             tick = ticks.next() => tick,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        let tick = match tick {
-            Some(Ok(tick)) => tick.get_timestamp() as i64,
-            Some(Err(e)) => {
-                tracing::warn!(task = task.name(), error = %e, "schedule error");
-                continue;
-            }
-            None => return,
-        };
+        let Some(tick) = tick else { return };
         if let Err(e) = run_tick(&backends, &config, task, tick).await {
             tracing::warn!(task = task.name(), tick, error = %e, "scheduler bookkeeping failed");
         }

@@ -3,7 +3,10 @@
 //! Alignment is what makes replicas agree: each computes the same tick
 //! times from its own clock, so a tick's timestamp is a key they can race
 //! on. A cron expression could only say this for N that divide a minute.
-use apalis_cron::{Schedule, Tick, timezone::Utc};
+use std::pin::Pin;
+
+use apalis_cron::{CronScheduler, Schedule, Tick, timezone::Utc};
+use futures::{Stream, StreamExt};
 
 #[derive(Clone, Debug)]
 pub struct Every {
@@ -39,6 +42,46 @@ impl Schedule<Utc> for Every {
     }
 }
 
+type TickStream = Pin<Box<dyn Stream<Item = Result<Tick<Utc>, apalis_cron::Error>> + Send>>;
+
+/// The ticks of one task, from apalis-cron.
+///
+/// apalis-cron computes the next tick as one fires. If its consumer is
+/// still busy when that tick passes, every later poll fails with
+/// `OutOfRange` for the same missed tick, for good. `Ticks` then rebuilds
+/// the stream from now, so a run longer than its interval costs the ticks
+/// it overlapped (another replica may run them) and nothing more.
+pub struct Ticks {
+    every: u64,
+    stream: TickStream,
+}
+
+impl Ticks {
+    pub fn every(secs: u64) -> Self {
+        Self {
+            every: secs,
+            stream: Self::stream(secs),
+        }
+    }
+
+    fn stream(secs: u64) -> TickStream {
+        Box::pin(CronScheduler::new(Every::seconds(secs)).into_stream())
+    }
+
+    /// The next tick's scheduled time, in seconds since the epoch.
+    pub async fn next(&mut self) -> Option<i64> {
+        loop {
+            match self.stream.next().await? {
+                Ok(tick) => return Some(tick.get_timestamp() as i64),
+                Err(e) => {
+                    tracing::debug!(error = %e, "missed a tick while busy; rescheduling");
+                    self.stream = Self::stream(self.every);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +103,28 @@ mod tests {
         let a = every.next_tick(&Utc).unwrap().get_timestamp();
         let b = every.next_tick(&Utc).unwrap().get_timestamp();
         assert!(b > a);
+    }
+}
+
+#[cfg(test)]
+mod ticks_tests {
+    use std::time::Duration;
+
+    use super::Ticks;
+
+    #[tokio::test]
+    async fn a_consumer_busy_past_a_tick_still_gets_the_next_ones() {
+        let mut ticks = Ticks::every(1);
+        let first = ticks.next().await.unwrap();
+        // Busy through the next tick, as a long run would be.
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
+        let next = tokio::time::timeout(Duration::from_secs(3), ticks.next())
+            .await
+            .expect("ticks resumed")
+            .unwrap();
+        assert!(
+            next >= first + 3,
+            "a tick from after the busy spell: {first} then {next}"
+        );
     }
 }
