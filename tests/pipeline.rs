@@ -120,7 +120,7 @@ async fn a_twenty_thousand_job_backlog_drains_when_a_worker_starts() {
             async move {
                 for i in 0..N / 16 + i64::from(c < N % 16) {
                     intake
-                        .create_message(app, 1, format!("backlog {c}/{i}"))
+                        .create_message(app, 1, format!("backlog {c}/{i}"), None)
                         .await
                         .unwrap();
                 }

@@ -10,6 +10,7 @@ mod m0001_core_tables;
 mod m0002_embedded_tables;
 mod m0003_search_rebuilds;
 mod m0004_scheduler;
+mod m0005_job_traces;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_embedded_tables::Migration),
             Box::new(m0003_search_rebuilds::Migration),
             Box::new(m0004_scheduler::Migration),
+            Box::new(m0005_job_traces::Migration),
         ]
     }
 }

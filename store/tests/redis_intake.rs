@@ -77,7 +77,7 @@ async fn concurrent_accepts_number_exactly_and_queue_what_they_answer() {
         let intake = s.intake.clone();
         tokio::spawn(async move {
             intake
-                .create_message(1, 1 + i % CHATS, format!("body {i}"))
+                .create_message(1, 1 + i % CHATS, format!("body {i}"), None)
                 .await
         })
     });
@@ -128,7 +128,7 @@ async fn concurrent_accepts_number_exactly_and_queue_what_they_answer() {
     let first = answered[0].clone();
     let updated = s
         .intake
-        .update_message(&first, "edited".into())
+        .update_message(&first, "edited".into(), None)
         .await
         .unwrap();
     assert!(updated.version > *versions.last().unwrap());
@@ -163,7 +163,11 @@ async fn a_pending_entry_left_as_a_hash_by_an_older_version_reads_as_absent() {
         .unwrap();
     assert_eq!(s.intake.pending_message(1, 1, 1).await.unwrap(), None);
     // A new accept overwrites it with the current form.
-    let row = s.intake.create_message(1, 1, "hello".into()).await.unwrap();
+    let row = s
+        .intake
+        .create_message(1, 1, "hello".into(), None)
+        .await
+        .unwrap();
     assert_eq!(row.number, 1);
     assert_eq!(s.intake.pending_message(1, 1, 1).await.unwrap(), Some(row));
     s.tear_down().await;

@@ -113,6 +113,8 @@ async fn stale_and_duplicate_acks_are_harmless() {
         payload: "{}".into(),
         attempt: 1,
         failures: Vec::new(),
+        trace: None,
+        ready_at: 0,
     };
     q.ack(Q, &[unknown("1-1"), unknown("999999999999-0")])
         .await

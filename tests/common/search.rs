@@ -243,7 +243,7 @@ impl Pipeline {
         let chat = self
             .backends
             .intake
-            .create_chat(app.id, Some("c".into()))
+            .create_chat(app.id, Some("c".into()), None)
             .await
             .unwrap();
         (app.id, chat.number)
@@ -252,7 +252,7 @@ impl Pipeline {
     pub async fn write(&self, app: i64, chat: i64, body: &str) {
         self.backends
             .intake
-            .create_message(app, chat, body.into())
+            .create_message(app, chat, body.into(), None)
             .await
             .unwrap();
     }

@@ -24,13 +24,26 @@ mod sqlite;
 pub use self::redis::RedisIntake;
 pub use self::sqlite::SqliteIntake;
 
+/// Every write takes `trace`, the W3C `traceparent` of the span that
+/// sends its job (`None` when untraced); the job carries it opaquely, so
+/// the worker's spans continue the request's trace.
 #[async_trait]
 pub trait Intake: Send + Sync + 'static {
     /// Reserves the next chat number and enqueues the new chat.
-    async fn create_chat(&self, app_id: i64, name: Option<String>) -> Result<ChatRow>;
+    async fn create_chat(
+        &self,
+        app_id: i64,
+        name: Option<String>,
+        trace: Option<String>,
+    ) -> Result<ChatRow>;
 
     /// Enqueues a new state for an existing chat.
-    async fn update_chat(&self, current: &ChatRow, name: Option<String>) -> Result<ChatRow>;
+    async fn update_chat(
+        &self,
+        current: &ChatRow,
+        name: Option<String>,
+        trace: Option<String>,
+    ) -> Result<ChatRow>;
 
     /// Reserves the next message number in a chat and enqueues the message.
     async fn create_message(
@@ -38,10 +51,16 @@ pub trait Intake: Send + Sync + 'static {
         app_id: i64,
         chat_number: i64,
         body: String,
+        trace: Option<String>,
     ) -> Result<MessageRow>;
 
     /// Enqueues a new state for an existing message.
-    async fn update_message(&self, current: &MessageRow, body: String) -> Result<MessageRow>;
+    async fn update_message(
+        &self,
+        current: &MessageRow,
+        body: String,
+        trace: Option<String>,
+    ) -> Result<MessageRow>;
 
     /// The newest accepted state of a chat that may not be persisted yet.
     async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>>;

@@ -103,6 +103,7 @@ impl RedisIntake {
         queue: QueueName,
         pending_key: &str,
         state_tail: &str,
+        trace: Option<String>,
     ) -> Result<(i64, i64)> {
         let counter_key = counter
             .as_ref()
@@ -119,6 +120,7 @@ impl RedisIntake {
                     stream_key: stream_key.clone(),
                     pending_key: pending_key.to_owned(),
                     state_tail: state_tail.to_owned(),
+                    trace: trace.clone(),
                 })
                 .await?;
             if n >= 0 {
@@ -189,7 +191,12 @@ impl RedisIntake {
 
 #[async_trait]
 impl Intake for RedisIntake {
-    async fn create_chat(&self, app_id: i64, name: Option<String>) -> Result<ChatRow> {
+    async fn create_chat(
+        &self,
+        app_id: i64,
+        name: Option<String>,
+        trace: Option<String>,
+    ) -> Result<ChatRow> {
         let now = crate::now();
         let tail = json_tail(&ChatState {
             application_id: app_id,
@@ -207,6 +214,7 @@ impl Intake for RedisIntake {
                 QueueName::Chats,
                 &pending,
                 &tail,
+                trace,
             )
             .await?;
         Ok(ChatRow {
@@ -219,7 +227,12 @@ impl Intake for RedisIntake {
         })
     }
 
-    async fn update_chat(&self, current: &ChatRow, name: Option<String>) -> Result<ChatRow> {
+    async fn update_chat(
+        &self,
+        current: &ChatRow,
+        name: Option<String>,
+        trace: Option<String>,
+    ) -> Result<ChatRow> {
         let app_id = current.application_id;
         let now = crate::now();
         let tail = json_tail(&ChatState {
@@ -231,7 +244,7 @@ impl Intake for RedisIntake {
         })?;
         let pending = self.pending_key(app_id, &chat_scope(app_id, current.number));
         let (_, version) = self
-            .accept(app_id, None, QueueName::Chats, &pending, &tail)
+            .accept(app_id, None, QueueName::Chats, &pending, &tail, trace)
             .await?;
         Ok(ChatRow {
             name,
@@ -246,6 +259,7 @@ impl Intake for RedisIntake {
         app_id: i64,
         chat_number: i64,
         body: String,
+        trace: Option<String>,
     ) -> Result<MessageRow> {
         let now = crate::now();
         let tail = json_tail(&MessageState {
@@ -264,6 +278,7 @@ impl Intake for RedisIntake {
                 QueueName::Messages,
                 &pending,
                 &tail,
+                trace,
             )
             .await?;
         Ok(MessageRow {
@@ -277,7 +292,12 @@ impl Intake for RedisIntake {
         })
     }
 
-    async fn update_message(&self, current: &MessageRow, body: String) -> Result<MessageRow> {
+    async fn update_message(
+        &self,
+        current: &MessageRow,
+        body: String,
+        trace: Option<String>,
+    ) -> Result<MessageRow> {
         let app_id = current.application_id;
         let now = crate::now();
         let tail = json_tail(&MessageState {
@@ -291,7 +311,7 @@ impl Intake for RedisIntake {
         let scope = message_scope(app_id, current.chat_number, current.number);
         let pending = self.pending_key(app_id, &scope);
         let (_, version) = self
-            .accept(app_id, None, QueueName::Messages, &pending, &tail)
+            .accept(app_id, None, QueueName::Messages, &pending, &tail, trace)
             .await?;
         Ok(MessageRow {
             body,

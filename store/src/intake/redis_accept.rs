@@ -17,7 +17,9 @@ use crate::error::{Result, StoreError};
 /// Per accept: KEYS number counter ('' for an update), version counter,
 /// queue stream (fields as `RedisStreamQueue::enqueue` writes them); ARGV
 /// pending key (a create appends its number), the row's JSON without its
-/// opening brace, number and version. ARGV[1] is the pending lifetime.
+/// opening brace, and the sender's traceparent ('' when untraced), which
+/// rides in the job as field `t`. ARGV[1] is the pending lifetime. Returns
+/// number and version per accept.
 ///
 /// The version is `max(last + 1, now in µs)`: it grows per application, and
 /// if Redis loses the key it restarts above every version handed out
@@ -39,7 +41,7 @@ local ttl = ARGV[1]
 local out = {}
 for i = 0, #KEYS / 3 - 1 do
   local counter, seq, stream = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local pending, tail = ARGV[2 * i + 2], ARGV[2 * i + 3]
+  local pending, tail, trace = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
   local n, head = 0, nil
   if counter ~= '' then
     local last = redis.call('GET', counter)
@@ -57,7 +59,11 @@ for i = 0, #KEYS / 3 - 1 do
       head = string.format('{"version":%d,', v)
     end
     local state = head .. tail
-    redis.call('XADD', stream, '*', 'p', state)
+    if trace == '' then
+      redis.call('XADD', stream, '*', 'p', state)
+    else
+      redis.call('XADD', stream, '*', 'p', state, 't', trace)
+    end
     if counter ~= '' then redis.call('SET', counter, string.format('%d', n)) end
     redis.call('SET', seq, string.format('%d', v))
     redis.call('SET', pending, state, 'EX', ttl)
@@ -80,6 +86,7 @@ pub(super) struct Accept {
     pub stream_key: String,
     pub pending_key: String,
     pub state_tail: String,
+    pub trace: Option<String>,
 }
 
 type Reply = oneshot::Sender<Result<(i64, i64)>>;
@@ -162,7 +169,8 @@ async fn call(
             .key(&a.seq_key)
             .key(&a.stream_key)
             .arg(&a.pending_key)
-            .arg(&a.state_tail);
+            .arg(&a.state_tail)
+            .arg(a.trace.as_deref().unwrap_or(""));
     }
     let flat: Vec<i64> = invocation.invoke_async(&mut conn).await?;
     if flat.len() != accepts.len() * 2 {

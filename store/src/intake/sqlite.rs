@@ -62,6 +62,8 @@ enum Accepted {
 
 struct Request {
     op: Op,
+    /// The sender's traceparent, stored with the job.
+    trace: Option<String>,
     reply: oneshot::Sender<Result<Accepted>>,
 }
 
@@ -100,10 +102,10 @@ impl SqliteIntake {
         }
     }
 
-    async fn submit(&self, op: Op) -> Result<Accepted> {
+    async fn submit(&self, op: Op, trace: Option<String>) -> Result<Accepted> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { op, reply })
+            .send(Request { op, trace, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the intake has stopped".into()))?;
         answer
@@ -141,7 +143,8 @@ impl Committer {
     }
 
     async fn commit(&self, group: Vec<Request>) {
-        let ops: Vec<&Op> = group.iter().map(|r| &r.op).collect();
+        let ops: Vec<(&Op, Option<&str>)> =
+            group.iter().map(|r| (&r.op, r.trace.as_deref())).collect();
         match self.apply_all(&ops).await {
             Ok(results) => {
                 self.queue.notify();
@@ -157,7 +160,7 @@ impl Committer {
                 tracing::warn!(requests = group.len(), error = %e, "intake group failed; retrying one by one");
                 for request in group {
                     let result = self
-                        .apply_all(&[&request.op])
+                        .apply_all(&[(&request.op, request.trace.as_deref())])
                         .await
                         .map(|mut r| r.remove(0));
                     if result.is_ok() {
@@ -170,17 +173,22 @@ impl Committer {
     }
 
     /// Applies every op in one transaction, or none of them.
-    async fn apply_all(&self, ops: &[&Op]) -> Result<Vec<Accepted>> {
+    async fn apply_all(&self, ops: &[(&Op, Option<&str>)]) -> Result<Vec<Accepted>> {
         let txn = self.writer.begin().await?;
         let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            out.push(self.apply(&txn, op).await?);
+        for (op, trace) in ops {
+            out.push(self.apply(&txn, op, *trace).await?);
         }
         txn.commit().await?;
         Ok(out)
     }
 
-    async fn apply(&self, txn: &DatabaseTransaction, op: &Op) -> Result<Accepted> {
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        op: &Op,
+        trace: Option<&str>,
+    ) -> Result<Accepted> {
         match op {
             Op::CreateChat { app_id, name } => {
                 let app_id = *app_id;
@@ -203,6 +211,7 @@ impl Committer {
                     &chat_scope(app_id, number),
                     row.version,
                     &row,
+                    trace,
                 )
                 .await?;
                 Ok(Accepted::Chat(row))
@@ -215,7 +224,7 @@ impl Committer {
                     ..current.clone()
                 };
                 let scope = chat_scope(row.application_id, row.number);
-                self.stage(txn, QueueName::Chats, &scope, row.version, &row)
+                self.stage(txn, QueueName::Chats, &scope, row.version, &row, trace)
                     .await?;
                 Ok(Accepted::Chat(row))
             }
@@ -242,7 +251,7 @@ impl Committer {
                     updated_at: now,
                 };
                 let scope = message_scope(app_id, chat_number, number);
-                self.stage(txn, QueueName::Messages, &scope, row.version, &row)
+                self.stage(txn, QueueName::Messages, &scope, row.version, &row, trace)
                     .await?;
                 Ok(Accepted::Message(row))
             }
@@ -254,7 +263,7 @@ impl Committer {
                     ..current.clone()
                 };
                 let scope = message_scope(row.application_id, row.chat_number, row.number);
-                self.stage(txn, QueueName::Messages, &scope, row.version, &row)
+                self.stage(txn, QueueName::Messages, &scope, row.version, &row, trace)
                     .await?;
                 Ok(Accepted::Message(row))
             }
@@ -269,10 +278,11 @@ impl Committer {
         scope: &str,
         version: i64,
         row: &impl serde::Serialize,
+        trace: Option<&str>,
     ) -> Result<()> {
         let json = serde_json::to_string(row)?;
         remember(self.pending_ttl, txn, scope, version, &json).await?;
-        SqliteQueue::insert(txn, queue, json).await
+        SqliteQueue::insert(txn, queue, json, trace).await
     }
 }
 
@@ -338,19 +348,29 @@ async fn remember(
 
 #[async_trait]
 impl Intake for SqliteIntake {
-    async fn create_chat(&self, app_id: i64, name: Option<String>) -> Result<ChatRow> {
-        match self.submit(Op::CreateChat { app_id, name }).await? {
+    async fn create_chat(
+        &self,
+        app_id: i64,
+        name: Option<String>,
+        trace: Option<String>,
+    ) -> Result<ChatRow> {
+        match self.submit(Op::CreateChat { app_id, name }, trace).await? {
             Accepted::Chat(row) => Ok(row),
             Accepted::Message(_) => unreachable!("a chat op yields a chat"),
         }
     }
 
-    async fn update_chat(&self, current: &ChatRow, name: Option<String>) -> Result<ChatRow> {
+    async fn update_chat(
+        &self,
+        current: &ChatRow,
+        name: Option<String>,
+        trace: Option<String>,
+    ) -> Result<ChatRow> {
         let op = Op::UpdateChat {
             current: current.clone(),
             name,
         };
-        match self.submit(op).await? {
+        match self.submit(op, trace).await? {
             Accepted::Chat(row) => Ok(row),
             Accepted::Message(_) => unreachable!("a chat op yields a chat"),
         }
@@ -361,24 +381,30 @@ impl Intake for SqliteIntake {
         app_id: i64,
         chat_number: i64,
         body: String,
+        trace: Option<String>,
     ) -> Result<MessageRow> {
         let op = Op::CreateMessage {
             app_id,
             chat_number,
             body,
         };
-        match self.submit(op).await? {
+        match self.submit(op, trace).await? {
             Accepted::Message(row) => Ok(row),
             Accepted::Chat(_) => unreachable!("a message op yields a message"),
         }
     }
 
-    async fn update_message(&self, current: &MessageRow, body: String) -> Result<MessageRow> {
+    async fn update_message(
+        &self,
+        current: &MessageRow,
+        body: String,
+        trace: Option<String>,
+    ) -> Result<MessageRow> {
         let op = Op::UpdateMessage {
             current: current.clone(),
             body,
         };
-        match self.submit(op).await? {
+        match self.submit(op, trace).await? {
             Accepted::Message(row) => Ok(row),
             Accepted::Chat(_) => unreachable!("a message op yields a message"),
         }

@@ -67,6 +67,12 @@ pub struct Claimed {
     /// 1 on first delivery; grows with each retry.
     pub attempt: u32,
     pub failures: Vec<Failure>,
+    /// The W3C `traceparent` of the span that enqueued the job, kept
+    /// through retries, so the worker's spans continue that trace.
+    pub trace: Option<String>,
+    /// When the job last became claimable (enqueued, or due again after a
+    /// backoff), in ms since the epoch: the start of its wait in the queue.
+    pub ready_at: i64,
 }
 
 impl Claimed {
@@ -118,12 +124,24 @@ pub struct DeadJob {
     pub payload: String,
     pub attempt: u32,
     pub failures: Vec<Failure>,
+    pub trace: Option<String>,
 }
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     /// Appends a job; returns once the queue has durably accepted it.
-    async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()>;
+    async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()> {
+        self.enqueue_traced(queue, payload, None).await
+    }
+
+    /// Appends a job that carries `trace`, the W3C `traceparent` of the
+    /// span sending it. The queue stores it opaquely beside the payload.
+    async fn enqueue_traced(
+        &self,
+        queue: QueueName,
+        payload: String,
+        trace: Option<String>,
+    ) -> Result<()>;
 
     /// Takes up to `max` jobs for `consumer`, waiting up to `wait` when
     /// none is ready. Jobs whose lease ran out are taken over first.
@@ -164,6 +182,9 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Answers when the queue's server answers.
     async fn ping(&self) -> Result<()>;
+
+    /// What the queue runs on, as spans name it (`messaging.system`).
+    fn system(&self) -> &'static str;
 
     /// Called when a consumer shuts down cleanly: the jobs it still holds
     /// (claimed but never started) become claimable by others at once,

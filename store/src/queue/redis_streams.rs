@@ -2,7 +2,8 @@
 //!
 //! Keys, all sharing the queue's hash tag so every script runs in one slot:
 //! - `<prefix>{q:<name>}:stream`: entries `p` (payload), `a` (attempt),
-//!   `f` (failures, JSON); consumer group `workers`;
+//!   `f` (failures, JSON), `t` (the sender's `traceparent`, when traced);
+//!   consumer group `workers`;
 //! - `<prefix>{q:<name>}:retry`: ZSET of failed jobs scored by due time;
 //! - `<prefix>{q:<name>}:dead`: buried jobs, capped by `MAXLEN ~`;
 //! - `<prefix>{q:<name>}:done`: a copy of each acked job (payload cut to
@@ -40,8 +41,9 @@ const PROMOTE_CHUNK: usize = 256;
 pub const DONE_PAYLOAD_MAX: usize = 4096;
 
 /// Settles jobs as done: ack, record, and delete, in one step, so a crash
-/// cannot leave an acked entry behind in the stream. ARGV holds four
-/// values per job: id, payload (already cut), attempt, failures (or "").
+/// cannot leave an acked entry behind in the stream. ARGV holds five
+/// values per job: id, payload (already cut), attempt, failures (or ""),
+/// trace (or "").
 /// Only a job this call acked is recorded, so a double ack, a late ack
 /// after a takeover or an unknown id leaves no second record. The caller
 /// sends the payload it already holds: reading it back with XRANGE here
@@ -50,15 +52,20 @@ pub const DONE_PAYLOAD_MAX: usize = 4096;
 const ACK: &str = r#"
 local cap = tonumber(ARGV[2])
 local ids = {}
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   ids[#ids + 1] = id
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 and cap > 0 then
-    if ARGV[i + 3] == '' then
-      redis.call('XADD', KEYS[2], '*', 'id', id, 'p', ARGV[i + 1], 'a', ARGV[i + 2])
-    else
-      redis.call('XADD', KEYS[2], '*', 'id', id, 'p', ARGV[i + 1], 'a', ARGV[i + 2], 'f', ARGV[i + 3])
+    local fields = {'id', id, 'p', ARGV[i + 1], 'a', ARGV[i + 2]}
+    if ARGV[i + 3] ~= '' then
+      fields[#fields + 1] = 'f'
+      fields[#fields + 1] = ARGV[i + 3]
     end
+    if ARGV[i + 4] ~= '' then
+      fields[#fields + 1] = 't'
+      fields[#fields + 1] = ARGV[i + 4]
+    end
+    redis.call('XADD', KEYS[2], '*', unpack(fields))
   end
 end
 if cap > 0 then
@@ -80,7 +87,11 @@ return 1
 const BURY: &str = r#"
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[2], 'p', ARGV[4], 'a', ARGV[5], 'f', ARGV[6])
+if ARGV[7] == '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[2], 'p', ARGV[4], 'a', ARGV[5], 'f', ARGV[6])
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[2], 'p', ARGV[4], 'a', ARGV[5], 'f', ARGV[6], 't', ARGV[7])
+end
 return 1
 "#;
 
@@ -106,7 +117,11 @@ const PROMOTE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   local job = cjson.decode(member)
-  redis.call('XADD', KEYS[1], '*', 'p', job.p, 'a', job.a, 'f', job.f)
+  if job.t then
+    redis.call('XADD', KEYS[1], '*', 'p', job.p, 'a', job.a, 'f', job.f, 't', job.t)
+  else
+    redis.call('XADD', KEYS[1], '*', 'p', job.p, 'a', job.a, 'f', job.f)
+  end
   redis.call('ZREM', KEYS[2], member)
 end
 return #due
@@ -118,6 +133,9 @@ struct RetryMember<'a> {
     /// Kept as a string: cjson would print a number with a decimal point.
     a: String,
     f: String,
+    /// Never null: cjson would decode a null as a truthy value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    t: Option<&'a str>,
     /// Makes two identical payloads distinct members of the ZSET.
     u: &'a str,
 }
@@ -437,8 +455,24 @@ fn field(entry: &StreamId, name: &str) -> Result<String> {
     }
 }
 
-/// A first delivery carries only `p`; a retried job also carries its
-/// attempt (`a`) and failure history (`f`).
+fn optional_field(entry: &StreamId, name: &str) -> Option<String> {
+    entry
+        .map
+        .contains_key(name)
+        .then(|| field(entry, name).ok())
+        .flatten()
+}
+
+/// The time part of a stream entry id (`<ms>-<seq>`): when it was added.
+fn entry_millis(id: &str) -> i64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A first delivery carries `p` (and `t` when traced); a retried job also
+/// carries its attempt (`a`) and failure history (`f`).
 fn decode_entry(entry: &StreamId) -> Result<Claimed> {
     let attempt = match entry.map.get("a") {
         Some(_) => field(entry, "a")?.parse().unwrap_or(1),
@@ -453,6 +487,10 @@ fn decode_entry(entry: &StreamId) -> Result<Claimed> {
         payload: field(entry, "p")?,
         attempt,
         failures,
+        trace: optional_field(entry, "t"),
+        // Appended when enqueued, or when promoted from the retry set once
+        // due: either way, when the job became claimable.
+        ready_at: entry_millis(&entry.id),
     })
 }
 
@@ -475,11 +513,18 @@ fn is_missing_group(e: &StoreError) -> bool {
 
 #[async_trait]
 impl JobQueue for RedisStreamQueue {
-    async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()> {
+    async fn enqueue_traced(
+        &self,
+        queue: QueueName,
+        payload: String,
+        trace: Option<String>,
+    ) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: String = conn
-            .xadd(self.stream_key(queue), "*", &[("p", payload.as_str())])
-            .await?;
+        let mut fields = vec![("p", payload.as_str())];
+        if let Some(trace) = &trace {
+            fields.push(("t", trace.as_str()));
+        }
+        let _: String = conn.xadd(self.stream_key(queue), "*", &fields).await?;
         Ok(())
     }
 
@@ -539,7 +584,8 @@ impl JobQueue for RedisStreamQueue {
                         ""
                     })
                     .arg(job.attempt)
-                    .arg(failures);
+                    .arg(failures)
+                    .arg(job.trace.as_deref().filter(|_| keep).unwrap_or(""));
             }
             let _: i64 = call.invoke_async(&mut conn).await?;
         }
@@ -558,6 +604,7 @@ impl JobQueue for RedisStreamQueue {
             p: &job.payload,
             a: (job.attempt + 1).to_string(),
             f: failures,
+            t: job.trace.as_deref(),
             u: &job.id,
         })?;
         let due = crate::now_millis() + delay.as_millis() as i64;
@@ -590,6 +637,7 @@ impl JobQueue for RedisStreamQueue {
             .arg(&job.payload)
             .arg(job.attempt)
             .arg(failures)
+            .arg(job.trace.as_deref().unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -663,9 +711,14 @@ impl JobQueue for RedisStreamQueue {
                     attempt: field(e, "a")?.parse().unwrap_or(0),
                     failures: serde_json::from_str::<Vec<Failure>>(&field(e, "f")?)
                         .unwrap_or_default(),
+                    trace: optional_field(e, "t"),
                 })
             })
             .collect()
+    }
+
+    fn system(&self) -> &'static str {
+        "redis"
     }
 
     async fn ping(&self) -> Result<()> {

@@ -44,6 +44,8 @@ struct Row {
     payload: String,
     attempt: i32,
     errors: String,
+    trace: Option<String>,
+    run_at: i64,
 }
 
 #[derive(FromQueryResult)]
@@ -144,17 +146,20 @@ impl SqliteQueue {
         conn: &impl ConnectionTrait,
         queue: QueueName,
         payload: String,
+        trace: Option<&str>,
     ) -> Result<()> {
         let now = crate::now_millis();
         conn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "INSERT INTO queue_jobs (queue, payload, attempt, run_at, dead, errors, enqueued_at) \
-             VALUES (?, ?, 1, ?, 0, '[]', ?)",
+            "INSERT INTO queue_jobs \
+               (queue, payload, attempt, run_at, dead, errors, enqueued_at, trace) \
+             VALUES (?, ?, 1, ?, 0, '[]', ?, ?)",
             [
                 queue.as_str().into(),
                 payload.into(),
                 now.into(),
                 now.into(),
+                trace.map(str::to_owned).into(),
             ],
         ))
         .await?;
@@ -181,7 +186,7 @@ impl SqliteQueue {
                lease_owner = ?, lease_until = ? WHERE id IN ( \
                SELECT id FROM queue_jobs WHERE queue = ? AND dead = 0 AND run_at <= ? \
                AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) \
-             RETURNING id, payload, attempt, errors",
+             RETURNING id, payload, attempt, errors, trace, run_at",
             [
                 consumer.into(),
                 until.into(),
@@ -200,6 +205,9 @@ impl SqliteQueue {
                 payload: r.payload,
                 attempt: r.attempt.max(1) as u32,
                 failures: serde_json::from_str(&r.errors).unwrap_or_default(),
+                trace: r.trace,
+                // Set at enqueue, and to the due time by a retry.
+                ready_at: r.run_at,
             })
             .collect();
         // RETURNING gives no order guarantee; keep enqueue order.
@@ -221,8 +229,13 @@ impl SqliteQueue {
 
 #[async_trait]
 impl JobQueue for SqliteQueue {
-    async fn enqueue(&self, queue: QueueName, payload: String) -> Result<()> {
-        Self::insert(&self.writer, queue, payload).await?;
+    async fn enqueue_traced(
+        &self,
+        queue: QueueName,
+        payload: String,
+        trace: Option<String>,
+    ) -> Result<()> {
+        Self::insert(&self.writer, queue, payload, trace.as_deref()).await?;
         self.notify();
         Ok(())
     }
@@ -355,7 +368,7 @@ impl JobQueue for SqliteQueue {
     async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>> {
         let rows = Row::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "SELECT id, payload, attempt, errors FROM queue_jobs \
+            "SELECT id, payload, attempt, errors, trace, run_at FROM queue_jobs \
              WHERE queue = ? AND dead = 1 ORDER BY id DESC LIMIT ?",
             [queue.as_str().into(), (limit as i64).into()],
         ))
@@ -368,8 +381,13 @@ impl JobQueue for SqliteQueue {
                 payload: r.payload,
                 attempt: r.attempt.max(0) as u32,
                 failures: serde_json::from_str::<Vec<Failure>>(&r.errors).unwrap_or_default(),
+                trace: r.trace,
             })
             .collect())
+    }
+
+    fn system(&self) -> &'static str {
+        "sqlite"
     }
 
     async fn ping(&self) -> Result<()> {
