@@ -2,12 +2,16 @@
 //! the Prometheus metrics every role records into ([`metrics`]).
 //!
 //! Owns log formatting (text, or JSON with `LOG_FORMAT=json`) and
-//! filtering (`RUST_LOG`), and metric names, units and buckets. OpenTelemetry export to
-//! Jaeger arrives with the observability issue. It must not know about any
-//! domain type: other crates only emit `tracing` spans and events.
+//! filtering (`RUST_LOG`), metric names, units and buckets, OpenTelemetry
+//! export over OTLP ([`otel`]), and carrying trace context through jobs
+//! as an opaque string ([`propagate`]). It must not know about any domain
+//! type: other crates emit `tracing` spans and events, and never touch an
+//! OpenTelemetry type.
+mod export;
 mod log_ids;
 pub mod metrics;
 pub mod otel;
+pub mod propagate;
 
 use tracing_subscriber::EnvFilter;
 
@@ -90,6 +94,7 @@ pub fn init(default_filter: &str, format: LogFormat) -> Telemetry {
             .with_tracked_inactivity(false)
             .with_threads(false)
             .with_location(false)
+            .with_target(false)
             .with_filter(EnvFilter::new("info,h2=off,hyper=off,reqwest=off"))
     });
     let _ = tracing_subscriber::registry()

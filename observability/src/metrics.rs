@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
@@ -48,6 +48,8 @@ pub struct Metrics {
     bulk_write: Histograms<2>,
     lag: Histograms<1>,
     scheduler_runs: Histograms<2>,
+    queue_wait: Histograms<1>,
+    spans_dropped: Family<Labels<1>, Counter>,
 }
 
 impl Metrics {
@@ -93,6 +95,19 @@ impl Metrics {
             Unit::Seconds,
             scheduler_runs.clone(),
         );
+        let queue_wait: Histograms<1> = Family::new_with_constructor(lag_buckets);
+        registry.register_with_unit(
+            "chat_job_queue_wait",
+            "Time a job waited in its queue, from ready (enqueued, or due after a backoff) to claimed, by queue",
+            Unit::Seconds,
+            queue_wait.clone(),
+        );
+        let spans_dropped = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "chat_trace_spans_dropped",
+            "Spans that never reached the collector, by reason (queue_full, export_failed)",
+            spans_dropped.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -101,7 +116,23 @@ impl Metrics {
             bulk_write,
             lag,
             scheduler_runs,
+            queue_wait,
+            spans_dropped,
         }
+    }
+
+    /// How long a claimed job of `queue` waited since it became ready.
+    pub fn queue_wait(&self, queue: &str, seconds: f64) {
+        self.queue_wait
+            .get_or_create(&[("queue", queue.to_owned())])
+            .observe(seconds.max(0.0));
+    }
+
+    /// Spans lost before export; `reason` is `queue_full` or `export_failed`.
+    pub fn spans_dropped(&self, reason: &str, spans: u64) {
+        self.spans_dropped
+            .get_or_create(&[("reason", reason.to_owned())])
+            .inc_by(spans);
     }
 
     /// One HTTP request; `route` is the matched template, never the path.

@@ -6,14 +6,23 @@
 //! `tracing` spans cost. With one set, spans go through the SDK's batch
 //! processor: a bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048 by
 //! default) drained by its own thread, so an unreachable collector drops
-//! spans instead of blocking a request or a worker. The SDK itself reads
-//! the sampler (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`) and the
-//! resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
+//! spans, counted (see `export`), instead of blocking a request or a
+//! worker. `OTEL_EXPORTER_OTLP_PROTOCOL` picks `grpc`, `http/protobuf`
+//! (the default) or `http/json`. The SDK itself reads the sampler
+//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`) and the resource
+//! (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`); the sampler is
+//! wrapped so that a batch span is kept whenever a job it links to was.
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use opentelemetry::{global, trace::TracerProvider};
-use opentelemetry_otlp::SpanExporter;
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry::{
+    Context, KeyValue, global,
+    trace::{Link, SpanKind, TraceContextExt, TraceId, TracerProvider},
+};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::{Config, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample},
+};
 
 fn set(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
@@ -51,17 +60,16 @@ pub(crate) fn provider() -> Option<SdkTracerProvider> {
     if !export_configured() {
         return None;
     }
-    // OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf is the one compiled in;
-    // the builder warns about and ignores any other value.
-    let exporter = match SpanExporter::builder().with_http().build() {
-        Ok(exporter) => exporter,
+    let processor = match crate::export::processor() {
+        Ok(processor) => processor,
         Err(e) => {
             eprintln!("trace export disabled: {e}");
             return None;
         }
     };
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_span_processor(processor)
+        .with_sampler(KeepLinked(Config::default().sampler))
         .with_resource(resource())
         .build();
     global::set_tracer_provider(provider.clone());
@@ -71,4 +79,37 @@ pub(crate) fn provider() -> Option<SdkTracerProvider> {
 
 pub(crate) fn tracer(provider: &SdkTracerProvider) -> opentelemetry_sdk::trace::SdkTracer {
     provider.tracer("chat")
+}
+
+/// The sampler the environment configures, except that a span with no
+/// parent is kept when any span it links to was kept.
+///
+/// A worker's batch span has no parent (it serves many requests) and
+/// links to each job's sender. Under a ratio sampler it would otherwise
+/// be sampled on its own coin toss, and a sampled request would link to a
+/// batch that was never recorded.
+#[derive(Clone, Debug)]
+struct KeepLinked(Box<dyn ShouldSample>);
+
+impl ShouldSample for KeepLinked {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let has_parent = parent_context.is_some_and(|cx| cx.has_active_span());
+        if !has_parent && links.iter().any(|l| l.span_context.is_sampled()) {
+            return SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
 }
