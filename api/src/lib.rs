@@ -24,6 +24,7 @@ mod lookup;
 pub mod metrics;
 mod params;
 mod routes;
+mod send;
 mod views;
 
 pub use error::ApiError;

@@ -4,7 +4,8 @@
 //! apalis-sqlite 1.0.0; ARCHITECTURE.md gives the reasons. The backend
 //! claims up to `batch` jobs at a time under the worker's unique name and
 //! hands them to apalis one by one, each carrying its [`Claimed`] handle in
-//! the task's data so the settle step can ack, retry or bury it.
+//! the task's data so the settle step can ack, retry or bury it, and its
+//! [`JobOrigin`] (its trace context and `receive` span).
 use std::{
     collections::VecDeque,
     marker::PhantomData,
@@ -25,6 +26,8 @@ use chat_store::{
 use futures::{StreamExt, stream::BoxStream};
 use serde::de::DeserializeOwned;
 use tower::layer::util::Identity;
+
+use crate::trace::{self, JobOrigin};
 
 /// How long one claim waits for work before asking again.
 const CLAIM_WAIT: Duration = Duration::from_millis(500);
@@ -127,9 +130,11 @@ fn feed<T: DeserializeOwned + Send + 'static>(
             }
             match serde_json::from_str::<T>(&job.payload) {
                 Ok(args) => {
+                    let origin: JobOrigin = trace::claimed(state.name, state.queue.system(), &job);
                     let task = TaskBuilder::new(args)
                         .attempt(job.attempt as usize)
                         .data(job)
+                        .data(origin)
                         .build();
                     return Some((Ok(task), state));
                 }

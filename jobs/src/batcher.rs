@@ -8,14 +8,20 @@
 //!
 //! If a batch fails, its rows are written one by one, so one bad row fails
 //! only its own jobs and not the whole batch.
+//!
+//! Each row arrives with its job's [`JobOrigin`], and each batch is written
+//! inside a `process <queue>` span linked to those jobs (see `trace`).
 use std::{collections::HashMap, hash::Hash, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chat_store::StoreError;
+use chat_store::{StoreError, queue::QueueName};
 use tokio::{
     sync::{Semaphore, mpsc, oneshot},
     time::{Instant, timeout_at},
 };
+use tracing::Instrument;
+
+use crate::trace::{self, JobOrigin};
 
 /// A row state that can be coalesced with others of the same key.
 pub trait Coalesce: Clone + Send + Sync + 'static {
@@ -44,23 +50,34 @@ pub struct BatchConfig {
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+/// One row waiting for its batch: the row, whom to tell, and its job.
+type Item<R> = (R, Reply, JobOrigin);
+
+/// The queue a batcher writes for, and what that queue runs on, as its
+/// batch spans name them.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLabel {
+    pub queue: QueueName,
+    pub system: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Batcher<R> {
-    tx: mpsc::Sender<(R, Reply)>,
+    tx: mpsc::Sender<Item<R>>,
 }
 
 impl<R: Coalesce> Batcher<R> {
-    pub fn spawn(writer: Arc<dyn BulkWriter<R>>, config: BatchConfig) -> Self {
+    pub fn spawn(writer: Arc<dyn BulkWriter<R>>, config: BatchConfig, label: BatchLabel) -> Self {
         let (tx, rx) = mpsc::channel(config.max_rows * 4);
-        tokio::spawn(run(rx, writer, config));
+        tokio::spawn(run(rx, writer, config, label));
         Self { tx }
     }
 
     /// Waits until `row` is committed; an error means it was not.
-    pub async fn submit(&self, row: R) -> Result<(), String> {
+    pub async fn submit(&self, row: R, origin: JobOrigin) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((row, reply))
+            .send((row, reply, origin))
             .await
             .map_err(|_| "the batcher has stopped".to_owned())?;
         answer
@@ -70,9 +87,10 @@ impl<R: Coalesce> Batcher<R> {
 }
 
 async fn run<R: Coalesce>(
-    mut rx: mpsc::Receiver<(R, Reply)>,
+    mut rx: mpsc::Receiver<Item<R>>,
     writer: Arc<dyn BulkWriter<R>>,
     config: BatchConfig,
+    label: BatchLabel,
 ) {
     let in_flight = config.writes_in_flight.max(1);
     let slots = Arc::new(Semaphore::new(in_flight));
@@ -83,7 +101,7 @@ async fn run<R: Coalesce>(
         let Some(first) = rx.recv().await else {
             break;
         };
-        let mut batch: Vec<(R, Reply)> = Vec::with_capacity(config.max_rows);
+        let mut batch: Vec<Item<R>> = Vec::with_capacity(config.max_rows);
         batch.push(first);
         let deadline = Instant::now() + config.linger;
         while batch.len() < config.max_rows {
@@ -94,7 +112,9 @@ async fn run<R: Coalesce>(
         }
         let writer = writer.clone();
         tokio::spawn(async move {
-            flush(batch, writer.as_ref()).await;
+            let origins: Vec<&JobOrigin> = batch.iter().map(|(_, _, o)| o).collect();
+            let span = trace::batch(label.queue, label.system, &origins);
+            flush(batch, writer.as_ref()).instrument(span).await;
             drop(slot);
         });
     }
@@ -119,10 +139,10 @@ pub fn coalesce<R: Coalesce>(rows: impl IntoIterator<Item = R>) -> Vec<R> {
     out
 }
 
-async fn flush<R: Coalesce>(batch: Vec<(R, Reply)>, writer: &dyn BulkWriter<R>) {
+async fn flush<R: Coalesce>(batch: Vec<Item<R>>, writer: &dyn BulkWriter<R>) {
     let (keyed_replies, rows): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .map(|(row, reply)| ((row.key(), reply), row))
+        .map(|(row, reply, _)| ((row.key(), reply), row))
         .unzip();
     let rows = coalesce(rows);
     let started = Instant::now();
@@ -134,6 +154,7 @@ async fn flush<R: Coalesce>(batch: Vec<(R, Reply)>, writer: &dyn BulkWriter<R>) 
             }
         }
         Err(e) => {
+            tracing::Span::current().record("otel.status_code", "error");
             tracing::warn!(jobs = keyed_replies.len(), error = %e, "batch failed; writing its rows one by one");
             let mut outcome: HashMap<R::Key, Result<(), String>> = HashMap::new();
             for row in rows {
@@ -210,10 +231,14 @@ mod tests {
                 linger: Duration::from_millis(1),
                 writes_in_flight,
             },
+            BatchLabel {
+                queue: QueueName::Messages,
+                system: "test",
+            },
         );
         let submissions = (0..100).map(|i| {
             let batcher = batcher.clone();
-            tokio::spawn(async move { batcher.submit(Row(i, 1)).await })
+            tokio::spawn(async move { batcher.submit(Row(i, 1), trace::Origin::untraced()).await })
         });
         for s in futures::future::join_all(submissions).await {
             assert_eq!(s.unwrap(), Ok(()));

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     batcher::{Batcher, BulkWriter},
     telemetry::record_write,
+    trace::JobOrigin,
 };
 
 /// Index messages' states as they were committed.
@@ -52,8 +53,10 @@ impl BulkWriter<MessageRow> for SearchWriter {
 pub async fn index_messages(
     job: IndexMessages,
     batcher: Data<Batcher<MessageRow>>,
+    origin: Data<JobOrigin>,
 ) -> Result<(), BoxDynError> {
-    futures::future::try_join_all(job.0.into_iter().map(|row| batcher.submit(row)))
+    let rows = job.0.into_iter();
+    futures::future::try_join_all(rows.map(|row| batcher.submit(row, (*origin).clone())))
         .await
         .map(|_| ())
         .map_err(Into::into)

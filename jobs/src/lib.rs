@@ -13,6 +13,8 @@
 //!   messages for search, in bulk.
 //! - [`pool`]: builds and supervises one apalis worker per queue.
 //! - `telemetry`: bulk-write sizes, durations and lags, for `/metrics`.
+//! - [`trace`]: each job's `receive` span and each batch's `process`
+//!   span, which continue the trace context the job carries.
 //!
 //! This crate must not know about HTTP or how numbers are reserved. It
 //! reads jobs from the queue, writes rows to the database and indexes them
@@ -24,5 +26,6 @@ pub mod persist;
 pub mod pool;
 pub mod settle;
 mod telemetry;
+pub mod trace;
 
 pub use pool::{WorkerConfig, run_pool};

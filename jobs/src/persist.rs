@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use apalis_core::{error::BoxDynError, task::data::Data};
 use async_trait::async_trait;
+use chat_observability::propagate;
 use chat_store::{
     StoreError,
     model::{ChatRow, MessageRow},
@@ -14,10 +15,12 @@ use chat_store::{
 };
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::{
     batcher::{Batcher, BulkWriter, Coalesce},
     telemetry::record_write,
+    trace::{JobOrigin, send_name},
 };
 
 /// Persist a chat's state (create or update).
@@ -58,6 +61,27 @@ pub struct MessageWriter {
     pub queue: Arc<dyn JobQueue>,
 }
 
+impl MessageWriter {
+    /// Enqueues the index job in a `send index` PRODUCER span (under the
+    /// batch's span), whose context the job carries.
+    async fn send_index(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
+        let job = serde_json::to_string(rows)?;
+        let span = tracing::info_span!(
+            "send",
+            otel.name = send_name(QueueName::Index),
+            otel.kind = "producer",
+            messaging.system = self.queue.system(),
+            messaging.destination.name = QueueName::Index.as_str(),
+            messaging.operation.type = "send",
+        );
+        let trace = propagate::traceparent(&span);
+        self.queue
+            .enqueue_traced(QueueName::Index, job, trace)
+            .instrument(span)
+            .await
+    }
+}
+
 #[async_trait]
 impl BulkWriter<ChatRow> for ChatWriter {
     // No transaction: the upsert is one statement, and its count marks are
@@ -93,21 +117,28 @@ impl BulkWriter<MessageRow> for MessageWriter {
             rows.iter().map(|r| r.updated_at),
         );
         result?;
-        let job = serde_json::to_string(rows)?;
-        self.queue.enqueue(QueueName::Index, job).await
+        self.send_index(rows).await
     }
 }
 
 pub async fn persist_chat(
     job: PersistChat,
     batcher: Data<Batcher<ChatRow>>,
+    origin: Data<JobOrigin>,
 ) -> Result<(), BoxDynError> {
-    batcher.submit(job.0).await.map_err(Into::into)
+    batcher
+        .submit(job.0, (*origin).clone())
+        .await
+        .map_err(Into::into)
 }
 
 pub async fn persist_message(
     job: PersistMessage,
     batcher: Data<Batcher<MessageRow>>,
+    origin: Data<JobOrigin>,
 ) -> Result<(), BoxDynError> {
-    batcher.submit(job.0).await.map_err(Into::into)
+    batcher
+        .submit(job.0, (*origin).clone())
+        .await
+        .map_err(Into::into)
 }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::{
     backend::QueueBackend,
-    batcher::{BatchConfig, Batcher, BulkWriter},
+    batcher::{BatchConfig, BatchLabel, Batcher, BulkWriter},
     index::{IndexMessages, SearchWriter, index_messages},
     persist::{
         ChatWriter, MessageWriter, PersistChat, PersistMessage, persist_chat, persist_message,
@@ -105,7 +105,11 @@ macro_rules! run_queue {
             if backends.profile == Profile::Embedded {
                 batch.writes_in_flight = 1;
             }
-            let batcher = Batcher::spawn(writer, batch);
+            let label = BatchLabel {
+                queue: name,
+                system: backends.queue.system(),
+            };
+            let batcher = Batcher::spawn(writer, batch, label);
             let policy = config.$policy;
             let in_hand: usize = $in_hand(&config);
             let settler = settler(&backends.queue, name, policy);

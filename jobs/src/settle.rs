@@ -19,6 +19,8 @@ use chat_store::{
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::trace::{JobOrigin, Origin};
+
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -50,7 +52,9 @@ pub struct Acker {
 }
 
 enum AckMsg {
-    Ack(Claimed),
+    /// The origin rides along so the job's span ends once its ack is
+    /// written, not before.
+    Ack(Claimed, JobOrigin),
     /// Answered once every ack sent before it has been written.
     Flush(oneshot::Sender<()>),
 }
@@ -62,10 +66,14 @@ impl Acker {
             let mut msgs = Vec::new();
             while rx.recv_many(&mut msgs, 1000).await > 0 {
                 let mut jobs = Vec::with_capacity(msgs.len());
+                let mut origins = Vec::with_capacity(msgs.len());
                 let mut flushed = Vec::new();
                 for msg in msgs.drain(..) {
                     match msg {
-                        AckMsg::Ack(job) => jobs.push(job),
+                        AckMsg::Ack(job, origin) => {
+                            jobs.push(job);
+                            origins.push(origin);
+                        }
                         AckMsg::Flush(done) => flushed.push(done),
                     }
                 }
@@ -76,6 +84,7 @@ impl Acker {
                 {
                     tracing::warn!(queue = name.as_str(), jobs = jobs.len(), error = %e, "ack failed");
                 }
+                drop(origins);
                 for done in flushed {
                     let _ = done.send(());
                 }
@@ -102,11 +111,13 @@ pub struct Settler {
 }
 
 impl Settler {
-    async fn fail(&self, job: Claimed, error: String) -> Result<(), StoreError> {
+    async fn fail(&self, job: Claimed, origin: JobOrigin, error: String) -> Result<(), StoreError> {
         if job.attempt >= self.policy.max_attempts {
+            origin.settled("dead");
             tracing::error!(queue = self.name.as_str(), id = %job.id, attempt = job.attempt, %error, "job is dead");
             self.queue.bury(self.name, &job, &error).await
         } else {
+            origin.settled("retry");
             let delay = self.policy.delay(job.attempt);
             tracing::warn!(queue = self.name.as_str(), id = %job.id, attempt = job.attempt, ?delay, %error, "job failed; will retry");
             self.queue.retry(self.name, &job, &error, delay).await
@@ -122,17 +133,23 @@ impl Acknowledge<()> for Settler {
         let Some(job) = ctx.data().get::<Claimed>() else {
             return Box::pin(async { Ok(()) });
         };
+        let origin = ctx
+            .data()
+            .get::<JobOrigin>()
+            .cloned()
+            .unwrap_or_else(Origin::untraced);
         match res {
             Ok(()) => {
+                origin.settled("acked");
                 // The whole job: its payload goes into the done record.
-                let _ = self.acker.tx.send(AckMsg::Ack(job.clone()));
+                let _ = self.acker.tx.send(AckMsg::Ack(job.clone(), origin));
                 Box::pin(async { Ok(()) })
             }
             Err(e) => {
                 let job = job.clone();
                 let this = self.clone();
                 let error = e.to_string();
-                Box::pin(async move { this.fail(job, error).await })
+                Box::pin(async move { this.fail(job, origin, error).await })
             }
         }
     }

@@ -7,7 +7,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use chat_store::{model::ChatView, repo};
+use chat_store::{model::ChatView, queue::QueueName, repo};
 use serde::Deserialize;
 
 use super::validate;
@@ -16,6 +16,7 @@ use crate::{
     error::ApiError,
     input::Input,
     params::{PageRequest, Segments},
+    send::{self, Reserving},
     views::{ChatJson, ListJson},
 };
 
@@ -40,7 +41,13 @@ async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let name = validate::optional_name(input.name)?;
     let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
-    let row = state.backends.intake.create_chat(app_id, name).await?;
+    let row = send::traced(
+        &state,
+        Reserving::ChatNumber,
+        QueueName::Chats,
+        async |trace| state.backends.intake.create_chat(app_id, name, trace).await,
+    )
+    .await?;
     state.lookup.remember_chat(app_id, row.number);
     let location = format!("/api/v1/applications/{}/chats/{}", path.token(), row.number);
     let view = ChatView {
@@ -81,11 +88,14 @@ async fn update(
     name: Option<String>,
 ) -> Result<ChatJson, ApiError> {
     let current = find(state, path).await?;
-    let row = state
-        .backends
-        .intake
-        .update_chat(&current.row, name)
-        .await?;
+    let row = send::traced(state, Reserving::Version, QueueName::Chats, async |trace| {
+        state
+            .backends
+            .intake
+            .update_chat(&current.row, name, trace)
+            .await
+    })
+    .await?;
     Ok(ChatView {
         row,
         messages_count: current.messages_count,

@@ -8,6 +8,7 @@ use axum::{
 };
 use chat_store::{
     model::{MessageRow, newest_message},
+    queue::QueueName,
     repo,
 };
 use serde::Deserialize;
@@ -18,6 +19,7 @@ use crate::{
     error::ApiError,
     input::Input,
     params::{PageRequest, Segments},
+    send::{self, Reserving},
     views::{ListJson, MessageJson},
 };
 
@@ -69,11 +71,18 @@ async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let body = validate::body(input.body, state.config.max_message_bytes)?;
     let (app_id, chat_number) = chat_of(&state, &path).await?;
-    let row = state
-        .backends
-        .intake
-        .create_message(app_id, chat_number, body)
-        .await?;
+    let row = send::traced(
+        &state,
+        Reserving::MessageNumber,
+        QueueName::Messages,
+        async |trace| {
+            let intake = &state.backends.intake;
+            intake
+                .create_message(app_id, chat_number, body, trace)
+                .await
+        },
+    )
+    .await?;
     let location = format!(
         "/api/v1/applications/{}/chats/{chat_number}/messages/{}",
         path.token(),
@@ -115,7 +124,19 @@ async fn update(
     current: &MessageRow,
     body: String,
 ) -> Result<Json<MessageJson>, ApiError> {
-    let row = state.backends.intake.update_message(current, body).await?;
+    let row = send::traced(
+        state,
+        Reserving::Version,
+        QueueName::Messages,
+        async |trace| {
+            state
+                .backends
+                .intake
+                .update_message(current, body, trace)
+                .await
+        },
+    )
+    .await?;
     Ok(Json(row.into()))
 }
 

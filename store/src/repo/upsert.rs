@@ -5,11 +5,44 @@
 //! a redelivered or late job a no-op instead of an overwrite, and makes the
 //! statement idempotent under at-least-once delivery.
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use tracing::{Instrument, field::Empty};
 
 use crate::{
     error::Result,
     model::{ChatRow, MessageRow},
 };
+
+/// Runs one bulk INSERT in a CLIENT span named and attributed per the
+/// OpenTelemetry database conventions.
+async fn execute(
+    db: &impl ConnectionTrait,
+    name: &'static str,
+    table: &'static str,
+    rows: usize,
+    statement: Statement,
+) -> Result<()> {
+    let system = match db.get_database_backend() {
+        DbBackend::MySql => "mysql",
+        DbBackend::Sqlite => "sqlite",
+        _ => "postgresql",
+    };
+    let span = tracing::info_span!(
+        "INSERT",
+        otel.name = name,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        db.system.name = system,
+        db.operation.name = "INSERT",
+        db.collection.name = table,
+        db.operation.batch.size = rows as i64,
+    );
+    let result = db.execute_raw(statement).instrument(span.clone()).await;
+    if result.is_err() {
+        span.record("otel.status_code", "error");
+    }
+    result?;
+    Ok(())
+}
 
 fn placeholders(rows: usize, cols: usize) -> String {
     let one = format!("({})", vec!["?"; cols].join(", "));
@@ -69,9 +102,8 @@ pub(crate) async fn chats(db: &impl ConnectionTrait, rows: &[ChatRow]) -> Result
             r.updated_at.into(),
         ]);
     }
-    db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
-    Ok(())
+    let statement = Statement::from_sql_and_values(backend, sql, values);
+    execute(db, "INSERT chats", "chats", rows.len(), statement).await
 }
 
 pub(crate) async fn messages(db: &impl ConnectionTrait, rows: &[MessageRow]) -> Result<()> {
@@ -101,7 +133,6 @@ pub(crate) async fn messages(db: &impl ConnectionTrait, rows: &[MessageRow]) -> 
             r.updated_at.into(),
         ]);
     }
-    db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
-    Ok(())
+    let statement = Statement::from_sql_and_values(backend, sql, values);
+    execute(db, "INSERT messages", "messages", rows.len(), statement).await
 }

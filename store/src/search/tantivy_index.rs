@@ -460,8 +460,19 @@ impl SearchIndex for Tantivy {
     }
 
     async fn index(&self, target: &Target, rows: &[MessageRow]) -> Result<()> {
+        // The embedded counterpart of Elasticsearch's `_bulk` span.
+        let span = tracing::info_span!(
+            "index tantivy",
+            otel.kind = "internal",
+            db.system.name = "tantivy",
+            db.operation.batch.size = rows.len() as i64,
+        );
         let (target, rows) = (target.clone(), rows.to_vec());
-        blocking(&self.0, move |i| i.index_blocking(&target, &rows)).await
+        tracing::Instrument::instrument(
+            blocking(&self.0, move |i| i.index_blocking(&target, &rows)),
+            span,
+        )
+        .await
     }
 
     async fn search(

@@ -21,6 +21,7 @@ use elasticsearch::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::{ChatKey, Cursor, SearchIndex, SearchPage, Target};
 use crate::{
@@ -159,10 +160,25 @@ impl Elastic {
     }
 
     async fn bulk(&self, index: &str, rows: &[MessageRow]) -> Result<()> {
+        // A CLIENT span per the OpenTelemetry Elasticsearch conventions.
+        let span = tracing::info_span!(
+            "_bulk",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "elasticsearch",
+            db.operation.name = "bulk",
+            db.operation.batch.size = rows.len() as i64,
+            http.request.method = "POST",
+        );
         let reply = self
             .send(Method::Post, "/_bulk", Some(dsl::bulk(index, rows)))
-            .await?;
-        let body = reply.ok("bulk")?;
+            .instrument(span.clone())
+            .await;
+        let body = reply.and_then(|r| r.ok("bulk"));
+        if body.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        let body = body?;
         if body["errors"] != Value::Bool(true) {
             return Ok(());
         }

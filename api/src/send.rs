@@ -1,0 +1,75 @@
+//! The spans around an accepted write, per the OpenTelemetry messaging
+//! conventions: `reserve …` (the number or the version), and inside it
+//! `send <queue>`, a PRODUCER span whose `traceparent` the job carries so
+//! the worker's spans continue this request's trace. Both profiles
+//! reserve and enqueue in one atomic step, so the two spans cover the
+//! same call; they stay separate because an SRE looks for each by name.
+use chat_observability::{otel, propagate};
+use chat_store::{StoreError, queue::QueueName};
+use tracing::{Instrument, field::Empty};
+
+use crate::AppState;
+
+/// What an accept reserves, as its span is named.
+#[derive(Clone, Copy)]
+pub(crate) enum Reserving {
+    ChatNumber,
+    MessageNumber,
+    Version,
+}
+
+impl Reserving {
+    fn span_name(self) -> &'static str {
+        match self {
+            Reserving::ChatNumber => "reserve chat number",
+            Reserving::MessageNumber => "reserve message number",
+            Reserving::Version => "reserve version",
+        }
+    }
+}
+
+fn send_name(queue: QueueName) -> &'static str {
+    match queue {
+        QueueName::Chats => "send chats",
+        QueueName::Messages => "send messages",
+        QueueName::Index => "send index",
+    }
+}
+
+/// Runs `accept` (an intake write, given the `traceparent` for its job)
+/// inside the reserve and send spans; with nothing exported, just runs it.
+pub(crate) async fn traced<T>(
+    state: &AppState,
+    reserving: Reserving,
+    queue: QueueName,
+    accept: impl AsyncFnOnce(Option<String>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if !otel::enabled() {
+        return accept(None).await;
+    }
+    let reserve = tracing::info_span!(
+        "reserve",
+        otel.name = reserving.span_name(),
+        otel.status_code = Empty,
+    );
+    let send = tracing::info_span!(
+        parent: &reserve,
+        "send",
+        otel.name = send_name(queue),
+        otel.kind = "producer",
+        otel.status_code = Empty,
+        messaging.system = state.backends.queue.system(),
+        messaging.destination.name = queue.as_str(),
+        messaging.operation.type = "send",
+    );
+    let trace = propagate::traceparent(&send);
+    let result = accept(trace)
+        .instrument(send.clone())
+        .instrument(reserve.clone())
+        .await;
+    if result.is_err() {
+        send.record("otel.status_code", "error");
+        reserve.record("otel.status_code", "error");
+    }
+    result
+}

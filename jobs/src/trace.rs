@@ -1,0 +1,154 @@
+//! The spans a job leaves on its way through a worker, per the
+//! OpenTelemetry messaging conventions.
+//!
+//! - Each claimed job gets a short `receive <queue>` CONSUMER span, a
+//!   child of the `send <queue>` span that enqueued it (from the job's
+//!   `traceparent`), from its claim until its settle is written. It
+//!   records the queue wait, the attempt and the outcome, and links to
+//!   the batch span that wrote it: searching Jaeger for the request's
+//!   trace finds the job, and one click finds the batch.
+//! - Each bulk write runs in a `process <queue>` CONSUMER span with
+//!   `messaging.batch.message_count`. It links to every job's sender; a
+//!   batch of one job is instead that sender's child, so a lone write
+//!   shows in the request's own trace.
+//!
+//! With no collector configured these spans are never created.
+use std::{collections::HashSet, sync::Arc};
+
+use chat_observability::{
+    metrics::metrics,
+    otel,
+    propagate::{self, Linked},
+};
+use chat_store::queue::{Claimed, QueueName};
+use tracing::{Span, field::Empty};
+
+/// Where a job came from, kept in its task's data from claim to settle.
+#[derive(Debug)]
+pub struct Origin {
+    /// The `send` span that enqueued the job, when it was traced.
+    pub sender: Option<Linked>,
+    /// The job's `receive` span; disabled when the job is untraced.
+    pub span: Span,
+}
+
+pub type JobOrigin = Arc<Origin>;
+
+impl Origin {
+    /// An origin that leaves no span, for rows that no job carried.
+    pub fn untraced() -> JobOrigin {
+        Arc::new(Self {
+            sender: None,
+            span: Span::none(),
+        })
+    }
+
+    /// Records how the job was settled: `acked`, `retry` or `dead`.
+    pub fn settled(&self, outcome: &'static str) {
+        self.span.record("chat.job.outcome", outcome);
+        if outcome != "acked" {
+            self.span.record("otel.status_code", "error");
+        }
+    }
+}
+
+fn receive_name(queue: QueueName) -> &'static str {
+    match queue {
+        QueueName::Chats => "receive chats",
+        QueueName::Messages => "receive messages",
+        QueueName::Index => "receive index",
+    }
+}
+
+fn process_name(queue: QueueName) -> &'static str {
+    match queue {
+        QueueName::Chats => "process chats",
+        QueueName::Messages => "process messages",
+        QueueName::Index => "process index",
+    }
+}
+
+pub(crate) fn send_name(queue: QueueName) -> &'static str {
+    match queue {
+        QueueName::Chats => "send chats",
+        QueueName::Messages => "send messages",
+        QueueName::Index => "send index",
+    }
+}
+
+/// Records a just-claimed job's wait, and opens its `receive` span.
+pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> JobOrigin {
+    let waited_ms = (chat_store::now_millis() - job.ready_at).max(0);
+    metrics().queue_wait(queue.as_str(), waited_ms as f64 / 1e3);
+    let Some(trace) = job.trace.as_deref().filter(|_| otel::enabled()) else {
+        return Origin::untraced();
+    };
+    let span = tracing::info_span!(
+        parent: None,
+        "receive",
+        otel.name = receive_name(queue),
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        messaging.system = system,
+        messaging.destination.name = queue.as_str(),
+        messaging.operation.type = "receive",
+        messaging.message.id = job.id.as_str(),
+        chat.job.attempt = i64::from(job.attempt),
+        chat.job.queue_wait_ms = waited_ms,
+        chat.job.outcome = Empty,
+    );
+    propagate::continue_trace(&span, trace);
+    Arc::new(Origin {
+        sender: propagate::sender(trace),
+        span,
+    })
+}
+
+/// Most links one batch span records: the SDK's default link limit.
+const MAX_LINKS: usize = 128;
+
+/// Opens a batch's `process` span over the jobs behind `origins` (one per
+/// row, several rows per job for index jobs), and links each job's
+/// `receive` span to it. Disabled when nothing is exported.
+pub(crate) fn batch(queue: QueueName, system: &'static str, origins: &[&JobOrigin]) -> Span {
+    if !otel::enabled() {
+        return Span::none();
+    }
+    let mut seen = HashSet::with_capacity(origins.len());
+    let jobs: Vec<&JobOrigin> = origins
+        .iter()
+        .copied()
+        .filter(|o| seen.insert(Arc::as_ptr(o)))
+        .collect();
+    let span = tracing::info_span!(
+        parent: None,
+        "process",
+        otel.name = process_name(queue),
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        messaging.system = system,
+        messaging.destination.name = queue.as_str(),
+        messaging.operation.type = "process",
+        messaging.batch.message_count = jobs.len() as i64,
+    );
+    let mut senders = HashSet::new();
+    let senders: Vec<&Linked> = jobs
+        .iter()
+        .filter_map(|o| o.sender.as_ref())
+        .filter(|s| senders.insert(*s))
+        .collect();
+    match senders.as_slice() {
+        [one] if jobs.len() == 1 => propagate::continue_from(&span, one),
+        many => {
+            for sender in many.iter().take(MAX_LINKS) {
+                propagate::link_to(&span, sender);
+            }
+        }
+    }
+    if let Some(batch) = propagate::linkable(&span) {
+        for job in &jobs {
+            propagate::link_to(&job.span, &batch);
+        }
+    }
+    span
+}
