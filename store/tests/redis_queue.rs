@@ -435,3 +435,12 @@ async fn a_retired_consumer_hands_back_its_unstarted_jobs() {
     );
     support::drop_keys(&prefix).await;
 }
+
+#[tokio::test]
+async fn the_trace_context_survives_retry_and_burial() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    support::trace_context_rides_with_the_job(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
+}

@@ -129,3 +129,10 @@ async fn a_retired_consumer_hands_back_its_unstarted_jobs() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn the_trace_context_survives_retry_and_burial() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    support::trace_context_rides_with_the_job(q.as_ref()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -33,3 +33,59 @@ pub async fn drop_keys(prefix: &str) {
             .unwrap();
     }
 }
+
+/// A job's trace context and ready time survive its retry and its burial,
+/// and an untraced job carries none.
+pub async fn trace_context_rides_with_the_job(q: &dyn chat_store::queue::JobQueue) {
+    use chat_store::queue::QueueName;
+    const Q: QueueName = QueueName::Index;
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let before = chat_store::now_millis();
+    q.enqueue_traced(Q, "{\"traced\":1}".into(), Some(trace.into()))
+        .await
+        .unwrap();
+    q.enqueue(Q, "{\"traced\":0}".into()).await.unwrap();
+    let wait = Duration::from_millis(200);
+    let jobs = q.claim(Q, "c", 10, wait).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    let traced = jobs.iter().find(|j| j.payload.contains(":1")).unwrap();
+    let untraced = jobs.iter().find(|j| j.payload.contains(":0")).unwrap();
+    assert_eq!(traced.trace.as_deref(), Some(trace));
+    assert_eq!(untraced.trace, None);
+    assert!(
+        traced.ready_at >= before - 1 && traced.ready_at <= chat_store::now_millis(),
+        "ready_at {} is the enqueue time (≥ {before})",
+        traced.ready_at
+    );
+    q.ack(Q, std::slice::from_ref(untraced)).await.unwrap();
+
+    q.retry(Q, traced, "first", Duration::from_millis(50))
+        .await
+        .unwrap();
+    let due = chat_store::now_millis() + 50;
+    // A backend may look for due retries only now and then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        let jobs = q.claim(Q, "c", 10, wait).await.unwrap();
+        if !jobs.is_empty() || std::time::Instant::now() > deadline {
+            break jobs;
+        }
+    };
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    assert_eq!(
+        again[0].trace.as_deref(),
+        Some(trace),
+        "kept through the retry"
+    );
+    assert!(again[0].ready_at >= due - 5, "ready again when due");
+
+    q.bury(Q, &again[0], "second").await.unwrap();
+    let dead = q.dead_jobs(Q, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].trace.as_deref(),
+        Some(trace),
+        "kept in the dead record"
+    );
+}
