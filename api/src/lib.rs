@@ -13,6 +13,8 @@
 //! - `views`: response shapes; the only place rows become JSON.
 //! - `routes`: one module per resource, each exposing `router()`.
 //! - [`metrics`]: `GET /metrics`, and the timing of every request.
+//! - `send`: the `reserve` and `send <queue>` spans around each accepted
+//!   write, and the `traceparent` its job carries.
 use std::sync::Arc;
 
 use axum::{Extension, Router};

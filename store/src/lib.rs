@@ -11,7 +11,8 @@
 //! - [`intake`]: accepting a chat or message write: reserve its number and
 //!   version, record it for read-your-writes, enqueue its job.
 //! - [`queue`]: the durable job log (Redis Streams, or a SQLite table),
-//!   with its bounded history of done and dead jobs.
+//!   with its bounded history of done and dead jobs. Each job carries its
+//!   sender's trace context as an opaque string.
 //! - [`search`]: message search on Elasticsearch or embedded tantivy, and
 //!   keeping the index equal to the database.
 //! - [`backends`]: picks the profile from the configured URLs.
