@@ -593,3 +593,42 @@ async fn spans_reach_the_collector_over_grpc_and_http_json() {
         stack.cleanup().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsampled_request_leaves_no_spans_in_the_worker() {
+    let (port, received) = collector().await;
+    let stack = Stack::new(common::Profile::Embedded).await;
+    let app = stack
+        .spawn(
+            "serve",
+            &pairs(&traced_env(&format!("http://127.0.0.1:{port}"))),
+        )
+        .await;
+    let token = app.create_app("unsampled").await;
+    let chat = app.create_chat(&token).await;
+    let (unsampled, caller) = ids();
+    let r = app
+        .http
+        .post(app.url(&format!("/applications/{token}/chats/{chat}/messages")))
+        .header("traceparent", format!("00-{unsampled}-{caller}-00"))
+        .json(&json!({ "body": "not sampled" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-trace-id"], unsampled.as_str());
+    // A sampled message after it: once its job's span arrives, the
+    // unsampled job, queued first, has been processed too.
+    let (sampled, caller) = ids();
+    post_traced(&app, &token, chat, &sampled, &caller).await;
+    wait_for(&received, "the sampled job", |all| {
+        all.iter()
+            .any(|(_, s)| hex(&s.trace_id) == sampled && s.name == "receive messages")
+    })
+    .await;
+    assert!(
+        spans_in(&received, &unsampled).is_empty(),
+        "the caller chose not to sample: nothing of it is exported"
+    );
+    stack.cleanup().await;
+}

@@ -4,7 +4,7 @@
 //! the worker's spans continue this request's trace. Both profiles
 //! reserve and enqueue in one atomic step, so the two spans cover the
 //! same call; they stay separate because an SRE looks for each by name.
-use chat_observability::{otel, propagate};
+use chat_observability::propagate;
 use chat_store::{StoreError, queue::QueueName};
 use tracing::{Instrument, field::Empty};
 
@@ -37,14 +37,18 @@ fn send_name(queue: QueueName) -> &'static str {
 }
 
 /// Runs `accept` (an intake write, given the `traceparent` for its job)
-/// inside the reserve and send spans; with nothing exported, just runs it.
+/// inside the reserve and send spans; when the request is not sampled
+/// (or nothing is exported), just runs it, and the job carries no trace.
+/// Skipping the unsampled ones matters at a low sampling ratio: building
+/// spans and a `traceparent` that nobody records cost as much per request
+/// as recording them.
 pub(crate) async fn traced<T>(
     state: &AppState,
     reserving: Reserving,
     queue: QueueName,
     accept: impl AsyncFnOnce(Option<String>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    if !otel::enabled() {
+    if !propagate::sampled(&tracing::Span::current()) {
         return accept(None).await;
     }
     let reserve = tracing::info_span!(

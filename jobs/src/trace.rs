@@ -80,7 +80,8 @@ pub(crate) fn send_name(queue: QueueName) -> &'static str {
 pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> JobOrigin {
     let waited_ms = (chat_store::now_millis() - job.ready_at).max(0);
     metrics().queue_wait(queue.as_str(), waited_ms as f64 / 1e3);
-    let Some(trace) = job.trace.as_deref().filter(|_| otel::enabled()) else {
+    // Senders only pass sampled contexts (see `propagate::sampled`).
+    let Some(sender) = job.trace.as_deref().and_then(propagate::sender) else {
         return Origin::untraced();
     };
     let span = tracing::info_span!(
@@ -97,9 +98,9 @@ pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> 
         chat.job.queue_wait_ms = waited_ms,
         chat.job.outcome = Empty,
     );
-    propagate::continue_trace(&span, trace);
+    propagate::continue_from(&span, &sender);
     Arc::new(Origin {
-        sender: propagate::sender(trace),
+        sender: Some(sender),
         span,
     })
 }

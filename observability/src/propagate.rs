@@ -1,11 +1,11 @@
 //! Carrying trace context across the queue as an opaque W3C `traceparent`
 //! string, so no other crate handles OpenTelemetry types.
 //!
-//! The sender stores [`traceparent`] of its `send` span in the job; the
-//! worker makes its per-job span a child of that context
-//! ([`continue_trace`]) and links its batch span to every job's sender
-//! ([`link_to`], [`Linked`]). With no collector configured every
-//! function here is a no-op that returns at once.
+//! The sender stores [`traceparent`] of its `send` span in the job, when
+//! it is [`sampled`]; the worker makes its per-job span a child of that
+//! context ([`sender`], [`continue_from`]) and links its batch span to
+//! every job's sender ([`link_to`], [`Linked`]). With no collector
+//! configured every function here is a no-op that returns at once.
 use std::collections::HashMap;
 
 use opentelemetry::{
@@ -63,15 +63,13 @@ fn extract(traceparent: &str) -> Option<Context> {
     cx.span().span_context().is_valid().then_some(cx)
 }
 
-/// Makes `span` a child of the span a job's `traceparent` names. Call it
-/// before the span is entered: a started span keeps its parent.
-pub fn continue_trace(span: &Span, traceparent: &str) {
-    if !enabled() {
-        return;
-    }
-    if let Some(cx) = extract(traceparent) {
-        let _ = span.set_parent(cx);
-    }
+/// Whether `span` is being recorded for export. An unsampled request
+/// need not carry its context into jobs: every standard sampler decides
+/// the same way for the job's spans (a parent-based one follows the
+/// parent, a ratio one hashes the same trace id), so the worker can skip
+/// building spans that would be dropped.
+pub fn sampled(span: &Span) -> bool {
+    enabled() && span.context().span().span_context().is_sampled()
 }
 
 /// Makes `span` a child of `parent` (a job's sender). Call it before the
@@ -82,12 +80,14 @@ pub fn continue_from(span: &Span, parent: &Linked) {
     }
 }
 
-/// The sender a job's `traceparent` names, to link a batch span to.
+/// The sender a job's `traceparent` names, to parent or link to; `None`
+/// when it was not sampled, since nothing under it would be recorded.
 pub fn sender(traceparent: &str) -> Option<Linked> {
     if !enabled() {
         return None;
     }
-    extract(traceparent).map(|cx| Linked(cx.span().span_context().clone()))
+    let context = extract(traceparent)?.span().span_context().clone();
+    context.is_sampled().then_some(Linked(context))
 }
 
 /// `span` itself, for others to link to; `None` when it is not traced.
