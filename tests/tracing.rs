@@ -142,18 +142,8 @@ async fn the_server_span_continues_the_callers_trace_and_reaches_the_collector()
             .await;
         let token = app.create_app("traced").await;
         let chat = app.create_chat(&token).await;
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        let caller = &uuid::Uuid::new_v4().simple().to_string()[..16];
-        let r = app
-            .http
-            .post(app.url(&format!("/applications/{token}/chats/{chat}/messages")))
-            .header("traceparent", format!("00-{trace}-{caller}-01"))
-            .json(&json!({ "body": "traced" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        assert_eq!(r.headers()["x-trace-id"], trace.as_str());
+        let (trace, caller) = ids();
+        post_traced(&app, &token, chat, &trace, &caller).await;
 
         let deadline = Instant::now() + Duration::from_secs(20);
         let (service, server) = loop {
@@ -359,17 +349,29 @@ fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-async fn post_traced(app: &App, token: &str, chat: i64, trace: &str, caller: &str) {
+/// POSTs a message as a caller whose span is `caller` in `trace`,
+/// sampled or not (the `traceparent` flags).
+async fn post_in_trace(app: &App, token: &str, chat: i64, traceparent: (&str, &str, bool)) {
+    let (trace, caller, sampled) = traceparent;
+    let flags = if sampled { "01" } else { "00" };
     let r = app
         .http
         .post(app.url(&format!("/applications/{token}/chats/{chat}/messages")))
-        .header("traceparent", format!("00-{trace}-{caller}-01"))
+        .header("traceparent", format!("00-{trace}-{caller}-{flags}"))
         .json(&json!({ "body": "traced" }))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(r.headers()["x-trace-id"], trace);
+    assert_eq!(
+        r.headers()["x-trace-id"],
+        trace,
+        "every response names its trace"
+    );
+}
+
+async fn post_traced(app: &App, token: &str, chat: i64, trace: &str, caller: &str) {
+    post_in_trace(app, token, chat, (trace, caller, true)).await;
 }
 
 fn ids() -> (String, String) {
@@ -607,16 +609,7 @@ async fn an_unsampled_request_leaves_no_spans_in_the_worker() {
     let token = app.create_app("unsampled").await;
     let chat = app.create_chat(&token).await;
     let (unsampled, caller) = ids();
-    let r = app
-        .http
-        .post(app.url(&format!("/applications/{token}/chats/{chat}/messages")))
-        .header("traceparent", format!("00-{unsampled}-{caller}-00"))
-        .json(&json!({ "body": "not sampled" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(r.headers()["x-trace-id"], unsampled.as_str());
+    post_in_trace(&app, &token, chat, (&unsampled, &caller, false)).await;
     // A sampled message after it: once its job's span arrives, the
     // unsampled job, queued first, has been processed too.
     let (sampled, caller) = ids();
