@@ -444,3 +444,12 @@ async fn the_trace_context_survives_retry_and_burial() {
     support::trace_context_rides_with_the_job(q.as_ref()).await;
     support::drop_keys(&prefix).await;
 }
+
+#[tokio::test]
+async fn dead_jobs_can_be_revived_or_discarded() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    support::dead_jobs_can_be_revived_or_discarded(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
+}

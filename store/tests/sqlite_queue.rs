@@ -136,3 +136,10 @@ async fn the_trace_context_survives_retry_and_burial() {
     support::trace_context_rides_with_the_job(q.as_ref()).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn dead_jobs_can_be_revived_or_discarded() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    support::dead_jobs_can_be_revived_or_discarded(q.as_ref()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

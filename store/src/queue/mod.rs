@@ -120,7 +120,12 @@ pub struct Trimmed {
 /// A buried job as the dashboard shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeadJob {
+    /// The handle to revive or discard it by.
     pub id: String,
+    /// The id it had while live (the same as `id` on SQLite).
+    pub job_id: String,
+    /// When it was buried, in ms since the epoch.
+    pub buried_at: i64,
     pub payload: String,
     pub attempt: u32,
     pub failures: Vec<Failure>,
@@ -174,6 +179,18 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// The newest buried jobs, newest first.
     async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>>;
+
+    /// One buried job by its handle ([`DeadJob::id`]).
+    async fn dead_job(&self, queue: QueueName, id: &str) -> Result<Option<DeadJob>>;
+
+    /// Puts a buried job back in the queue, atomically: it keeps its
+    /// payload, trace context and failure history, and starts a fresh
+    /// attempt budget. `false` when no such dead job exists (already
+    /// revived, discarded or trimmed), so a double click does nothing.
+    async fn revive(&self, queue: QueueName, id: &str) -> Result<bool>;
+
+    /// Deletes a buried job for good; `false` when there was none.
+    async fn discard(&self, queue: QueueName, id: &str) -> Result<bool>;
 
     /// Removes done and dead records older than their retention (and, for
     /// a backend that does not cap them as it writes, done records beyond

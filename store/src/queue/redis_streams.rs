@@ -112,6 +112,23 @@ end
 return n
 "#;
 
+/// Moves dead entry ARGV[1] back to the stream with attempt 1, keeping
+/// its payload, failures and trace; 0 when there is no such entry.
+const REVIVE: &str = r#"
+local entry = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
+if not entry then return 0 end
+local f = {}
+for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+local fields = {'p', f['p'], 'a', '1', 'f', f['f'] or '[]'}
+if f['t'] then
+  fields[#fields + 1] = 't'
+  fields[#fields + 1] = f['t']
+end
+redis.call('XADD', KEYS[1], '*', unpack(fields))
+redis.call('XDEL', KEYS[2], ARGV[1])
+return 1
+"#;
+
 /// Moves at most ARGV[2] due retries back to the stream.
 const PROMOTE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -165,6 +182,7 @@ struct Scripts {
     retry: Script,
     bury: Script,
     promote: Script,
+    revive: Script,
 }
 
 impl RedisStreamQueue {
@@ -186,6 +204,7 @@ impl RedisStreamQueue {
                 retry: Script::new(RETRY),
                 bury: Script::new(BURY),
                 promote: Script::new(PROMOTE),
+                revive: Script::new(REVIVE),
             },
             readers: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(HashMap::new()),
@@ -494,6 +513,20 @@ fn decode_entry(entry: &StreamId) -> Result<Claimed> {
     })
 }
 
+/// A dead-stream entry: its own id is the handle, and the time it was
+/// buried.
+fn decode_dead(e: &StreamId) -> Result<DeadJob> {
+    Ok(DeadJob {
+        id: e.id.clone(),
+        job_id: field(e, "id")?,
+        buried_at: entry_millis(&e.id),
+        payload: field(e, "p")?,
+        attempt: field(e, "a")?.parse().unwrap_or(0),
+        failures: serde_json::from_str::<Vec<Failure>>(&field(e, "f")?).unwrap_or_default(),
+        trace: optional_field(e, "t"),
+    })
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a
 /// character boundary.
 fn cut(s: &str, max: usize) -> &str {
@@ -701,20 +734,33 @@ impl JobQueue for RedisStreamQueue {
         let reply: redis::streams::StreamRangeReply = conn
             .xrevrange_count(self.key(queue, "dead"), "+", "-", limit)
             .await?;
-        reply
-            .ids
-            .iter()
-            .map(|e| {
-                Ok(DeadJob {
-                    id: field(e, "id")?,
-                    payload: field(e, "p")?,
-                    attempt: field(e, "a")?.parse().unwrap_or(0),
-                    failures: serde_json::from_str::<Vec<Failure>>(&field(e, "f")?)
-                        .unwrap_or_default(),
-                    trace: optional_field(e, "t"),
-                })
-            })
-            .collect()
+        reply.ids.iter().map(decode_dead).collect()
+    }
+
+    async fn dead_job(&self, queue: QueueName, id: &str) -> Result<Option<DeadJob>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrange(self.key(queue, "dead"), id, id).await?;
+        reply.ids.first().map(decode_dead).transpose()
+    }
+
+    async fn revive(&self, queue: QueueName, id: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let revived: i64 = self
+            .scripts
+            .revive
+            .key(self.stream_key(queue))
+            .key(self.key(queue, "dead"))
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(revived == 1)
+    }
+
+    async fn discard(&self, queue: QueueName, id: &str) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let deleted: i64 = conn.xdel(self.key(queue, "dead"), &[id]).await?;
+        Ok(deleted == 1)
     }
 
     fn system(&self) -> &'static str {

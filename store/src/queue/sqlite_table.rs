@@ -227,6 +227,19 @@ impl SqliteQueue {
     }
 }
 
+/// A dead row; `run_at` holds the time it was buried.
+fn dead(r: Row) -> DeadJob {
+    DeadJob {
+        id: r.id.to_string(),
+        job_id: r.id.to_string(),
+        buried_at: r.run_at,
+        payload: r.payload,
+        attempt: r.attempt.max(0) as u32,
+        failures: serde_json::from_str::<Vec<Failure>>(&r.errors).unwrap_or_default(),
+        trace: r.trace,
+    }
+}
+
 #[async_trait]
 impl JobQueue for SqliteQueue {
     async fn enqueue_traced(
@@ -374,16 +387,54 @@ impl JobQueue for SqliteQueue {
         ))
         .all(&self.db)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| DeadJob {
-                id: r.id.to_string(),
-                payload: r.payload,
-                attempt: r.attempt.max(0) as u32,
-                failures: serde_json::from_str::<Vec<Failure>>(&r.errors).unwrap_or_default(),
-                trace: r.trace,
-            })
-            .collect())
+        Ok(rows.into_iter().map(dead).collect())
+    }
+
+    async fn dead_job(&self, queue: QueueName, id: &str) -> Result<Option<DeadJob>> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let row = Row::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT id, payload, attempt, errors, trace, run_at FROM queue_jobs \
+             WHERE id = ? AND queue = ? AND dead = 1",
+            [id.into(), queue.as_str().into()],
+        ))
+        .one(&self.db)
+        .await?;
+        Ok(row.map(dead))
+    }
+
+    async fn revive(&self, queue: QueueName, id: &str) -> Result<bool> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(false);
+        };
+        let done = self
+            .writer
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "UPDATE queue_jobs SET dead = 0, attempt = 1, run_at = ?, lease_owner = NULL, \
+                 lease_until = NULL WHERE id = ? AND queue = ? AND dead = 1",
+                [crate::now_millis().into(), id.into(), queue.as_str().into()],
+            ))
+            .await?;
+        self.notify();
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn discard(&self, queue: QueueName, id: &str) -> Result<bool> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(false);
+        };
+        let done = self
+            .writer
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "DELETE FROM queue_jobs WHERE id = ? AND queue = ? AND dead = 1",
+                [id.into(), queue.as_str().into()],
+            ))
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     fn system(&self) -> &'static str {

@@ -89,3 +89,53 @@ pub async fn trace_context_rides_with_the_job(q: &dyn chat_store::queue::JobQueu
         "kept in the dead record"
     );
 }
+
+/// A buried job can be read by its handle, revived once (keeping its
+/// history and trace, with a fresh attempt budget), and a discarded one
+/// is gone; acting twice, or on an unknown handle, does nothing.
+pub async fn dead_jobs_can_be_revived_or_discarded(q: &dyn chat_store::queue::JobQueue) {
+    use chat_store::queue::QueueName;
+    const Q: QueueName = QueueName::Chats;
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    q.enqueue_traced(Q, "{\"n\":1}".into(), Some(trace.into()))
+        .await
+        .unwrap();
+    q.enqueue(Q, "{\"n\":2}".into()).await.unwrap();
+    let wait = Duration::from_millis(200);
+    let jobs = q.claim(Q, "c", 10, wait).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        q.bury(Q, job, "broken").await.unwrap();
+    }
+    let dead = q.dead_jobs(Q, 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    let first = dead.iter().find(|d| d.payload.contains(":1")).unwrap();
+    let second = dead.iter().find(|d| d.payload.contains(":2")).unwrap();
+    let read = q
+        .dead_job(Q, &first.id)
+        .await
+        .unwrap()
+        .expect("by its handle");
+    assert_eq!(read.payload, first.payload);
+    assert!(read.buried_at > 0);
+    assert!(q.dead_job(Q, "12345-0").await.unwrap().is_none());
+
+    assert!(q.revive(Q, &first.id).await.unwrap());
+    assert!(
+        !q.revive(Q, &first.id).await.unwrap(),
+        "a second revive does nothing"
+    );
+    assert!(q.discard(Q, &second.id).await.unwrap());
+    assert!(!q.discard(Q, &second.id).await.unwrap());
+    assert!(q.dead_jobs(Q, 10).await.unwrap().is_empty());
+    assert_eq!(q.stats(Q).await.unwrap().dead, 0);
+
+    let back = q.claim(Q, "c", 10, wait).await.unwrap();
+    assert_eq!(back.len(), 1, "only the revived job is live again");
+    assert_eq!(back[0].payload, "{\"n\":1}");
+    assert_eq!(back[0].attempt, 1, "a fresh attempt budget");
+    assert_eq!(back[0].failures.len(), 1, "its failure history is kept");
+    assert_eq!(back[0].failures[0].error, "broken");
+    assert_eq!(back[0].trace.as_deref(), Some(trace));
+    q.ack(Q, &back).await.unwrap();
+}
