@@ -11,6 +11,7 @@ mod m0002_embedded_tables;
 mod m0003_search_rebuilds;
 mod m0004_scheduler;
 mod m0005_job_traces;
+mod m0006_admin_audit;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_search_rebuilds::Migration),
             Box::new(m0004_scheduler::Migration),
             Box::new(m0005_job_traces::Migration),
+            Box::new(m0006_admin_audit::Migration),
         ]
     }
 }

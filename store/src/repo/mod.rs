@@ -5,6 +5,7 @@
 //! as SQL per backend, because their version guard (`only move a row
 //! forward`) is spelled differently on MySQL and SQLite.
 pub mod applications;
+pub mod audit;
 pub mod chats;
 pub mod counts;
 pub mod messages;
