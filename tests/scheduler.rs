@@ -218,7 +218,13 @@ async fn three_schedulers_run_each_tick_once_and_survive_a_killed_one() {
             (first..first + ticks.len() as i64).collect::<Vec<_>>(),
             "every tick has exactly one run record, with no gaps"
         );
-        assert!(runs.iter().all(|r| r.outcome == "ok"), "{runs:?}");
+        // The newest tick's run may still be under way when read.
+        let (newest, settled) = runs.split_last().unwrap();
+        assert!(settled.iter().all(|r| r.outcome == "ok"), "{runs:?}");
+        assert!(
+            ["ok", "running"].contains(&newest.outcome.as_str()),
+            "{runs:?}"
+        );
         // Give the losers of the newest tick time to log it.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let log_paths: Vec<&Path> = logs[..3].iter().map(|p| p.as_path()).collect();
@@ -461,7 +467,7 @@ async fn every_task_runs_on_its_schedule_and_leaves_a_record() {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         let runs = loop {
-            let runs = app.get_root_json("/dashboard/api/runs").await;
+            let runs = app.get_root_json("/admin/api/runs").await;
             let runs = runs.as_array().unwrap().clone();
             // counts_full may repair a count first, so ask counts only to
             // have consumed the marks the writes left.
