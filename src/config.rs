@@ -58,6 +58,23 @@ pub struct Settings {
     /// Port the HTTP API listens on.
     #[arg(long, env = "PORT", default_value_t = 3000, global = true)]
     pub port: u16,
+    /// The secret that opens the dashboard at /admin. Unset, the server
+    /// makes up one at start and prints the dashboard's login link; set
+    /// it when several API processes serve one dashboard.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
+    /// Hides and refuses every dashboard action.
+    #[arg(
+        long,
+        env = "DASHBOARD_READ_ONLY",
+        default_value_t = false,
+        global = true
+    )]
+    pub dashboard_read_only: bool,
+    /// Jaeger's UI (e.g. http://localhost:16686); the dashboard links a
+    /// job's trace id there when set.
+    #[arg(long, env = "JAEGER_UI_URL", global = true)]
+    pub jaeger_ui_url: Option<String>,
     /// `text` (for people) or `json` (one object per line, for collectors).
     #[arg(
         long,

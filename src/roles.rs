@@ -1,6 +1,7 @@
 //! Starting roles, and stopping them together on SIGTERM or Ctrl-C.
 
 use chat_api::{ApiConfig, AppState};
+use chat_dashboard::DashboardConfig;
 use chat_store::Backends;
 use tokio::{net::TcpListener, sync::watch};
 
@@ -31,11 +32,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut roles = tokio::task::JoinSet::new();
     if matches!(command, Command::Serve | Command::Api) {
         let listener = TcpListener::bind((settings.bind_addr, settings.port)).await?;
-        tracing::info!(addr = %listener.local_addr()?, "listening");
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        let dashboard = dashboard_config(&settings, addr);
         let http = serve_http(
             listener,
             backends.clone(),
             settings.clone(),
+            dashboard,
             shutdown.clone(),
         );
         roles.spawn(async move { ("api", http.await) });
@@ -96,10 +100,32 @@ async fn recount(backends: &Backends) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The dashboard's settings; with no `ADMIN_TOKEN`, a fresh random one,
+/// whose login link goes to standard output as Jupyter prints its own.
+fn dashboard_config(settings: &Settings, addr: std::net::SocketAddr) -> DashboardConfig {
+    let token = match settings.admin_token.as_deref().map(str::trim) {
+        Some(token) if !token.is_empty() => token.to_owned(),
+        _ => {
+            let token = chat_dashboard::auth::generate_token();
+            println!("dashboard: http://{addr}/admin/login?token={token}");
+            token
+        }
+    };
+    DashboardConfig {
+        token,
+        read_only: settings.dashboard_read_only,
+        jaeger_ui_url: settings
+            .jaeger_ui_url
+            .clone()
+            .filter(|u| !u.trim().is_empty()),
+    }
+}
+
 async fn serve_http(
     listener: TcpListener,
     backends: Backends,
     settings: Settings,
+    dashboard: DashboardConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let state = AppState::new(
@@ -109,7 +135,7 @@ async fn serve_http(
         },
     );
     let app = chat_api::router(state)
-        .merge(chat_dashboard::router(backends.clone()))
+        .merge(chat_dashboard::router(backends.clone(), dashboard))
         .merge(chat_api::metrics::router(backends));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -347,7 +347,7 @@ async fn a_job_that_always_fails_ends_dead_while_others_flow() {
             (1, 0, 0),
             "{profile:?}"
         );
-        let dashboard = app.get_root_json("/dashboard/api/queues").await;
+        let dashboard = app.get_root_json("/admin/api/queues").await;
         assert_eq!(dashboard[1]["queue"], "messages");
         assert_eq!(dashboard[1]["dead"], 1);
         stack.cleanup().await;

@@ -1,74 +1,95 @@
-//! The operators' view of the job queues.
+//! The operators' dashboard, served at `/admin` on the API's port.
 //!
-//! Owns the `/dashboard` routes. Today it serves exact per-queue counts,
-//! the newest dead jobs and the scheduler's run history as JSON; the dashboard issue builds the UI, retry
-//! and kill actions and trace links on top. It must not know how jobs are
-//! processed: it reads queue state through `chat-store` only.
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
-use chat_store::{
-    Backends,
-    queue::{DeadJob, QueueName, QueueStats},
-    repo::runs::{self, RunRecord},
+//! Owns the pages (server-rendered with maud, working without
+//! JavaScript except for the live refresh), their JSON twins under
+//! `/admin/api`, the login and session cookie, CSRF checks, the actions
+//! on dead jobs and their audit trail. Every route but the login form
+//! requires the admin token (see [`auth`]).
+//!
+//! It must not know how jobs are processed: it reads and repairs queue
+//! state through `chat-store`'s `JobQueue` only, and a retried job runs
+//! through the same pipeline as any other.
+//!
+//! # Layout
+//! - [`auth`]: the token, the signed session cookie, CSRF tokens.
+//! - `login`: the login form and the `?token=` link.
+//! - `pages`: overview, dead jobs, job detail, audit.
+//! - `actions`: retry, retry all, discard; each confirmed, audited.
+//! - `api`: JSON for the live refresh and for tools.
+//! - [`error`]: problem+json errors.
+use std::sync::Arc;
+
+use axum::{
+    Router, middleware,
+    response::Redirect,
+    routing::{get, post},
 };
-use serde::Serialize;
+use chat_store::{Backends, queue::QueueName};
 
-#[derive(Serialize)]
-struct QueueView {
-    queue: &'static str,
-    #[serde(flatten)]
-    stats: QueueStats,
+mod actions;
+mod api;
+pub mod auth;
+pub mod error;
+mod login;
+mod pages;
+
+use error::DashError;
+
+/// How the dashboard runs: from `ADMIN_TOKEN`, `DASHBOARD_READ_ONLY` and
+/// `JAEGER_UI_URL`.
+#[derive(Clone, Debug)]
+pub struct DashboardConfig {
+    /// The one secret that opens the dashboard.
+    pub token: String,
+    /// Hides and refuses every action.
+    pub read_only: bool,
+    /// Where a job's trace id links to; no link when unset.
+    pub jaeger_ui_url: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DeadView {
-    queue: &'static str,
-    jobs: Vec<DeadJob>,
+#[derive(Clone)]
+pub(crate) struct Dashboard {
+    backends: Backends,
+    config: Arc<DashboardConfig>,
 }
 
-pub fn router(backends: Backends) -> Router {
+pub(crate) fn queue_named(name: &str) -> Result<QueueName, DashError> {
+    QueueName::ALL
+        .into_iter()
+        .find(|q| q.as_str() == name)
+        .ok_or(DashError::NotFound("queue"))
+}
+
+pub fn router(backends: Backends, config: DashboardConfig) -> Router {
+    let dashboard = Dashboard {
+        backends,
+        config: Arc::new(config),
+    };
+    let protected = Router::new()
+        .route("/admin", get(pages::overview))
+        .route("/admin/", get(|| async { Redirect::to("/admin") }))
+        .route("/admin/audit", get(pages::audit_page))
+        .route("/admin/queues/{queue}/dead", get(pages::dead_list))
+        .route(
+            "/admin/queues/{queue}/dead/retry-all",
+            get(actions::confirm_all).post(actions::retry_all),
+        )
+        .route("/admin/queues/{queue}/dead/{id}", get(pages::dead_detail))
+        .route(
+            "/admin/queues/{queue}/dead/{id}/{action}",
+            get(actions::confirm).post(actions::act),
+        )
+        .route("/admin/logout", post(login::logout))
+        .route("/admin/api/queues", get(api::queues))
+        .route("/admin/api/dead", get(api::dead))
+        .route("/admin/api/runs", get(api::runs))
+        .route("/admin/api/audit", get(api::audit))
+        .route_layer(middleware::from_fn_with_state(
+            dashboard.clone(),
+            auth::require,
+        ));
     Router::new()
-        .route("/dashboard/api/queues", get(queues))
-        .route("/dashboard/api/dead", get(dead))
-        .route("/dashboard/api/runs", get(runs))
-        .with_state(backends)
-}
-
-async fn queues(State(b): State<Backends>) -> Result<Json<Vec<QueueView>>, (StatusCode, String)> {
-    let mut out = Vec::new();
-    for q in QueueName::ALL {
-        let stats = b
-            .queue
-            .stats(q)
-            .await
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        out.push(QueueView {
-            queue: q.as_str(),
-            stats,
-        });
-    }
-    Ok(Json(out))
-}
-
-async fn dead(State(b): State<Backends>) -> Result<Json<Vec<DeadView>>, (StatusCode, String)> {
-    let mut out = Vec::new();
-    for q in QueueName::ALL {
-        let jobs = b
-            .queue
-            .dead_jobs(q, 50)
-            .await
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        out.push(DeadView {
-            queue: q.as_str(),
-            jobs,
-        });
-    }
-    Ok(Json(out))
-}
-
-/// The newest scheduler runs of every task, newest first.
-async fn runs(State(b): State<Backends>) -> Result<Json<Vec<RunRecord>>, (StatusCode, String)> {
-    runs::recent(&b.db, None, 100)
-        .await
-        .map(Json)
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        .route("/admin/login", get(login::form).post(login::submit))
+        .merge(protected)
+        .with_state(dashboard)
 }

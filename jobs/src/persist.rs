@@ -23,6 +23,25 @@ use crate::{
     trace::{JobOrigin, send_name},
 };
 
+/// A failure switch for end-to-end tests of retries and dead jobs: while
+/// the file named by `CHAT_TEST_FAIL_SWITCH` exists, a message whose body
+/// contains `fail-while-switched-on` fails. Unset (always, outside tests),
+/// this is one environment lookup per process.
+mod fault {
+    use std::{path::PathBuf, sync::OnceLock};
+
+    const MARKER: &str = "fail-while-switched-on";
+
+    pub(super) fn injected(body: &str) -> bool {
+        static SWITCH: OnceLock<Option<PathBuf>> = OnceLock::new();
+        let switch =
+            SWITCH.get_or_init(|| std::env::var_os("CHAT_TEST_FAIL_SWITCH").map(PathBuf::from));
+        switch
+            .as_ref()
+            .is_some_and(|path| body.contains(MARKER) && path.exists())
+    }
+}
+
 /// Persist a chat's state (create or update).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -137,6 +156,9 @@ pub async fn persist_message(
     batcher: Data<Batcher<MessageRow>>,
     origin: Data<JobOrigin>,
 ) -> Result<(), BoxDynError> {
+    if fault::injected(&job.0.body) {
+        return Err("injected failure (CHAT_TEST_FAIL_SWITCH)".into());
+    }
     batcher
         .submit(job.0, (*origin).clone())
         .await

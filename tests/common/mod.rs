@@ -152,6 +152,7 @@ impl Stack {
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
             )
             .env("BATCH_LINGER_MS", "10")
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(if std::env::var("TEST_LOG").is_ok() {
                 Stdio::inherit()
             } else {
@@ -211,6 +212,9 @@ impl Stack {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
+
+/// The dashboard token every spawned process gets.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -338,11 +342,12 @@ impl App {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
-    /// GET of a path outside the API (`/dashboard/…`) that must answer
-    /// with JSON.
+    /// GET of a path outside the API (`/admin/api/…`, as an operator)
+    /// that must answer with JSON.
     pub async fn get_root_json(&self, path: &str) -> Value {
         self.http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()

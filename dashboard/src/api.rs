@@ -1,0 +1,59 @@
+//! The JSON twins of the pages, for the live refresh and for tools
+//! (with `Authorization: Bearer <ADMIN_TOKEN>`).
+use axum::{Json, extract::State};
+use chat_store::{
+    queue::{DeadJob, QueueName, QueueStats},
+    repo::{
+        audit::{self, AuditEntry},
+        runs::{self, RunRecord},
+    },
+};
+use serde::Serialize;
+
+use crate::{Dashboard, error::DashError};
+
+#[derive(Serialize)]
+pub(crate) struct QueueView {
+    queue: &'static str,
+    #[serde(flatten)]
+    stats: QueueStats,
+}
+
+#[derive(Serialize)]
+pub(crate) struct DeadView {
+    queue: &'static str,
+    jobs: Vec<DeadJob>,
+}
+
+/// Exact counts per queue and state.
+pub(crate) async fn queues(State(d): State<Dashboard>) -> Result<Json<Vec<QueueView>>, DashError> {
+    let mut out = Vec::new();
+    for q in QueueName::ALL {
+        out.push(QueueView {
+            queue: q.as_str(),
+            stats: d.backends.queue.stats(q).await?,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// The newest dead jobs of each queue, with their failure histories.
+pub(crate) async fn dead(State(d): State<Dashboard>) -> Result<Json<Vec<DeadView>>, DashError> {
+    let mut out = Vec::new();
+    for q in QueueName::ALL {
+        out.push(DeadView {
+            queue: q.as_str(),
+            jobs: d.backends.queue.dead_jobs(q, 50).await?,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// The newest scheduler runs of every task, newest first.
+pub(crate) async fn runs(State(d): State<Dashboard>) -> Result<Json<Vec<RunRecord>>, DashError> {
+    Ok(Json(runs::recent(&d.backends.db, None, 100).await?))
+}
+
+pub(crate) async fn audit(State(d): State<Dashboard>) -> Result<Json<Vec<AuditEntry>>, DashError> {
+    Ok(Json(audit::recent(&d.backends.db, 200).await?))
+}

@@ -1,0 +1,172 @@
+//! Who may use the dashboard: one secret, `ADMIN_TOKEN`.
+//!
+//! An operator enters the token and a name once, on the login form (or
+//! opens the `?token=` link printed at start, as Jupyter does). The
+//! server answers with a session cookie: the name and issue time, signed
+//! with an HMAC keyed by the token, so every API process that shares the
+//! token accepts it without shared session state, and changing the token
+//! logs everyone out. The cookie is `Secure`, `HttpOnly` and
+//! `SameSite=Strict`, scoped to `/admin`.
+//!
+//! Every action form carries a CSRF token derived from the session (an
+//! HMAC of its signature), which the action recomputes. Scripts and tools
+//! may instead send `Authorization: Bearer <token>`; such requests carry
+//! no cookie, so they need no CSRF token.
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, header},
+    middleware::Next,
+    response::Response,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::{Dashboard, error::DashError};
+
+pub(crate) const COOKIE: &str = "chat_admin";
+/// A session lasts a working day, then asks for the token again.
+const SESSION_SECS: i64 = 12 * 3600;
+
+/// The signed-in operator, put in the request's extensions.
+#[derive(Clone, Debug)]
+pub(crate) struct Operator {
+    pub name: String,
+    /// Present for a cookie session: what action forms must echo.
+    pub csrf: Option<String>,
+}
+
+fn mac(key: &str, parts: &[&[u8]]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    for part in parts {
+        mac.update(part);
+        mac.update(b"\x1f");
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Constant-time equality, so a guess learns nothing from timing.
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// A session cookie's value for `name`, issued now.
+pub(crate) fn session(token: &str, name: &str) -> String {
+    let issued = chat_store::now_millis() / 1000;
+    let name = hex::encode(name.as_bytes());
+    let signature = mac(
+        token,
+        &[b"session", name.as_bytes(), issued.to_string().as_bytes()],
+    );
+    format!("{name}.{issued}.{signature}")
+}
+
+pub(crate) fn set_cookie(value: &str) -> String {
+    format!(
+        "{COOKIE}={value}; Path=/admin; Max-Age={SESSION_SECS}; HttpOnly; Secure; SameSite=Strict"
+    )
+}
+
+pub(crate) fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/admin; Max-Age=0; HttpOnly; Secure; SameSite=Strict")
+}
+
+/// The operator a session cookie names, if its signature holds and it
+/// has not expired.
+fn verify(token: &str, value: &str) -> Option<Operator> {
+    let mut parts = value.splitn(3, '.');
+    let (name, issued, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    let expected = mac(token, &[b"session", name.as_bytes(), issued.as_bytes()]);
+    if !same(&expected, signature) {
+        return None;
+    }
+    let age = chat_store::now_millis() / 1000 - issued.parse::<i64>().ok()?;
+    if !(0..SESSION_SECS).contains(&age) {
+        return None;
+    }
+    let name = String::from_utf8(hex::decode(name).ok()?).ok()?;
+    Some(Operator {
+        name,
+        csrf: Some(mac(token, &[b"csrf", signature.as_bytes()])),
+    })
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The operator behind a request: a valid session cookie, or the token
+/// as a bearer credential.
+pub(crate) fn operator(dashboard: &Dashboard, headers: &HeaderMap) -> Option<Operator> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(presented) = bearer {
+        return same(presented.trim(), &dashboard.config.token).then(|| Operator {
+            name: "api".into(),
+            csrf: None,
+        });
+    }
+    verify(&dashboard.config.token, cookie(headers, COOKIE)?)
+}
+
+/// Refuses every request without a valid session or bearer token: pages
+/// redirect to the login form, JSON routes answer 401.
+pub(crate) async fn require(
+    State(dashboard): State<Dashboard>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, DashError> {
+    match operator(&dashboard, request.headers()) {
+        Some(op) => {
+            request.extensions_mut().insert(op);
+            Ok(next.run(request).await)
+        }
+        None if request.uri().path().starts_with("/admin/api/") => Err(DashError::Unauthorized),
+        None => Err(DashError::LoginFirst),
+    }
+}
+
+/// Checks an action form's CSRF token against the session's. A bearer
+/// request has no session and sends none.
+pub(crate) fn check_csrf(op: &Operator, presented: Option<&str>) -> Result<(), DashError> {
+    match (&op.csrf, presented) {
+        (None, _) => Ok(()),
+        (Some(expected), Some(presented)) if same(expected, presented) => Ok(()),
+        _ => Err(DashError::Forbidden(
+            "the form's CSRF token is missing or stale; reload the page".into(),
+        )),
+    }
+}
+
+/// A random token for a server started without `ADMIN_TOKEN`.
+pub fn generate_token() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{a}{b}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_verifies_only_with_its_token_and_unaltered() {
+        let value = session("secret", "Ada <ops>");
+        let op = verify("secret", &value).expect("valid");
+        assert_eq!(op.name, "Ada <ops>");
+        assert!(op.csrf.is_some());
+        assert!(verify("other", &value).is_none(), "another token");
+        let forged = value.replacen(&hex::encode("Ada <ops>"), &hex::encode("root"), 1);
+        assert!(verify("secret", &forged).is_none(), "another name");
+        assert!(verify("secret", "garbage").is_none());
+    }
+}

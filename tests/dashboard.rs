@@ -1,0 +1,350 @@
+//! The operators' dashboard over HTTP: nothing under /admin opens without
+//! the token; a dead job is found, retried with a confirmed, CSRF-checked
+//! POST, persisted exactly once and audited; read-only mode hides and
+//! refuses every action.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, App, Stack, profiles};
+use reqwest::{StatusCode, header, redirect::Policy};
+use sea_orm::{ConnectionTrait, Statement};
+
+/// A client that shows redirects instead of following them.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Logs in through the form; returns the session cookie's `name=value`.
+async fn log_in(app: &App, name: &str) -> String {
+    let r = browser()
+        .post(format!("{}/admin/login", app.base))
+        .form(&[("token", ADMIN_TOKEN), ("name", name)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[header::LOCATION], "/admin");
+    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/admin"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn page(app: &App, cookie: &str, path: &str) -> (StatusCode, String) {
+    let r = browser()
+        .get(format!("{}{path}", app.base))
+        .header(header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+/// Submits an action form as the session `cookie`; returns the status.
+async fn submit(app: &App, cookie: &str, path: &str, csrf: String) -> StatusCode {
+    browser()
+        .post(format!("{}{path}", app.base))
+        .header(header::COOKIE, cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The value of the hidden `csrf` input in a form page.
+fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_under_admin_opens_without_the_token() {
+    let stack = Stack::new(common::Profile::Embedded).await;
+    let app = stack.spawn("serve", &[]).await;
+    let http = browser();
+    let pages = [
+        "/admin",
+        "/admin/",
+        "/admin/audit",
+        "/admin/queues/messages/dead",
+        "/admin/queues/messages/dead/1",
+        "/admin/queues/messages/dead/1/retry",
+        "/admin/queues/messages/dead/retry-all",
+    ];
+    let json = [
+        "/admin/api/queues",
+        "/admin/api/dead",
+        "/admin/api/runs",
+        "/admin/api/audit",
+    ];
+    let posts = [
+        "/admin/queues/messages/dead/1/retry",
+        "/admin/queues/messages/dead/1/discard",
+        "/admin/queues/messages/dead/retry-all",
+        "/admin/logout",
+    ];
+    for credentials in [None, Some("chat_admin=forged.1.abc"), Some("bearer")] {
+        let with = |rb: reqwest::RequestBuilder| match credentials {
+            None => rb,
+            Some("bearer") => rb.bearer_auth("wrong-token"),
+            Some(cookie) => rb.header(header::COOKIE, cookie),
+        };
+        for path in pages {
+            let r = with(http.get(format!("{}{path}", app.base)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path} {credentials:?}");
+            assert_eq!(r.headers()[header::LOCATION], "/admin/login");
+        }
+        for path in json {
+            let r = with(http.get(format!("{}{path}", app.base)))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(
+                r.headers()[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
+        }
+        for path in posts {
+            let r = with(http.post(format!("{}{path}", app.base)))
+                .form(&[("csrf", "x")])
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                r.status() == StatusCode::SEE_OTHER || r.status() == StatusCode::UNAUTHORIZED,
+                "{path}: {}",
+                r.status()
+            );
+            if r.status() == StatusCode::SEE_OTHER {
+                assert_eq!(r.headers()[header::LOCATION], "/admin/login");
+            }
+        }
+    }
+    // A wrong token at the form is refused; the right one opens it all.
+    let r = http
+        .post(format!("{}/admin/login", app.base))
+        .form(&[("token", "nope"), ("name", "eve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get(header::SET_COOKIE).is_none());
+    let cookie = log_in(&app, "ada").await;
+    for path in ["/admin", "/admin/audit", "/admin/queues/messages/dead"] {
+        let (status, html) = page(&app, &cookie, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(html.contains("signed in as ada"));
+    }
+    // The printed link signs in too.
+    let r = http
+        .get(format!("{}/admin/login?token={ADMIN_TOKEN}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers().get(header::SET_COOKIE).is_some());
+    stack.cleanup().await;
+}
+
+/// Posts a message that fails while `switch` exists, and waits for its
+/// job to die; returns the dead job's handle.
+async fn bury_one_message(app: &App, token: &str, chat: i64) -> String {
+    app.create_message(token, chat, "fail-while-switched-on: hello")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead = app.get_root_json("/admin/api/dead").await;
+        let jobs = dead
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "messages")
+            .unwrap()["jobs"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if let Some(job) = jobs.first() {
+            assert!(
+                job["failures"][0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("injected failure")
+            );
+            return job["id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the job never died");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn failing_env(switch: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("CHAT_TEST_FAIL_SWITCH", switch.display().to_string()),
+        ("JOB_MAX_ATTEMPTS", "2".into()),
+        ("RETRY_BASE_MS", "20".into()),
+    ]
+}
+
+async fn spawn_failing(stack: &Stack, switch: &std::path::Path, extra: &[(&str, &str)]) -> App {
+    std::fs::write(switch, b"on").unwrap();
+    let env = failing_env(switch);
+    let mut pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pairs.extend_from_slice(extra);
+    stack.spawn("serve", &pairs).await
+}
+
+async fn messages_with_body(stack: &Stack, body: &str) -> i64 {
+    let db = stack.db().await;
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT COUNT(*) AS n FROM messages WHERE body = ?",
+            [body.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        let switch = stack.data_dir.join("fail-switch");
+        let app = spawn_failing(&stack, &switch, &[]).await;
+        let token = app.create_app("ops").await;
+        let chat = app.create_chat(&token).await;
+        let id = bury_one_message(&app, &token, chat).await;
+        let body = "fail-while-switched-on: hello";
+        assert_eq!(messages_with_body(&stack, body).await, 0);
+
+        let cookie = log_in(&app, "Grace <ops>").await;
+        let (_, overview) = page(&app, &cookie, "/admin").await;
+        assert!(overview.contains("data-field=\"dead\""));
+        let (_, list) = page(&app, &cookie, "/admin/queues/messages/dead").await;
+        let detail_path = format!("/admin/queues/messages/dead/{id}");
+        assert!(list.contains(&detail_path), "{list}");
+        let (status, detail) = page(&app, &cookie, &detail_path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(detail.contains("PersistMessage"));
+        assert!(detail.contains(body), "the payload is shown");
+        assert!(detail.contains("injected failure"), "each attempt's error");
+        assert!(detail.contains("Grace &lt;ops&gt;"), "names are escaped");
+        let (status, confirm) = page(&app, &cookie, &format!("{detail_path}/retry")).await;
+        assert_eq!(status, StatusCode::OK);
+        let csrf = csrf_in(&confirm);
+
+        // Without the form's CSRF token the session cannot act.
+        let action = format!("{detail_path}/retry");
+        let press = |csrf: String| submit(&app, &cookie, &action, csrf);
+        assert_eq!(press("stale".into()).await, StatusCode::FORBIDDEN);
+        std::fs::remove_file(&switch).unwrap();
+        assert_eq!(press(csrf.clone()).await, StatusCode::SEE_OTHER);
+        // A second press finds nothing left to retry.
+        assert_eq!(press(csrf).await, StatusCode::NOT_FOUND);
+
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while messages_with_body(&stack, body).await == 0 {
+            assert!(Instant::now() < deadline, "the retried job never persisted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(messages_with_body(&stack, body).await, 1, "exactly once");
+        let (_, audit) = page(&app, &cookie, "/admin/audit").await;
+        assert!(audit.contains("Grace &lt;ops&gt;") && audit.contains("retry"));
+        assert!(audit.contains(&id));
+
+        // Retry all the dead jobs the list's filter shows.
+        std::fs::write(&switch, b"on").unwrap();
+        let more = ["fail-while-switched-on: a", "fail-while-switched-on: b"];
+        for body in more {
+            app.create_message(&token, chat, body).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while app.get_root_json("/admin/api/queues").await[1]["dead"] != 2 {
+            assert!(Instant::now() < deadline, "two more dead jobs");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let filtered = "/admin/queues/messages/dead?error=injected";
+        assert!(
+            page(&app, &cookie, filtered)
+                .await
+                .1
+                .contains("Retry all 2 shown")
+        );
+        let (_, confirm) = page(
+            &app,
+            &cookie,
+            "/admin/queues/messages/dead/retry-all?error=injected",
+        )
+        .await;
+        assert!(confirm.contains("the 2 dead jobs"), "{confirm}");
+        std::fs::remove_file(&switch).unwrap();
+        let all = "/admin/queues/messages/dead/retry-all";
+        assert_eq!(
+            submit(&app, &cookie, all, csrf_in(&confirm)).await,
+            StatusCode::SEE_OTHER
+        );
+        for body in more {
+            while messages_with_body(&stack, body).await != 1 {
+                assert!(Instant::now() < deadline, "{body} persisted once");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert!(
+            page(&app, &cookie, "/admin/audit")
+                .await
+                .1
+                .contains("retry_all")
+        );
+        stack.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_mode_hides_and_refuses_every_action() {
+    let stack = Stack::new(common::Profile::Embedded).await;
+    let switch = stack.data_dir.join("fail-switch");
+    let app = spawn_failing(&stack, &switch, &[("DASHBOARD_READ_ONLY", "true")]).await;
+    let token = app.create_app("ops").await;
+    let chat = app.create_chat(&token).await;
+    let id = bury_one_message(&app, &token, chat).await;
+    let cookie = log_in(&app, "ada").await;
+    let detail_path = format!("/admin/queues/messages/dead/{id}");
+    let (status, detail) = page(&app, &cookie, &detail_path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(detail.contains("Read-only"));
+    assert!(!detail.contains("/retry\""), "no Retry button");
+    assert!(!detail.contains("/discard\""), "no Discard button");
+    let (status, _) = page(&app, &cookie, &format!("{detail_path}/retry")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for action in ["retry", "discard"] {
+        let r = browser()
+            .post(format!("{}{detail_path}/{action}", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .form(&[("csrf", "")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{action}");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+    }
+    let dead = app.get_root_json("/admin/api/dead").await;
+    assert!(dead.to_string().contains(&id), "the job is still dead");
+    stack.cleanup().await;
+}
