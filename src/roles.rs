@@ -1,7 +1,7 @@
 //! Starting roles, and stopping them together on SIGTERM or Ctrl-C.
 
 use chat_api::{ApiConfig, AppState};
-use chat_dashboard::DashboardConfig;
+use chat_dashboard::{DashboardConfig, scheduler::Schedule};
 use chat_store::Backends;
 use tokio::{net::TcpListener, sync::watch};
 
@@ -111,8 +111,29 @@ fn dashboard_config(settings: &Settings, addr: std::net::SocketAddr) -> Dashboar
             token
         }
     };
+    let scheduler = settings.scheduler();
+    let secs = |d: std::time::Duration| Some(d.as_secs());
+    let schedules = vec![
+        Schedule {
+            task: "counts",
+            every_secs: secs(scheduler.counts_every),
+        },
+        Schedule {
+            task: "counts_full",
+            every_secs: secs(scheduler.counts_full_every),
+        },
+        Schedule {
+            task: "housekeeping",
+            every_secs: secs(scheduler.housekeeping_every),
+        },
+        Schedule {
+            task: "search_drift",
+            every_secs: scheduler.search_drift_every.map(|d| d.as_secs()),
+        },
+    ];
     DashboardConfig {
         token,
+        schedules,
         read_only: settings.dashboard_read_only,
         jaeger_ui_url: settings
             .jaeger_ui_url

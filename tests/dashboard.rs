@@ -72,6 +72,8 @@ async fn nothing_under_admin_opens_without_the_token() {
         "/admin",
         "/admin/",
         "/admin/audit",
+        "/admin/scheduler",
+        "/admin/health",
         "/admin/queues/messages/dead",
         "/admin/queues/messages/dead/1",
         "/admin/queues/messages/dead/1/retry",

@@ -502,6 +502,23 @@ async fn every_task_runs_on_its_schedule_and_leaves_a_record() {
             );
         }
         println!("{profile:?}: {} run records, newest {newest}", runs.len());
+
+        // The operators see the same runs, and when each task is next due.
+        let scheduler = app.get_admin_page("/admin/scheduler").await;
+        for task in ["counts", "counts_full", "housekeeping", "search_drift"] {
+            assert!(
+                scheduler.contains(&format!("data-task=\"{task}\"")),
+                "{task}"
+            );
+        }
+        assert_eq!(scheduler.matches("next tick due").count(), 4);
+        assert!(scheduler.contains("every 2 s"));
+        let health = app.get_admin_page("/admin/health").await;
+        assert!(health.contains("chats_checked"), "{health}");
+        assert!(
+            !health.contains("not run yet"),
+            "every check has run: {health}"
+        );
         stack.cleanup().await;
     }
 }

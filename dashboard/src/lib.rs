@@ -15,6 +15,8 @@
 //! - `login`: the login form and the `?token=` link.
 //! - `pages`: overview, dead jobs, job detail, audit.
 //! - `actions`: retry, retry all, discard; each confirmed, audited.
+//! - [`scheduler`]: the periodic tasks' runs and next ticks, and the data
+//!   health that the count and search checks report.
 //! - `api`: JSON for the live refresh and for tools.
 //! - [`error`]: problem+json errors.
 use std::sync::Arc;
@@ -32,6 +34,7 @@ pub mod auth;
 pub mod error;
 mod login;
 mod pages;
+pub mod scheduler;
 
 use error::DashError;
 
@@ -45,6 +48,8 @@ pub struct DashboardConfig {
     pub read_only: bool,
     /// Where a job's trace id links to; no link when unset.
     pub jaeger_ui_url: Option<String>,
+    /// The scheduler's tasks and intervals, to say when each is next due.
+    pub schedules: Vec<scheduler::Schedule>,
 }
 
 #[derive(Clone)]
@@ -69,6 +74,8 @@ pub fn router(backends: Backends, config: DashboardConfig) -> Router {
         .route("/admin", get(pages::overview))
         .route("/admin/", get(|| async { Redirect::to("/admin") }))
         .route("/admin/audit", get(pages::audit_page))
+        .route("/admin/scheduler", get(scheduler::scheduler_page))
+        .route("/admin/health", get(scheduler::health_page))
         .route("/admin/queues/{queue}/dead", get(pages::dead_list))
         .route(
             "/admin/queues/{queue}/dead/retry-all",

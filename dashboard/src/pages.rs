@@ -40,6 +40,8 @@ pub(crate) fn layout(
                     @if let Some(op) = operator {
                         nav {
                             a href="/admin" { "Overview" }
+                            a href="/admin/scheduler" { "Scheduler" }
+                            a href="/admin/health" { "Data health" }
                             a href="/admin/audit" { "Audit" }
                         }
                         span.who { "signed in as " (op.name) }

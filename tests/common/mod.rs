@@ -356,6 +356,19 @@ impl App {
             .unwrap()
     }
 
+    /// GET of a dashboard page as an operator; it must answer 200.
+    pub async fn get_admin_page(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.text().await.unwrap()
+    }
+
     /// GET of a path that must answer with JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         self.get(path).await.json().await.unwrap()
