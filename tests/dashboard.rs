@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{ADMIN_TOKEN, App, Stack, profiles};
 use reqwest::{StatusCode, header, redirect::Policy};
-use sea_orm::{ConnectionTrait, Statement};
 
 /// A client that shows redirects instead of following them.
 fn browser() -> reqwest::Client {
@@ -205,21 +204,6 @@ async fn spawn_failing(stack: &Stack, switch: &std::path::Path, extra: &[(&str, 
     stack.spawn("serve", &pairs).await
 }
 
-async fn messages_with_body(stack: &Stack, body: &str) -> i64 {
-    let db = stack.db().await;
-    let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            "SELECT COUNT(*) AS n FROM messages WHERE body = ?",
-            [body.into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get::<i64>("", "n").unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
     for profile in profiles() {
@@ -230,7 +214,7 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
         let chat = app.create_chat(&token).await;
         let id = bury_one_message(&app, &token, chat).await;
         let body = "fail-while-switched-on: hello";
-        assert_eq!(messages_with_body(&stack, body).await, 0);
+        assert_eq!(stack.messages_with_body(body).await, 0);
 
         let cookie = log_in(&app, "Grace <ops>").await;
         let (_, overview) = page(&app, &cookie, "/admin").await;
@@ -258,12 +242,12 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
         assert_eq!(press(csrf).await, StatusCode::NOT_FOUND);
 
         let deadline = Instant::now() + Duration::from_secs(30);
-        while messages_with_body(&stack, body).await == 0 {
+        while stack.messages_with_body(body).await == 0 {
             assert!(Instant::now() < deadline, "the retried job never persisted");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(messages_with_body(&stack, body).await, 1, "exactly once");
+        assert_eq!(stack.messages_with_body(body).await, 1, "exactly once");
         let (_, audit) = page(&app, &cookie, "/admin/audit").await;
         assert!(audit.contains("Grace &lt;ops&gt;") && audit.contains("retry"));
         assert!(audit.contains(&id));
@@ -300,7 +284,7 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
             StatusCode::SEE_OTHER
         );
         for body in more {
-            while messages_with_body(&stack, body).await != 1 {
+            while stack.messages_with_body(body).await != 1 {
                 assert!(Instant::now() < deadline, "{body} persisted once");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -69,7 +69,7 @@ fn confirm_page(
         html! {
             h1 { (title) }
             p { (question) }
-            form method="post" action=(action) {
+            form #confirm method="post" action=(action) {
                 @if let Some(csrf) = &op.csrf { input type="hidden" name="csrf" value=(csrf); }
                 @if let Some(filter) = filter { input type="hidden" name="error" value=(filter); }
                 button.danger type="submit" { "Confirm" }

@@ -102,6 +102,21 @@ impl Stack {
         Database::connect(self.database_url.clone()).await.unwrap()
     }
 
+    /// How many persisted messages have exactly this body.
+    pub async fn messages_with_body(&self, body: &str) -> i64 {
+        let db = self.db().await;
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM messages WHERE body = ?",
+                [body.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    }
+
     pub fn redis(&self) -> Option<redis::Client> {
         self.redis_url
             .as_ref()
