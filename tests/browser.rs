@@ -93,8 +93,20 @@ async fn fill(c: &Client, css: &str, text: &str) {
     element(c, css).await.send_keys(text).await.unwrap();
 }
 
+/// Clicks `css`, finding it again if the page changed under it (a link
+/// found on the page being left goes stale when the next one loads).
 async fn click(c: &Client, css: &str) {
-    element(c, css).await.click().await.unwrap();
+    for _ in 0..20 {
+        match element(c, css).await.click().await {
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{css} kept going stale");
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
