@@ -12,6 +12,7 @@ mod m0003_search_rebuilds;
 mod m0004_scheduler;
 mod m0005_job_traces;
 mod m0006_admin_audit;
+mod m0007_job_pulse;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_scheduler::Migration),
             Box::new(m0005_job_traces::Migration),
             Box::new(m0006_admin_audit::Migration),
+            Box::new(m0007_job_pulse::Migration),
         ]
     }
 }

@@ -1,5 +1,11 @@
 //! The periodic tasks and what one run of each does.
-use chat_store::{Backends, error::Result, queue::QueueName, repo::counts, search::maintenance};
+use chat_store::{
+    Backends,
+    error::Result,
+    queue::QueueName,
+    repo::{counts, pulse, workers},
+    search::maintenance,
+};
 use serde_json::json;
 
 use crate::SchedulerConfig;
@@ -11,6 +17,10 @@ const MARKS_PER_ROUND: u64 = 10_000;
 const MAX_ROUNDS: usize = 100;
 /// Parents per statement in a full recount.
 const FULL_RECOUNT_BATCH: i64 = 1_000;
+/// Minutes of job figures kept: the dashboard charts the last hour.
+const PULSE_KEEP_MINUTES: i64 = 120;
+/// A worker silent this long died without stopping cleanly.
+const WORKER_SILENT_MS: i64 = 10 * 60 * 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
@@ -18,7 +28,8 @@ pub enum Task {
     Counts,
     /// Recounts every parent, repairing any drift the marks missed.
     CountsFull,
-    /// Trims done and dead job records, and expired pending entries.
+    /// Trims done and dead job records, expired pending entries, old job
+    /// figures and the registry rows of workers that went silent.
     Housekeeping,
     /// Compares the search index with the database and repairs it.
     SearchDrift,
@@ -76,6 +87,15 @@ impl Task {
                 let purged = backends.intake.purge_expired().await?;
                 touched += purged;
                 detail.insert("pending_purged".into(), purged.into());
+                let figures =
+                    pulse::trim(&backends.writer, pulse::minute_now() - PULSE_KEEP_MINUTES).await?;
+                detail.insert("figures_trimmed".into(), figures.into());
+                let silent = workers::forget_silent(
+                    &backends.writer,
+                    chat_store::now_millis() - WORKER_SILENT_MS,
+                )
+                .await?;
+                detail.insert("silent_workers_forgotten".into(), silent.into());
                 Ok(Done {
                     rows_touched: touched,
                     detail: detail.into(),

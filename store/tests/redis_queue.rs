@@ -115,6 +115,7 @@ async fn stale_and_duplicate_acks_are_harmless() {
         failures: Vec::new(),
         trace: None,
         ready_at: 0,
+        claimed_at: 0,
     };
     q.ack(Q, &[unknown("1-1"), unknown("999999999999-0")])
         .await
@@ -451,5 +452,14 @@ async fn dead_jobs_can_be_revived_or_discarded() {
         return;
     };
     support::dead_jobs_can_be_revived_or_discarded(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
+}
+
+#[tokio::test]
+async fn jobs_are_listed_by_state_and_found() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    support::jobs_are_listed_by_state_and_found(q.as_ref()).await;
     support::drop_keys(&prefix).await;
 }

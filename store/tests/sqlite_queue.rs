@@ -143,3 +143,10 @@ async fn dead_jobs_can_be_revived_or_discarded() {
     support::dead_jobs_can_be_revived_or_discarded(q.as_ref()).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn jobs_are_listed_by_state_and_found() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    support::jobs_are_listed_by_state_and_found(q.as_ref()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

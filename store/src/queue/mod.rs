@@ -21,8 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+mod listing;
 mod redis_streams;
 mod sqlite_table;
+
+pub use listing::{JobPage, JobRecord, JobSearch, JobState, Resource};
 
 pub(crate) use redis_streams::connection_manager as redis_connection_manager;
 pub use redis_streams::{DONE_PAYLOAD_MAX, RedisStreamQueue};
@@ -49,6 +52,43 @@ impl QueueName {
     }
 }
 
+/// Records one search reads at a time.
+const SEARCH_PAGE: usize = 500;
+
+/// A search by reading the newest `scan` records of each state, a page at
+/// a time, until `limit` match.
+pub(crate) async fn scan_newest<Q: JobQueue + ?Sized>(
+    q: &Q,
+    queue: QueueName,
+    search: &JobSearch,
+    scan: usize,
+    limit: usize,
+) -> Result<Vec<JobRecord>> {
+    let mut found = Vec::new();
+    for state in JobState::ALL {
+        let mut cursor: Option<String> = None;
+        let mut seen = 0;
+        while seen < scan && found.len() < limit {
+            let page = q
+                .jobs(
+                    queue,
+                    state,
+                    cursor.as_deref(),
+                    SEARCH_PAGE.min(scan - seen),
+                )
+                .await?;
+            seen += page.jobs.len();
+            found.extend(page.jobs.into_iter().filter(|j| search.matches(queue, j)));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    found.truncate(limit);
+    Ok(found)
+}
+
 /// One failed attempt, kept with the job until it succeeds or dies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -73,6 +113,9 @@ pub struct Claimed {
     /// When the job last became claimable (enqueued, or due again after a
     /// backoff), in ms since the epoch: the start of its wait in the queue.
     pub ready_at: i64,
+    /// When this delivery was claimed, in ms since the epoch: the end of
+    /// its wait and the start of its run.
+    pub claimed_at: i64,
 }
 
 impl Claimed {
@@ -191,6 +234,33 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Deletes a buried job for good; `false` when there was none.
     async fn discard(&self, queue: QueueName, id: &str) -> Result<bool>;
+
+    /// One page of `state`'s jobs, newest first, continuing after
+    /// `cursor` (a previous page's `next`).
+    async fn jobs(
+        &self,
+        queue: QueueName,
+        state: JobState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage>;
+
+    /// One job by its handle ([`JobRecord::id`]) within `state`; `None`
+    /// when it has moved on (its handle in the new state differs).
+    async fn job(&self, queue: QueueName, state: JobState, id: &str) -> Result<Option<JobRecord>>;
+
+    /// Up to `limit` jobs matching `search`, newest first within each
+    /// state, looking at no more than the newest `scan` records of each
+    /// state: a bounded scan, never the whole history.
+    async fn search(
+        &self,
+        queue: QueueName,
+        search: &JobSearch,
+        scan: usize,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        scan_newest(self, queue, search, scan, limit).await
+    }
 
     /// Removes done and dead records older than their retention (and, for
     /// a backend that does not cap them as it writes, done records beyond

@@ -30,7 +30,10 @@ use redis::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Claimed, DeadJob, Failure, JobQueue, QueueName, QueueStats, Retention, Trimmed};
+use super::{
+    Claimed, DeadJob, Failure, JobPage, JobQueue, JobRecord, JobState, QueueName, QueueStats,
+    Retention, Trimmed,
+};
 use crate::error::{Result, StoreError};
 
 const GROUP: &str = "workers";
@@ -510,6 +513,7 @@ fn decode_entry(entry: &StreamId) -> Result<Claimed> {
         // Appended when enqueued, or when promoted from the retry set once
         // due: either way, when the job became claimable.
         ready_at: entry_millis(&entry.id),
+        claimed_at: crate::now_millis(),
     })
 }
 
@@ -527,6 +531,71 @@ fn decode_dead(e: &StreamId) -> Result<DeadJob> {
     })
 }
 
+/// A done-stream entry, or a dead one: its own id is the handle and the
+/// time it settled; `id` holds the id the job had while live.
+fn decode_settled(e: &StreamId, state: JobState) -> Result<JobRecord> {
+    Ok(JobRecord {
+        id: e.id.clone(),
+        job_id: field(e, "id")?,
+        state,
+        at: entry_millis(&e.id),
+        payload: field(e, "p")?,
+        attempt: field(e, "a")?.parse().unwrap_or(0),
+        failures: optional_field(e, "f")
+            .and_then(|f| serde_json::from_str::<Vec<Failure>>(&f).ok())
+            .unwrap_or_default(),
+        trace: optional_field(e, "t"),
+        worker: None,
+    })
+}
+
+/// A live stream entry, pending or in flight.
+fn decode_live(e: &StreamId, state: JobState, worker: Option<String>) -> Result<JobRecord> {
+    let job = decode_entry(e)?;
+    Ok(JobRecord {
+        id: job.id.clone(),
+        job_id: job.id,
+        state,
+        at: job.ready_at,
+        payload: job.payload,
+        attempt: job.attempt,
+        failures: job.failures,
+        trace: job.trace,
+        worker,
+    })
+}
+
+/// A retry-set member scored `due`; its handle is `due:id`, which finds
+/// it again with one range read.
+fn decode_retrying(member: &str, due: i64) -> Result<JobRecord> {
+    #[derive(Deserialize)]
+    struct Member {
+        p: String,
+        a: String,
+        f: String,
+        t: Option<String>,
+        u: String,
+    }
+    let m: Member = serde_json::from_str(member)?;
+    Ok(JobRecord {
+        id: format!("{due}:{}", m.u),
+        job_id: m.u,
+        state: JobState::Retrying,
+        at: due,
+        payload: m.p,
+        attempt: m.a.parse().unwrap_or(1),
+        failures: serde_json::from_str(&m.f).unwrap_or_default(),
+        trace: m.t,
+        worker: None,
+    })
+}
+
+/// A stream id as a comparable pair; `(0, 0)` when malformed.
+fn id_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a
 /// character boundary.
 fn cut(s: &str, max: usize) -> &str {
@@ -542,6 +611,130 @@ fn cut(s: &str, max: usize) -> &str {
 
 fn is_missing_group(e: &StoreError) -> bool {
     matches!(e, StoreError::Redis(r) if r.code() == Some("NOGROUP"))
+}
+
+impl RedisStreamQueue {
+    /// The history stream of a settled state.
+    fn settled_key(&self, q: QueueName, state: JobState) -> String {
+        self.key(
+            q,
+            if state == JobState::Done {
+                "done"
+            } else {
+                "dead"
+            },
+        )
+    }
+
+    /// The id of the newest entry handed to any consumer: entries after it
+    /// were never delivered (pending), and the ones up to it still in the
+    /// stream are unsettled (in flight), since a settle deletes its entry.
+    async fn last_delivered(&self, q: QueueName) -> Result<String> {
+        let mut conn = self.conn.clone();
+        let groups: redis::RedisResult<Vec<HashMap<String, Value>>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.stream_key(q))
+            .query_async(&mut conn)
+            .await;
+        let groups = match groups {
+            Ok(groups) => groups,
+            // No stream yet: nothing was ever delivered.
+            Err(e) if e.code() == Some("ERR") => return Ok("0-0".into()),
+            Err(e) => return Err(e.into()),
+        };
+        let text = |v: Option<&Value>| match v {
+            Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Ok(groups
+            .iter()
+            .find(|g| text(g.get("name")).as_deref() == Some(GROUP))
+            .and_then(|g| text(g.get("last-delivered-id")))
+            .unwrap_or_else(|| "0-0".into()))
+    }
+
+    /// Up to `count` entries of `key`, newest first, from `end` down to
+    /// `start` (both in XREVRANGE syntax).
+    async fn newest(
+        &self,
+        key: String,
+        end: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<StreamId>> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamRangeReply =
+            conn.xrevrange_count(key, end, start, count).await?;
+        Ok(reply.ids)
+    }
+
+    /// The consumer holding each in-flight entry, in one round trip.
+    async fn holders(&self, q: QueueName, ids: &[&str]) -> Result<Vec<Option<String>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("XPENDING")
+                .arg(self.stream_key(q))
+                .arg(GROUP)
+                .arg(*id)
+                .arg(*id)
+                .arg(1);
+        }
+        let mut conn = self.conn.clone();
+        let pending: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(&mut conn).await?;
+        Ok(pending
+            .into_iter()
+            .map(|p| p.into_iter().next().map(|(_, consumer, ..)| consumer))
+            .collect())
+    }
+
+    async fn retrying_page(
+        &self,
+        q: QueueName,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        // The cursor is the last due time shown and how many members with
+        // exactly that due time were shown, so ties are neither skipped nor
+        // repeated.
+        let (max, skip) = cursor
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(due, skip)| Some((due.parse::<i64>().ok()?, skip.parse::<usize>().ok()?)))
+            .map_or(("+inf".to_owned(), 0), |(due, skip)| {
+                (due.to_string(), skip)
+            });
+        let mut conn = self.conn.clone();
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(self.key(q, "retry"))
+            .arg(&max)
+            .arg("-inf")
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(skip)
+            .arg(limit + 1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let more = members.len() > limit;
+        let jobs = members
+            .iter()
+            .take(limit)
+            .map(|(m, due)| decode_retrying(m, *due as i64))
+            .collect::<Result<Vec<_>>>()?;
+        let next = match (more, jobs.last()) {
+            (true, Some(last)) => {
+                let same = jobs.iter().filter(|j| j.at == last.at).count();
+                let carried = if max == last.at.to_string() { skip } else { 0 };
+                Some(format!("{}:{}", last.at, same + carried))
+            }
+            _ => None,
+        };
+        Ok(JobPage { jobs, next })
+    }
 }
 
 #[async_trait]
@@ -761,6 +954,118 @@ impl JobQueue for RedisStreamQueue {
         let mut conn = self.conn.clone();
         let deleted: i64 = conn.xdel(self.key(queue, "dead"), &[id]).await?;
         Ok(deleted == 1)
+    }
+
+    async fn jobs(
+        &self,
+        queue: QueueName,
+        state: JobState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        let after = |default: &str| cursor.map_or(default.to_owned(), |c| format!("({c}"));
+        let entries = match state {
+            JobState::Retrying => return self.retrying_page(queue, cursor, limit).await,
+            JobState::Pending => {
+                let delivered = self.last_delivered(queue).await?;
+                let ids = self
+                    .newest(
+                        self.stream_key(queue),
+                        &after("+"),
+                        &format!("({delivered}"),
+                        limit + 1,
+                    )
+                    .await?;
+                ids.iter()
+                    .map(|e| decode_live(e, state, None))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            JobState::InFlight => {
+                let delivered = self.last_delivered(queue).await?;
+                if delivered == "0-0" {
+                    return Ok(JobPage::default());
+                }
+                let end = match cursor {
+                    Some(c) if id_order(c) <= id_order(&delivered) => format!("({c}"),
+                    _ => delivered,
+                };
+                let ids = self
+                    .newest(self.stream_key(queue), &end, "-", limit + 1)
+                    .await?;
+                let shown: Vec<&str> = ids.iter().take(limit).map(|e| e.id.as_str()).collect();
+                let holders = self.holders(queue, &shown).await?;
+                ids.iter()
+                    .zip(holders.into_iter().chain(std::iter::repeat(None)))
+                    .map(|(e, worker)| decode_live(e, state, worker))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            JobState::Done | JobState::Dead => {
+                let key = self.settled_key(queue, state);
+                let ids = self.newest(key, &after("+"), "-", limit + 1).await?;
+                ids.iter()
+                    .map(|e| decode_settled(e, state))
+                    .collect::<Result<Vec<_>>>()?
+            }
+        };
+        let mut jobs = entries;
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        let next = more.then(|| jobs.last().map(|j| j.id.clone())).flatten();
+        Ok(JobPage { jobs, next })
+    }
+
+    async fn job(&self, queue: QueueName, state: JobState, id: &str) -> Result<Option<JobRecord>> {
+        let mut conn = self.conn.clone();
+        match state {
+            JobState::Pending | JobState::InFlight => {
+                let reply: redis::streams::StreamRangeReply =
+                    conn.xrange(self.stream_key(queue), id, id).await?;
+                let Some(entry) = reply.ids.first() else {
+                    return Ok(None);
+                };
+                let delivered = self.last_delivered(queue).await?;
+                if id_order(&entry.id) > id_order(&delivered) {
+                    return decode_live(entry, JobState::Pending, None).map(Some);
+                }
+                let worker = self
+                    .holders(queue, &[entry.id.as_str()])
+                    .await?
+                    .pop()
+                    .flatten();
+                decode_live(entry, JobState::InFlight, worker).map(Some)
+            }
+            JobState::Retrying => {
+                let Some((due, job_id)) = id.split_once(':') else {
+                    return Ok(None);
+                };
+                let Ok(due) = due.parse::<i64>() else {
+                    return Ok(None);
+                };
+                let members: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(self.key(queue, "retry"))
+                    .arg(due)
+                    .arg(due)
+                    .arg("BYSCORE")
+                    .query_async(&mut conn)
+                    .await?;
+                for m in members {
+                    let job = decode_retrying(&m, due)?;
+                    if job.job_id == job_id {
+                        return Ok(Some(job));
+                    }
+                }
+                Ok(None)
+            }
+            JobState::Done | JobState::Dead => {
+                let key = self.settled_key(queue, state);
+                let reply: redis::streams::StreamRangeReply = conn.xrange(key, id, id).await?;
+                reply
+                    .ids
+                    .first()
+                    .map(|e| decode_settled(e, state))
+                    .transpose()
+            }
+        }
     }
 
     fn system(&self) -> &'static str {

@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
 use tokio::sync::Notify;
 
-use super::{Claimed, DeadJob, Failure, JobQueue, QueueName, QueueStats, Retention, Trimmed};
+use super::{
+    Claimed, DeadJob, Failure, JobPage, JobQueue, JobRecord, JobSearch, JobState, QueueName,
+    QueueStats, Retention, Trimmed,
+};
 use crate::error::Result;
 
 /// How often an idle consumer looks again when nothing woke it: the
@@ -49,12 +52,16 @@ struct Row {
 }
 
 #[derive(FromQueryResult)]
-struct Counts {
+struct Live {
     ready: Option<i64>,
     in_flight: Option<i64>,
     retrying: Option<i64>,
-    dead: Option<i64>,
-    done: Option<i64>,
+}
+
+#[derive(FromQueryResult)]
+struct Settled {
+    state: i64,
+    n: i64,
 }
 
 impl SqliteQueue {
@@ -208,6 +215,7 @@ impl SqliteQueue {
                 trace: r.trace,
                 // Set at enqueue, and to the due time by a retry.
                 ready_at: r.run_at,
+                claimed_at: now,
             })
             .collect();
         // RETURNING gives no order guarantee; keep enqueue order.
@@ -225,6 +233,68 @@ impl SqliteQueue {
             .await?;
         Ok(())
     }
+}
+
+/// A row as the listings read it, whatever its state.
+#[derive(FromQueryResult)]
+struct AnyRow {
+    id: i64,
+    payload: String,
+    attempt: i32,
+    errors: String,
+    trace: Option<String>,
+    run_at: i64,
+    dead: i64,
+    lease_owner: Option<String>,
+    lease_until: Option<i64>,
+}
+
+const ANY_COLUMNS: &str =
+    "id, payload, attempt, errors, trace, run_at, dead, lease_owner, lease_until";
+
+/// Which rows are in `state` at `?1` (now): the same split as `stats`.
+fn state_filter(state: JobState) -> &'static str {
+    match state {
+        JobState::Pending => {
+            "dead = 0 AND run_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1)"
+        }
+        JobState::InFlight => "dead = 0 AND lease_until >= ?1",
+        JobState::Retrying => {
+            "dead = 0 AND run_at > ?1 AND (lease_until IS NULL OR lease_until < ?1)"
+        }
+        JobState::Done => "dead = 2",
+        JobState::Dead => "dead = 1",
+    }
+}
+
+fn record(r: AnyRow, now: i64) -> JobRecord {
+    let leased = r.lease_until.is_some_and(|until| until >= now);
+    let state = match r.dead {
+        DEAD => JobState::Dead,
+        DONE => JobState::Done,
+        _ if leased => JobState::InFlight,
+        _ if r.run_at > now => JobState::Retrying,
+        _ => JobState::Pending,
+    };
+    JobRecord {
+        id: r.id.to_string(),
+        job_id: r.id.to_string(),
+        state,
+        at: r.run_at,
+        payload: r.payload,
+        attempt: r.attempt.max(0) as u32,
+        failures: serde_json::from_str::<Vec<Failure>>(&r.errors).unwrap_or_default(),
+        trace: r.trace,
+        worker: r.lease_owner.filter(|_| leased),
+    }
+}
+
+/// A cursor is the last row's `run_at:id`: rows are ordered by both.
+fn parse_cursor(cursor: Option<&str>) -> (i64, i64) {
+    cursor
+        .and_then(|c| c.split_once(':'))
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.parse().ok()?)))
+        .unwrap_or((i64::MAX, i64::MAX))
 }
 
 /// A dead row; `run_at` holds the time it was buried.
@@ -333,35 +403,47 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
+    /// The live states are counted over the `dead = 0` part of the index,
+    /// which is the backlog; the settled states come from the counters the
+    /// triggers of migration m0007 keep, so a long history costs nothing.
     async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
         let now = crate::now_millis();
-        let c = Counts::find_by_statement(Statement::from_sql_and_values(
+        let live = Live::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Sqlite,
             "SELECT \
-               SUM(CASE WHEN dead = 0 AND run_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) THEN 1 ELSE 0 END) AS ready, \
-               SUM(CASE WHEN dead = 0 AND lease_until >= ?1 THEN 1 ELSE 0 END) AS in_flight, \
-               SUM(CASE WHEN dead = 0 AND run_at > ?1 AND (lease_until IS NULL OR lease_until < ?1) THEN 1 ELSE 0 END) AS retrying, \
-               SUM(CASE WHEN dead = 1 THEN 1 ELSE 0 END) AS dead, \
-               SUM(CASE WHEN dead = 2 THEN 1 ELSE 0 END) AS done \
-             FROM queue_jobs WHERE queue = ?2",
+               SUM(CASE WHEN run_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1) THEN 1 ELSE 0 END) AS ready, \
+               SUM(CASE WHEN lease_until >= ?1 THEN 1 ELSE 0 END) AS in_flight, \
+               SUM(CASE WHEN run_at > ?1 AND (lease_until IS NULL OR lease_until < ?1) THEN 1 ELSE 0 END) AS retrying \
+             FROM queue_jobs WHERE queue = ?2 AND dead = 0",
             [now.into(), queue.as_str().into()],
         ))
         .one(&self.db)
         .await?;
-        let c = c.unwrap_or(Counts {
+        let settled = Settled::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT state, n FROM queue_counts WHERE queue = ?",
+            [queue.as_str().into()],
+        ))
+        .all(&self.db)
+        .await?;
+        let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+        let settled_n = |state: i64| {
+            settled
+                .iter()
+                .find(|s| s.state == state)
+                .map_or(0, |s| s.n.max(0) as u64)
+        };
+        let live = live.unwrap_or(Live {
             ready: None,
             in_flight: None,
             retrying: None,
-            dead: None,
-            done: None,
         });
-        let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         Ok(QueueStats {
-            ready: n(c.ready),
-            in_flight: n(c.in_flight),
-            retrying: n(c.retrying),
-            dead: n(c.dead),
-            done: n(c.done),
+            ready: n(live.ready),
+            in_flight: n(live.in_flight),
+            retrying: n(live.retrying),
+            dead: settled_n(DEAD),
+            done: settled_n(DONE),
         })
     }
 
@@ -435,6 +517,79 @@ impl JobQueue for SqliteQueue {
             ))
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn jobs(
+        &self,
+        queue: QueueName,
+        state: JobState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<JobPage> {
+        let now = crate::now_millis();
+        let (at, id) = parse_cursor(cursor);
+        let rows = AnyRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!(
+                "SELECT {ANY_COLUMNS} FROM queue_jobs WHERE queue = ?2 AND {} \
+                 AND (run_at < ?3 OR (run_at = ?3 AND id < ?4)) \
+                 ORDER BY run_at DESC, id DESC LIMIT ?5",
+                state_filter(state)
+            ),
+            [
+                now.into(),
+                queue.as_str().into(),
+                at.into(),
+                id.into(),
+                (limit as i64 + 1).into(),
+            ],
+        ))
+        .all(&self.db)
+        .await?;
+        let more = rows.len() > limit;
+        let jobs: Vec<JobRecord> = rows
+            .into_iter()
+            .take(limit)
+            .map(|r| record(r, now))
+            .collect();
+        let next = more
+            .then(|| jobs.last().map(|j| format!("{}:{}", j.at, j.id)))
+            .flatten();
+        Ok(JobPage { jobs, next })
+    }
+
+    /// A row keeps its id through every state, so the job is found
+    /// wherever it is now.
+    async fn job(&self, queue: QueueName, _state: JobState, id: &str) -> Result<Option<JobRecord>> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let row = AnyRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("SELECT {ANY_COLUMNS} FROM queue_jobs WHERE id = ? AND queue = ?"),
+            [id.into(), queue.as_str().into()],
+        ))
+        .one(&self.db)
+        .await?;
+        Ok(row.map(|r| record(r, crate::now_millis())))
+    }
+
+    async fn search(
+        &self,
+        queue: QueueName,
+        search: &JobSearch,
+        scan: usize,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        // The job id is the primary key: no scan at all.
+        if let Some(id) = &search.job_id {
+            let job = self.job(queue, JobState::Pending, id).await?;
+            return Ok(job
+                .into_iter()
+                .filter(|j| search.matches(queue, j))
+                .collect());
+        }
+        super::scan_newest(self, queue, search, scan, limit).await
     }
 
     fn system(&self) -> &'static str {

@@ -58,3 +58,21 @@ pub async fn recent(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<AuditEn
         .await?,
     )
 }
+
+/// The entries about one job, newest first.
+pub async fn for_job(
+    db: &impl ConnectionTrait,
+    queue: &str,
+    job_id: &str,
+) -> Result<Vec<AuditEntry>> {
+    Ok(
+        AuditEntry::find_by_statement(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT at, actor, action, queue, job_id, detail FROM admin_audit \
+             WHERE queue = ? AND job_id = ? ORDER BY id DESC LIMIT 50",
+            [queue.into(), job_id.into()],
+        ))
+        .all(db)
+        .await?,
+    )
+}

@@ -1,5 +1,7 @@
 //! Reads and writes of the client-visible tables, the count marks that
-//! writes leave for the recount, and the scheduler's run records.
+//! writes leave for the recount, the scheduler's run records, and what the
+//! dashboard reads: the audit trail, per-minute job figures and the worker
+//! registry.
 //!
 //! Reads go through sea-orm's query builder. The bulk upserts are written
 //! as SQL per backend, because their version guard (`only move a row
@@ -9,8 +11,10 @@ pub mod audit;
 pub mod chats;
 pub mod counts;
 pub mod messages;
+pub mod pulse;
 pub mod runs;
 mod upsert;
+pub mod workers;
 
 /// One page of a list ordered by number, and the cursor for the next.
 #[derive(Debug, Clone)]

@@ -139,3 +139,170 @@ pub async fn dead_jobs_can_be_revived_or_discarded(q: &dyn chat_store::queue::Jo
     assert_eq!(back[0].trace.as_deref(), Some(trace));
     q.ack(Q, &back).await.unwrap();
 }
+
+/// Jobs are listed by state, newest first and a page at a time, read back
+/// by their handles, and found by job id, payload key, error and trace.
+pub async fn jobs_are_listed_by_state_and_found(q: &dyn chat_store::queue::JobQueue) {
+    use chat_store::queue::{JobSearch, JobState, QueueName, Resource, Retention};
+    const Q: QueueName = QueueName::Messages;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let job = |n: i64| {
+        format!("{{\"application_id\":7,\"chat_number\":2,\"number\":{n},\"body\":\"b{n}\"}}")
+    };
+    for n in 1..=5 {
+        let trace = (n == 3).then(|| format!("00-{trace_id}-00f067aa0ba902b7-01"));
+        q.enqueue_traced(Q, job(n), trace).await.unwrap();
+    }
+    let wait = Duration::from_millis(200);
+    let first = q.claim(Q, "w1", 2, wait).await.unwrap();
+    assert_eq!(first.len(), 2);
+    q.ack(Q, &first[..1]).await.unwrap();
+    q.retry(Q, &first[1], "boom-2", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let third = q.claim(Q, "w1", 1, wait).await.unwrap();
+    q.bury(Q, &third[0], "fatal-3").await.unwrap();
+    let fourth = q.claim(Q, "w2", 1, wait).await.unwrap();
+    assert!(fourth[0].payload.contains("\"number\":4,"));
+    for n in 6..=10 {
+        q.enqueue(Q, job(n)).await.unwrap();
+    }
+
+    let numbers = |jobs: &[chat_store::queue::JobRecord]| -> Vec<i64> {
+        jobs.iter()
+            .map(|j| {
+                let v: serde_json::Value = serde_json::from_str(&j.payload).unwrap();
+                v["number"].as_i64().unwrap()
+            })
+            .collect()
+    };
+    // Pending, two pages of four then two, newest first.
+    let page1 = q.jobs(Q, JobState::Pending, None, 4).await.unwrap();
+    assert_eq!(numbers(&page1.jobs), [10, 9, 8, 7]);
+    let next = page1.next.expect("a second page");
+    let page2 = q.jobs(Q, JobState::Pending, Some(&next), 4).await.unwrap();
+    assert_eq!(numbers(&page2.jobs), [6, 5]);
+    assert_eq!(page2.next, None);
+    for (state, n) in [
+        (JobState::InFlight, 4),
+        (JobState::Retrying, 2),
+        (JobState::Done, 1),
+        (JobState::Dead, 3),
+    ] {
+        let page = q.jobs(Q, state, None, 10).await.unwrap();
+        assert_eq!(numbers(&page.jobs), [n], "{state:?}");
+        let listed = &page.jobs[0];
+        assert_eq!(listed.state, state);
+        let again = q
+            .job(Q, state, &listed.id)
+            .await
+            .unwrap()
+            .expect("found by handle");
+        assert_eq!(
+            (again.job_id.as_str(), again.state),
+            (listed.job_id.as_str(), state)
+        );
+    }
+    let in_flight = &q.jobs(Q, JobState::InFlight, None, 1).await.unwrap().jobs[0];
+    assert_eq!(in_flight.worker.as_deref(), Some("w2"));
+    let retrying = &q.jobs(Q, JobState::Retrying, None, 1).await.unwrap().jobs[0];
+    assert_eq!(retrying.failures[0].error, "boom-2");
+    assert!(
+        retrying.at > chat_store::now_millis() + 50_000,
+        "due in a minute"
+    );
+
+    let found = |s: JobSearch| async move { numbers(&q.search(Q, &s, 1_000, 100).await.unwrap()) };
+    let key = |chat, message| {
+        Some(Resource {
+            application_id: 7,
+            chat,
+            message,
+        })
+    };
+    assert_eq!(
+        found(JobSearch {
+            names: key(Some(2), Some(3)),
+            ..Default::default()
+        })
+        .await,
+        [3]
+    );
+    assert_eq!(
+        found(JobSearch {
+            error: Some("boom".into()),
+            ..Default::default()
+        })
+        .await,
+        [2]
+    );
+    assert_eq!(
+        found(JobSearch {
+            trace: Some(trace_id.into()),
+            ..Default::default()
+        })
+        .await,
+        [3]
+    );
+    assert_eq!(
+        found(JobSearch {
+            job_id: Some(in_flight.job_id.clone()),
+            ..Default::default()
+        })
+        .await,
+        [4]
+    );
+    assert!(
+        found(JobSearch {
+            names: Some(Resource {
+                application_id: 8,
+                chat: None,
+                message: None,
+            }),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    // A bounded search looks at no more than it was allowed to.
+    let scan_one = q
+        .search(
+            Q,
+            &JobSearch {
+                names: key(Some(2), Some(5)),
+                ..Default::default()
+            },
+            1,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(
+        scan_one.is_empty(),
+        "job 5 is not among the newest pending record"
+    );
+
+    let stats = q.stats(Q).await.unwrap();
+    assert_eq!(
+        (
+            stats.ready,
+            stats.in_flight,
+            stats.retrying,
+            stats.done,
+            stats.dead
+        ),
+        (6, 1, 1, 1, 1)
+    );
+    let zero = Retention {
+        done: Duration::ZERO,
+        dead: Duration::ZERO,
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    q.trim(Q, zero).await.unwrap();
+    let stats = q.stats(Q).await.unwrap();
+    assert_eq!(
+        (stats.done, stats.dead),
+        (0, 0),
+        "trimmed records leave the counts"
+    );
+}
