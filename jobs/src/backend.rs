@@ -27,7 +27,10 @@ use futures::{StreamExt, stream::BoxStream};
 use serde::de::DeserializeOwned;
 use tower::layer::util::Identity;
 
-use crate::trace::{self, JobOrigin};
+use crate::{
+    pulse::Tally,
+    trace::{self, JobOrigin},
+};
 
 /// How long one claim waits for work before asking again.
 const CLAIM_WAIT: Duration = Duration::from_millis(500);
@@ -37,6 +40,7 @@ pub struct QueueBackend<T> {
     name: QueueName,
     batch: usize,
     max_attempts: u32,
+    tally: Arc<Tally>,
     stream: Option<BoxStream<'static, Result<Task<T>, StoreError>>>,
     _job: PhantomData<fn() -> T>,
 }
@@ -44,12 +48,19 @@ pub struct QueueBackend<T> {
 impl<T> QueueBackend<T> {
     /// `max_attempts` also bounds deliveries that never settled: a job whose
     /// worker died holding it more often than that is buried unrun.
-    pub fn new(queue: Arc<dyn JobQueue>, name: QueueName, batch: usize, max_attempts: u32) -> Self {
+    pub fn new(
+        queue: Arc<dyn JobQueue>,
+        name: QueueName,
+        batch: usize,
+        max_attempts: u32,
+        tally: Arc<Tally>,
+    ) -> Self {
         Self {
             queue,
             name,
             batch,
             max_attempts,
+            tally,
             stream: None,
             _job: PhantomData,
         }
@@ -62,6 +73,7 @@ struct Feed {
     consumer: String,
     batch: usize,
     max_attempts: u32,
+    tally: Arc<Tally>,
     buffer: VecDeque<Claimed>,
     failures: u32,
 }
@@ -131,6 +143,7 @@ fn feed<T: DeserializeOwned + Send + 'static>(
             match serde_json::from_str::<T>(&job.payload) {
                 Ok(args) => {
                     let origin: JobOrigin = trace::claimed(state.name, state.queue.system(), &job);
+                    state.tally.started();
                     let task = TaskBuilder::new(args)
                         .attempt(job.attempt as usize)
                         .data(job)
@@ -177,6 +190,7 @@ impl<T: DeserializeOwned + Send + 'static> Backend for QueueBackend<T> {
                 consumer: worker.name().to_string(),
                 batch: self.batch,
                 max_attempts: self.max_attempts,
+                tally: self.tally.clone(),
                 buffer: VecDeque::new(),
                 failures: 0,
             })

@@ -12,6 +12,8 @@
 //! - [`index`]: `IndexMessages`, which indexes a committed batch of
 //!   messages for search, in bulk.
 //! - [`pool`]: builds and supervises one apalis worker per queue.
+//! - [`pulse`]: the per-minute figures and the heartbeats the dashboard
+//!   reads, written to the database.
 //! - `telemetry`: bulk-write sizes, durations and lags, for `/metrics`.
 //! - [`trace`]: each job's `receive` span and each batch's `process`
 //!   span, which continue the trace context the job carries.
@@ -24,6 +26,7 @@ pub mod batcher;
 pub mod index;
 pub mod persist;
 pub mod pool;
+pub mod pulse;
 pub mod settle;
 mod telemetry;
 pub mod trace;

@@ -21,6 +21,7 @@ use crate::{
     persist::{
         ChatWriter, MessageWriter, PersistChat, PersistMessage, persist_chat, persist_message,
     },
+    pulse::{self, Tally},
     settle::{Acker, RetryPolicy, Settler},
 };
 
@@ -50,6 +51,7 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) -> Result<(), std::io::Err
 
 /// Runs every queue's worker until `shutdown` turns true.
 pub async fn run_pool(backends: &Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
+    pulse::install(backends.writer.clone());
     let chats = run_chats(backends.clone(), config, shutdown.clone());
     let messages = run_messages(backends.clone(), config, shutdown.clone());
     let index = run_index(backends.clone(), config, shutdown);
@@ -62,6 +64,7 @@ fn settler(queue: &Arc<dyn JobQueue>, name: QueueName, policy: RetryPolicy) -> S
         name,
         acker: Acker::spawn(queue.clone(), name),
         policy,
+        tally: Arc::new(Tally::default()),
     }
 }
 
@@ -121,6 +124,13 @@ macro_rules! run_queue {
                     name,
                     in_hand,
                     policy.max_attempts,
+                    settler.tally.clone(),
+                );
+                let heartbeat = pulse::heartbeat(
+                    backends.writer.clone(),
+                    worker_name.clone(),
+                    name,
+                    settler.tally.clone(),
                 );
                 let worker = WorkerBuilder::new(worker_name.as_str())
                     .backend(backend)
@@ -129,6 +139,7 @@ macro_rules! run_queue {
                     .concurrency(in_hand * 2)
                     .build($handler);
                 let result = worker.run_until(stopped(shutdown.clone())).await;
+                heartbeat.stop().await;
                 supervise(result, &worker_name, &backends, name, &settler).await;
             }
         }

@@ -19,7 +19,10 @@ use chat_store::{
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::trace::{JobOrigin, Origin};
+use crate::{
+    pulse::{self, Tally},
+    trace::{JobOrigin, Origin},
+};
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -79,10 +82,13 @@ impl Acker {
                 }
                 // An ack that fails leaves the job claimed; it is redelivered
                 // after its lease and replayed harmlessly.
-                if !jobs.is_empty()
-                    && let Err(e) = queue.ack(name, &jobs).await
-                {
-                    tracing::warn!(queue = name.as_str(), jobs = jobs.len(), error = %e, "ack failed");
+                if !jobs.is_empty() {
+                    match queue.ack(name, &jobs).await {
+                        Ok(()) => pulse::done(name, &jobs),
+                        Err(e) => {
+                            tracing::warn!(queue = name.as_str(), jobs = jobs.len(), error = %e, "ack failed")
+                        }
+                    }
                 }
                 drop(origins);
                 for done in flushed {
@@ -108,10 +114,13 @@ pub struct Settler {
     pub name: QueueName,
     pub acker: Acker,
     pub policy: RetryPolicy,
+    /// The running figures the worker's heartbeat reports.
+    pub tally: Arc<Tally>,
 }
 
 impl Settler {
     async fn fail(&self, job: Claimed, origin: JobOrigin, error: String) -> Result<(), StoreError> {
+        pulse::failed(self.name);
         if job.attempt >= self.policy.max_attempts {
             origin.settled("dead");
             tracing::error!(queue = self.name.as_str(), id = %job.id, attempt = job.attempt, %error, "job is dead");
@@ -140,12 +149,14 @@ impl Acknowledge<()> for Settler {
             .unwrap_or_else(Origin::untraced);
         match res {
             Ok(()) => {
+                self.tally.settled(true);
                 origin.settled("acked");
                 // The whole job: its payload goes into the done record.
                 let _ = self.acker.tx.send(AckMsg::Ack(job.clone(), origin));
                 Box::pin(async { Ok(()) })
             }
             Err(e) => {
+                self.tally.settled(false);
                 let job = job.clone();
                 let this = self.clone();
                 let error = e.to_string();

@@ -26,6 +26,11 @@ pub(crate) fn record_write(
     if result.is_ok() {
         let now = Utc::now();
         // A row's updated_at is stamped when the API accepted it.
-        m.write_lags(stage, accepted.map(|at| (now - at).as_seconds_f64()));
+        let lags: Vec<_> = accepted.map(|at| now - at).collect();
+        m.write_lags(stage, lags.iter().map(|lag| lag.as_seconds_f64()));
+        crate::pulse::lags(
+            stage,
+            lags.iter().map(|lag| lag.num_milliseconds().max(0) as u64),
+        );
     }
 }
