@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: Debian's Chromium, headless, driven
 //! through chromedriver. An operator logs in, watches the overview's
-//! counts move as messages are posted, finds a dead job by its error
-//! text, opens it and presses Retry, and the row is persisted exactly
+//! counts move as messages are posted and its chart fill, searches for a
+//! dead job by application token, chat and message number, opens it and
+//! presses Retry, and the row is persisted exactly
 //! once; in read-only mode the button is gone and the POST is refused.
 //! Screenshots of the overview and of a job's page go to
 //! `target/screenshots/`.
@@ -62,7 +63,7 @@ async fn browser(driver: &Driver, profile_dir: &Path) -> Client {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--window-size=1280,900",
+                "--disable-sync", "--no-first-run", "--window-size=1280,1400",
                 format!("--user-data-dir={}", profile_dir.display()),
             ],
         }),
@@ -193,21 +194,32 @@ async fn an_operator_finds_a_dead_job_and_retries_it_in_the_browser() {
             text_of(&c, done).await.parse::<u64>().unwrap() >= before + 3
         })
         .await;
+        // The chart and the workers are drawn on load, from figures the
+        // workers write once a second.
+        eventually("the chart shows the minute's jobs", async || {
+            c.refresh().await.unwrap();
+            c.find(Locator::Css("tr[data-queue=messages] svg.chart rect.done"))
+                .await
+                .is_ok()
+        })
+        .await;
+        element(&c, "table#workers tr[data-worker]").await;
         std::fs::write(
             screenshots().join(format!("overview-{profile:?}.png").to_lowercase()),
             c.screenshot().await.unwrap(),
         )
         .unwrap();
 
-        // A message that never appeared: its job is dead. Find it by its
-        // error text, open it, and retry it.
-        app.create_message(&token, chat, DOOMED).await;
+        // "Message N in this chat never appeared": its job is dead. Search
+        // for it by the application token, chat and message number, open
+        // it, and retry it.
+        let number = app.create_message(&token, chat, DOOMED).await;
         let id = dead_job(&app).await;
-        c.goto(&format!("{}/admin/queues/messages/dead", app.base))
-            .await
-            .unwrap();
-        fill(&c, "input[name=error]", "injected failure").await;
-        click(&c, "form[method=get] button[type=submit]").await;
+        click(&c, "header nav a[href='/admin/search']").await;
+        fill(&c, "input[name=token]", &token).await;
+        fill(&c, "input[name=chat]", &chat.to_string()).await;
+        fill(&c, "input[name=message]", &number.to_string()).await;
+        click(&c, "form#search button[type=submit]").await;
         click(&c, &format!("a[href='/admin/queues/messages/dead/{id}']")).await;
         element(&c, "pre.payload").await;
         assert!(text_of(&c, "pre.payload").await.contains(DOOMED));

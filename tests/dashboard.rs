@@ -1,7 +1,8 @@
 //! The operators' dashboard over HTTP: nothing under /admin opens without
 //! the token; a dead job is found, retried with a confirmed, CSRF-checked
 //! POST, persisted exactly once and audited; read-only mode hides and
-//! refuses every action.
+//! refuses every action. The overview charts what the workers did, lists
+//! them, and jobs are found by state and by search.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -77,12 +78,18 @@ async fn nothing_under_admin_opens_without_the_token() {
         "/admin/queues/messages/dead/1",
         "/admin/queues/messages/dead/1/retry",
         "/admin/queues/messages/dead/retry-all",
+        "/admin/search",
+        "/admin/search?job_id=1",
+        "/admin/queues/messages/jobs/done",
+        "/admin/queues/messages/jobs/done/1",
     ];
     let json = [
         "/admin/api/queues",
         "/admin/api/dead",
         "/admin/api/runs",
         "/admin/api/audit",
+        "/admin/api/figures",
+        "/admin/api/workers",
     ];
     let posts = [
         "/admin/queues/messages/dead/1/retry",
@@ -333,4 +340,100 @@ async fn read_only_mode_hides_and_refuses_every_action() {
     let dead = app.get_root_json("/admin/api/dead").await;
     assert!(dead.to_string().contains(&id), "the job is still dead");
     stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overview_shows_throughput_workers_and_jobs_are_found() {
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        let app = stack.spawn("serve", &[]).await;
+        let token = app.create_app("figures").await;
+        let chat = app.create_chat(&token).await;
+        for i in 0..5 {
+            app.create_message(&token, chat, &format!("counted {i}"))
+                .await;
+        }
+        // The figures are written once a second, the heartbeat every 5 s.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let figures = app.get_root_json("/admin/api/figures").await;
+            let done: u64 = figures["queues"]["messages"]["done"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .sum();
+            let workers = app.get_root_json("/admin/api/workers").await;
+            let listed = workers.as_array().unwrap().len();
+            if done >= 5 && listed >= 3 && figures["lags"]["persisted"]["p50_ms"].is_u64() {
+                assert!(
+                    figures["queues"]["messages"]["wait"]["p99_ms"].is_u64(),
+                    "{figures}"
+                );
+                assert!(
+                    figures["queues"]["messages"]["run"]["p50_ms"].is_u64(),
+                    "{figures}"
+                );
+                let messages = workers
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|w| w["queue"] == "messages")
+                    .expect("a messages worker");
+                assert_eq!(
+                    messages["pid"].as_i64().unwrap(),
+                    i64::from(app.pid().unwrap())
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "figures {figures}, workers {workers}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let cookie = log_in(&app, "Ada").await;
+        let (_, overview) = page(&app, &cookie, "/admin").await;
+        assert!(
+            overview.contains("<rect class=\"done\""),
+            "a bar per busy minute"
+        );
+        assert!(
+            overview.contains("id=\"workers\"") && overview.contains("data-worker=\"messages-")
+        );
+        assert!(overview.contains("id=\"lags\""));
+
+        // The done list pages newest first; each row opens its detail.
+        let (status, done) = page(&app, &cookie, "/admin/queues/messages/jobs/done").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(done.contains("done at"), "{done}");
+        let at = done
+            .find("/admin/queues/messages/jobs/done/")
+            .expect("a job link");
+        let href = done[at..].split('"').next().unwrap().to_owned();
+        let (status, detail) = page(&app, &cookie, &href).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(detail.contains("counted "), "{detail}");
+
+        // Search by the application token with chat and message number.
+        let search = format!("/admin/search?token={token}&chat={chat}&message=3");
+        let (status, found) = page(&app, &cookie, &search).await;
+        assert_eq!(status, StatusCode::OK);
+        let rows = found.matches("<tr data-job=").count();
+        assert!(rows >= 1, "{found}");
+        let (_, missing) = page(
+            &app,
+            &cookie,
+            &format!("/admin/search?token={token}&chat={chat}&message=99"),
+        )
+        .await;
+        assert!(missing.contains("id=\"no-match\""), "{missing}");
+        let (status, _) = page(&app, &cookie, "/admin/search?chat=1").await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "a chat number needs its token"
+        );
+        stack.cleanup().await;
+    }
 }

@@ -13,7 +13,10 @@
 //! # Layout
 //! - [`auth`]: the token, the signed session cookie, CSRF tokens.
 //! - `login`: the login form and the `?token=` link.
-//! - `pages`: overview, dead jobs, job detail, audit.
+//! - `pages`: overview, dead jobs, audit.
+//! - `jobs`: job lists by state, job detail, search.
+//! - `figures`: the overview's throughput chart, percentiles, write lags
+//!   and workers, from the figures the workers keep.
 //! - `actions`: retry, retry all, discard; each confirmed, audited.
 //! - [`scheduler`]: the periodic tasks' runs and next ticks, and the data
 //!   health that the count and search checks report.
@@ -32,6 +35,8 @@ mod actions;
 mod api;
 pub mod auth;
 pub mod error;
+mod figures;
+mod jobs;
 mod login;
 mod pages;
 pub mod scheduler;
@@ -76,6 +81,9 @@ pub fn router(backends: Backends, config: DashboardConfig) -> Router {
         .route("/admin/audit", get(pages::audit_page))
         .route("/admin/scheduler", get(scheduler::scheduler_page))
         .route("/admin/health", get(scheduler::health_page))
+        .route("/admin/search", get(jobs::search))
+        .route("/admin/queues/{queue}/jobs/{state}", get(jobs::list))
+        .route("/admin/queues/{queue}/jobs/{state}/{id}", get(jobs::detail))
         .route("/admin/queues/{queue}/dead", get(pages::dead_list))
         .route(
             "/admin/queues/{queue}/dead/retry-all",
@@ -91,6 +99,8 @@ pub fn router(backends: Backends, config: DashboardConfig) -> Router {
         .route("/admin/api/dead", get(api::dead))
         .route("/admin/api/runs", get(api::runs))
         .route("/admin/api/audit", get(api::audit))
+        .route("/admin/api/figures", get(figures::figures_json))
+        .route("/admin/api/workers", get(figures::workers_json))
         .route_layer(middleware::from_fn_with_state(
             dashboard.clone(),
             auth::require,

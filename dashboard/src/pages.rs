@@ -12,7 +12,7 @@ use chat_store::{
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 
-use crate::{Dashboard, auth::Operator, error::DashError, queue_named};
+use crate::{Dashboard, auth::Operator, error::DashError, figures, queue_named};
 
 const STYLE: &str = include_str!("assets/dashboard.css");
 const SCRIPT: &str = include_str!("assets/live.js");
@@ -40,6 +40,7 @@ pub(crate) fn layout(
                     @if let Some(op) = operator {
                         nav {
                             a href="/admin" { "Overview" }
+                            a href="/admin/search" { "Search" }
                             a href="/admin/scheduler" { "Scheduler" }
                             a href="/admin/health" { "Data health" }
                             a href="/admin/audit" { "Audit" }
@@ -68,6 +69,9 @@ pub(crate) async fn overview(
     for q in QueueName::ALL {
         rows.push((q, d.backends.queue.stats(q).await?));
     }
+    let figures = figures::load(&d).await?;
+    let workers = figures::worker_list(&d).await?;
+    let recent = audit::recent(&d.backends.db, 5).await?;
     Ok(layout(
         "Overview",
         Some(&op),
@@ -78,25 +82,44 @@ pub(crate) async fn overview(
                 label { input #live-toggle type="checkbox" checked; " live (every 2 s)" }
             }
             table #queues data-live="/admin/api/queues" {
-                thead { tr { th { "queue" } th { "pending" } th { "scheduled for retry" } th { "in flight" } th { "done" } th { "dead" } } }
+                thead {
+                    tr {
+                        th rowspan="2" { "queue" } th rowspan="2" { "pending" } th rowspan="2" { "scheduled for retry" }
+                        th rowspan="2" { "in flight" } th rowspan="2" { "done" } th rowspan="2" { "dead" }
+                        th colspan="2" { "wait, last " (figures::QUANTILE_MINUTES) " min" }
+                        th colspan="2" { "run, last " (figures::QUANTILE_MINUTES) " min" }
+                        th rowspan="2" { "done ▲ and failed ▼ per minute, last " (figures::CHART_MINUTES) " min" }
+                    }
+                    tr { th { "p50" } th { "p99" } th { "p50" } th { "p99" } }
+                }
                 tbody {
                     @for (q, s) in &rows {
+                        @let f = figures.queue(*q);
                         tr data-queue=(q.as_str()) {
-                            td { (q.as_str()) }
+                            td { a href={ "/admin/queues/" (q.as_str()) "/jobs/done" } { (q.as_str()) } }
                             td data-field="ready" { (s.ready) }
                             td data-field="retrying" { (s.retrying) }
                             td data-field="in_flight" { (s.in_flight) }
                             td data-field="done" { (s.done) }
                             td data-field="dead" { a href={ "/admin/queues/" (q.as_str()) "/dead" } { (s.dead) } }
+                            (figures::quantile_cells(&f))
+                            td { (figures::chart(&f)) }
                         }
                     }
                 }
             }
+            h2 { "Write lag" }
+            (figures::lags(&figures))
+            h2 { "Workers" }
+            (figures::workers_table(&workers))
+            h2 { "Recent actions" }
+            (audit_table("recent-actions", &recent))
+            p { a href="/admin/audit" { "Full audit trail" } }
         },
     ))
 }
 
-fn when(ms: i64) -> String {
+pub(crate) fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
         .unwrap_or_else(|| ms.to_string())
@@ -164,7 +187,7 @@ pub(crate) async fn dead_list(
 
 /// The payload as indented JSON, with long string values (message
 /// bodies) cut to a preview; `None` when nothing was cut.
-fn previews(payload: &str) -> (String, Option<String>) {
+pub(crate) fn previews(payload: &str) -> (String, Option<String>) {
     let Ok(mut value) = serde_json::from_str::<serde_json::Value>(payload) else {
         return (payload.to_owned(), None);
     };
@@ -193,7 +216,7 @@ fn shorten(value: &mut serde_json::Value, cut: &mut bool) {
 }
 
 /// The trace id inside a W3C `traceparent`.
-fn trace_id(traceparent: &str) -> Option<&str> {
+pub(crate) fn trace_id(traceparent: &str) -> Option<&str> {
     traceparent.split('-').nth(1).filter(|id| id.len() == 32)
 }
 
@@ -209,58 +232,10 @@ pub(crate) async fn dead_detail(
         .dead_job(q, &id)
         .await?
         .ok_or(DashError::NotFound("dead job"))?;
-    let (shown, full) = previews(&job.payload);
-    let trace = job.trace.as_deref().and_then(trace_id);
-    let base = format!("/admin/queues/{}/dead/{}", q.as_str(), job.id);
-    Ok(layout(
-        "Dead job",
-        Some(&op),
-        d.config.read_only,
-        html! {
-            h1 { "Dead job " (job.id) }
-            dl {
-                dt { "type" } dd { (job_type(q)) }
-                dt { "queue" } dd { (q.as_str()) }
-                dt { "state" } dd { "dead" }
-                dt { "job id while live" } dd { (job.job_id) }
-                dt { "buried" } dd { (when(job.buried_at)) }
-                dt { "attempts" } dd { (job.attempt) }
-                @if let Some(trace) = trace {
-                    dt { "trace" }
-                    dd {
-                        @match &d.config.jaeger_ui_url {
-                            Some(jaeger) => a.trace href={ (jaeger.trim_end_matches('/')) "/trace/" (trace) } { (trace) },
-                            None => code { (trace) },
-                        }
-                    }
-                }
-            }
-            h2 { "Payload" }
-            pre.payload { (shown) }
-            @if let Some(full) = &full {
-                details { summary { "Show the full payload" } pre.payload { (full) } }
-            }
-            h2 { "Attempts" }
-            table {
-                thead { tr { th { "attempt" } th { "failed at" } th { "error" } } }
-                tbody {
-                    @for f in &job.failures {
-                        tr { td { (f.attempt) } td { (f.at.format("%Y-%m-%d %H:%M:%S%.3f UTC")) } td.error { (f.error) } }
-                    }
-                }
-            }
-            @if !d.config.read_only {
-                p.actions {
-                    a.button href={ (base) "/retry" } { "Retry" }
-                    " "
-                    a.button.danger href={ (base) "/discard" } { "Discard" }
-                }
-            }
-        },
-    ))
+    crate::jobs::detail_page(&d, &op, q, job.into()).await
 }
 
-fn job_type(q: QueueName) -> &'static str {
+pub(crate) fn job_type(q: QueueName) -> &'static str {
     match q {
         QueueName::Chats => "PersistChat",
         QueueName::Messages => "PersistMessage",
@@ -279,19 +254,29 @@ pub(crate) async fn audit_page(
         d.config.read_only,
         html! {
             h1 { "Audit" }
-            table #audit {
-                thead { tr { th { "when" } th { "who" } th { "action" } th { "queue" } th { "job" } th { "detail" } } }
-                tbody {
-                    @for e in &entries {
-                        tr {
-                            td { (when(e.at)) } td { (e.actor) } td { (e.action) } td { (e.queue) }
-                            td { (e.job_id.as_deref().unwrap_or("")) } td { (e.detail.as_deref().unwrap_or("")) }
-                        }
+            (audit_table("audit", &entries))
+        },
+    ))
+}
+
+/// Operator actions, newest first.
+pub(crate) fn audit_table(id: &str, entries: &[audit::AuditEntry]) -> Markup {
+    html! {
+        table id=(id) {
+            thead { tr { th { "when" } th { "who" } th { "action" } th { "queue" } th { "job" } th { "detail" } } }
+            tbody {
+                @if entries.is_empty() {
+                    tr { td colspan="6" { "No action yet." } }
+                }
+                @for e in entries {
+                    tr {
+                        td { (when(e.at)) } td { (e.actor) } td { (e.action) } td { (e.queue) }
+                        td { (e.job_id.as_deref().unwrap_or("")) } td { (e.detail.as_deref().unwrap_or("")) }
                     }
                 }
             }
-        },
-    ))
+        }
+    }
 }
 
 #[cfg(test)]
