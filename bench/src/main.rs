@@ -3,7 +3,7 @@
 //! limits measured in the same run. Prints numbers; asserts nothing.
 //!
 //! `cargo run --release -p bench -- --profile embedded|distributed`
-//! `cargo run --release -p bench -- [--profile …] search|counts`
+//! `cargo run --release -p bench -- [--profile …] search|counts|overview`
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,6 +13,7 @@ mod counts;
 mod lag;
 mod limits;
 mod load;
+mod overview;
 mod report;
 mod run;
 mod search;
@@ -103,6 +104,14 @@ enum Internal {
         #[arg(long, default_value_t = 1_000_000)]
         messages: usize,
     },
+    /// The dashboard's overview render time over a queue holding this many
+    /// finished jobs, all within the retention.
+    Overview {
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 50)]
+        renders: usize,
+    },
     /// The bare handler the POST path is compared with (started by the bench).
     #[command(hide = true)]
     LimitServer {
@@ -159,6 +168,20 @@ async fn main() -> anyhow::Result<()> {
             }
             for r in &reports {
                 counts::print(r, chats, *messages);
+            }
+            return Ok(());
+        }
+        Some(Internal::Overview { jobs, renders }) => {
+            let chat = system::chat_binary(cli.chat_bin.clone())?;
+            let mut reports = Vec::new();
+            for profile in cli.profiles() {
+                let deployment = deploy(&cli, profile, &chat).await?;
+                let outcome = overview::run(&deployment, *jobs, (*renders).max(1)).await;
+                deployment.tear_down(cli.keep_logs).await?;
+                reports.push(outcome?);
+            }
+            for r in &reports {
+                overview::print(r);
             }
             return Ok(());
         }

@@ -218,7 +218,7 @@ pub struct Deployment {
     /// The database, as the benchmark itself connects to it.
     pub database_url: String,
     pub redis_url: Option<String>,
-    redis_prefix: Option<String>,
+    pub redis_prefix: Option<String>,
     mysql_admin: Option<(String, String)>,
 }
 

@@ -1,0 +1,175 @@
+//! Dashboard overview benchmark: how long `/admin` takes to render when
+//! a queue holds `jobs` finished jobs, all within the done retention (one
+//! hour by default), so nothing is trimmed to make it fast.
+//!
+//! The finished jobs are written straight into the queue's history: rows
+//! in `queue_jobs` on the embedded profile (the triggers count them as
+//! they go in), entries of the done stream on the distributed one.
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+
+use crate::{
+    client::ChatApi,
+    system::{self, Deployment},
+};
+
+const TOKEN: &str = "bench-admin-token";
+const ROWS_PER_INSERT: usize = 2_000;
+
+pub struct Report {
+    pub profile: &'static str,
+    pub jobs: usize,
+    pub seed: Duration,
+    pub done_shown: u64,
+    /// Render times of the overview page, sorted.
+    pub renders: Vec<Duration>,
+    pub counts: Vec<Duration>,
+}
+
+fn payload(i: usize) -> String {
+    format!(
+        "{{\"application_id\":1,\"chat_number\":{},\"number\":{},\"body\":\"finished job {i}\",\"version\":1}}",
+        i % 1_000 + 1,
+        i / 1_000 + 1
+    )
+}
+
+async fn seed_sqlite(d: &Deployment, jobs: usize) -> anyhow::Result<()> {
+    let db = chat_store::db::connect_writer(&d.database_url).await?;
+    chat_store::db::migrate(&db).await?;
+    let now = chat_store::now_millis();
+    for start in (0..jobs).step_by(ROWS_PER_INSERT) {
+        let end = (start + ROWS_PER_INSERT).min(jobs);
+        let marks = vec!["('messages', ?, 1, ?, 2, '[]', ?)"; end - start].join(", ");
+        let mut values: Vec<Value> = Vec::with_capacity((end - start) * 3);
+        for i in start..end {
+            // Spread over the last 30 minutes: inside the retention.
+            let at = now - 1_800_000 + (i as i64 * 1_800_000 / jobs as i64);
+            values.extend([payload(i).into(), at.into(), (at - 20).into()]);
+        }
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!(
+                "INSERT INTO queue_jobs (queue, payload, attempt, run_at, dead, errors, enqueued_at) \
+                 VALUES {marks}"
+            ),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+async fn seed_redis(d: &Deployment, jobs: usize) -> anyhow::Result<()> {
+    let (Some(url), Some(prefix)) = (&d.redis_url, &d.redis_prefix) else {
+        anyhow::bail!("no Redis");
+    };
+    let mut conn = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let key = format!("{prefix}{{q:messages}}:done");
+    for start in (0..jobs).step_by(10_000) {
+        let mut pipe = redis::pipe();
+        for i in start..(start + 10_000).min(jobs) {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("id")
+                .arg(format!("{i}-0"))
+                .arg("p")
+                .arg(payload(i))
+                .arg("a")
+                .arg(1)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await?;
+    }
+    Ok(())
+}
+
+async fn timed_get(http: &reqwest::Client, url: &str) -> anyhow::Result<(Duration, String)> {
+    let started = Instant::now();
+    let r = http.get(url).bearer_auth(TOKEN).send().await?;
+    anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+    let body = r.text().await?;
+    Ok((started.elapsed(), body))
+}
+
+pub async fn run(d: &Deployment, jobs: usize, renders: usize) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    if d.redis_url.is_some() {
+        d.migrate()?;
+        seed_redis(d, jobs).await?;
+    } else {
+        seed_sqlite(d, jobs).await?;
+    }
+    let seed = started.elapsed();
+    let port = system::free_port()?;
+    let mut api = d.command("api", Some(port));
+    api.env("ADMIN_TOKEN", TOKEN)
+        .env("JOBS_DONE_MAX", (jobs * 2).to_string());
+    let _api = system::Process::spawn(&format!("{}-api", d.profile), api, &d.work)?;
+    let base = format!("http://127.0.0.1:{port}");
+    ChatApi::new(&base, 1)?
+        .wait_ready(Duration::from_secs(60))
+        .await?;
+    let http = reqwest::Client::new();
+    let counts = format!("{base}/admin/api/queues");
+    let (_, queues) = timed_get(&http, &counts).await?;
+    let queues: serde_json::Value = serde_json::from_str(&queues)?;
+    let done_shown = queues
+        .as_array()
+        .and_then(|qs| qs.iter().find(|q| q["queue"] == "messages"))
+        .and_then(|q| q["done"].as_u64())
+        .unwrap_or(0);
+    let overview = format!("{base}/admin");
+    // The first requests warm the connection pools.
+    for _ in 0..3 {
+        timed_get(&http, &overview).await?;
+    }
+    let mut times = Vec::with_capacity(renders);
+    let mut count_times = Vec::with_capacity(renders);
+    for _ in 0..renders {
+        times.push(timed_get(&http, &overview).await?.0);
+        count_times.push(timed_get(&http, &counts).await?.0);
+    }
+    times.sort();
+    count_times.sort();
+    Ok(Report {
+        profile: d.profile,
+        jobs,
+        seed,
+        done_shown,
+        renders: times,
+        counts: count_times,
+    })
+}
+
+pub fn print(r: &Report) {
+    let at = |v: &[Duration], q: f64| {
+        v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "[{}] {} finished jobs seeded in {:.1} s; the overview shows done = {}",
+        r.profile,
+        r.jobs,
+        r.seed.as_secs_f64(),
+        r.done_shown
+    );
+    println!(
+        "[{}] GET /admin over {} renders: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        r.profile,
+        r.renders.len(),
+        at(&r.renders, 0.5),
+        at(&r.renders, 0.99),
+        at(&r.renders, 1.0)
+    );
+    println!(
+        "[{}] GET /admin/api/queues (the live refresh): p50 {:.1} ms, p99 {:.1} ms",
+        r.profile,
+        at(&r.counts, 0.5),
+        at(&r.counts, 0.99)
+    );
+}
