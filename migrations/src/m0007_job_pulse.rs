@@ -4,7 +4,10 @@
 //!   million finished jobs is one primary-key read;
 //! - `job_pulse`: per-minute figures (jobs done and failed, latency
 //!   histogram buckets) that every worker adds to, on both profiles;
-//! - `job_workers`: one row per running worker, refreshed by its heartbeat.
+//! - `job_workers`: one row per running worker, refreshed by its heartbeat;
+//! - `queue_jobs.ready_at`: when a settled job last became claimable, kept
+//!   as its settle overwrites `run_at`, so its page can say how long it
+//!   waited.
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
@@ -14,6 +17,12 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m0007_job_pulse"
     }
+}
+
+#[derive(Iden)]
+enum QueueJobs {
+    Table,
+    ReadyAt,
 }
 
 #[derive(Iden)]
@@ -152,6 +161,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(QueueJobs::Table)
+                    .add_column(ColumnDef::new(QueueJobs::ReadyAt).big_integer().null())
+                    .to_owned(),
+            )
+            .await?;
         // Only the embedded profile queues jobs in `queue_jobs`; on MySQL the
         // table stays empty and needs no counting.
         if manager.get_database_backend() == DbBackend::Sqlite {
@@ -171,6 +188,14 @@ impl MigrationTrait for Migration {
                     .await?;
             }
         }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(QueueJobs::Table)
+                    .drop_column(QueueJobs::ReadyAt)
+                    .to_owned(),
+            )
+            .await?;
         for table in [
             QueueCounts::Table.to_string(),
             JobPulse::Table.to_string(),

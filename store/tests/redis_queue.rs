@@ -116,6 +116,8 @@ async fn stale_and_duplicate_acks_are_harmless() {
         trace: None,
         ready_at: 0,
         claimed_at: 0,
+        enqueued_at: 0,
+        worker: "w".into(),
     };
     q.ack(Q, &[unknown("1-1"), unknown("999999999999-0")])
         .await

@@ -60,12 +60,19 @@ pub struct JobRecord {
     pub attempt: u32,
     pub failures: Vec<Failure>,
     pub trace: Option<String>,
-    /// The consumer holding it, while in flight.
+    /// The consumer holding it (in flight), or that ran it last (done).
     pub worker: Option<String>,
+    /// When it was first enqueued, in ms since the epoch, where known.
+    pub enqueued_at: Option<i64>,
+    /// When it last became claimable, where known.
+    pub ready_at: Option<i64>,
+    /// When its last delivery was claimed (in flight, done), where known.
+    pub started_at: Option<i64>,
 }
 
 impl From<DeadJob> for JobRecord {
     fn from(d: DeadJob) -> Self {
+        let worker = d.failures.last().and_then(|f| f.worker.clone());
         JobRecord {
             id: d.id,
             job_id: d.job_id,
@@ -74,8 +81,11 @@ impl From<DeadJob> for JobRecord {
             payload: d.payload,
             attempt: d.attempt,
             failures: d.failures,
+            worker,
             trace: d.trace,
-            worker: None,
+            enqueued_at: d.enqueued_at,
+            ready_at: None,
+            started_at: None,
         }
     }
 }

@@ -95,6 +95,13 @@ pub struct Failure {
     pub attempt: u32,
     pub at: DateTime<Utc>,
     pub error: String,
+    /// The consumer that ran the attempt (absent in records written before
+    /// it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// How long the attempt ran, from its claim to its failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms: Option<u64>,
 }
 
 /// A job a consumer owns until it settles it.
@@ -116,15 +123,23 @@ pub struct Claimed {
     /// When this delivery was claimed, in ms since the epoch: the end of
     /// its wait and the start of its run.
     pub claimed_at: i64,
+    /// When the job was first enqueued, in ms since the epoch; kept
+    /// through retries.
+    pub enqueued_at: i64,
+    /// The consumer that claimed this delivery.
+    pub worker: String,
 }
 
 impl Claimed {
     pub fn with_failure(&self, error: &str) -> Vec<Failure> {
         let mut failures = self.failures.clone();
+        let at = crate::now();
         failures.push(Failure {
             attempt: self.attempt,
-            at: crate::now(),
+            at,
             error: error.to_owned(),
+            worker: Some(self.worker.clone()),
+            ms: Some((at.timestamp_millis() - self.claimed_at).max(0) as u64),
         });
         failures
     }
@@ -173,6 +188,8 @@ pub struct DeadJob {
     pub attempt: u32,
     pub failures: Vec<Failure>,
     pub trace: Option<String>,
+    /// When it was first enqueued, where known.
+    pub enqueued_at: Option<i64>,
 }
 
 #[async_trait]

@@ -44,29 +44,28 @@ const PROMOTE_CHUNK: usize = 256;
 pub const DONE_PAYLOAD_MAX: usize = 4096;
 
 /// Settles jobs as done: ack, record, and delete, in one step, so a crash
-/// cannot leave an acked entry behind in the stream. ARGV holds five
-/// values per job: id, payload (already cut), attempt, failures (or ""),
-/// trace (or "").
+/// cannot leave an acked entry behind in the stream. ARGV holds nine
+/// values per job: its id, then the record's fields in [`DONE_FIELDS`]
+/// order, each "" when absent.
 /// Only a job this call acked is recorded, so a double ack, a late ack
 /// after a takeover or an unknown id leaves no second record. The caller
 /// sends the payload it already holds: reading it back with XRANGE here
 /// doubled the script's cost per job. `MAXLEN ~` bounds the done stream
 /// between housekeeping runs.
 const ACK: &str = r#"
+local names = {'p', 'a', 'f', 't', 'e', 'w', 's', 'r'}
 local cap = tonumber(ARGV[2])
 local ids = {}
-for i = 3, #ARGV, 5 do
+for i = 3, #ARGV, 9 do
   local id = ARGV[i]
   ids[#ids + 1] = id
   if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 and cap > 0 then
-    local fields = {'id', id, 'p', ARGV[i + 1], 'a', ARGV[i + 2]}
-    if ARGV[i + 3] ~= '' then
-      fields[#fields + 1] = 'f'
-      fields[#fields + 1] = ARGV[i + 3]
-    end
-    if ARGV[i + 4] ~= '' then
-      fields[#fields + 1] = 't'
-      fields[#fields + 1] = ARGV[i + 4]
+    local fields = {'id', id}
+    for k, name in ipairs(names) do
+      if ARGV[i + k] ~= '' then
+        fields[#fields + 1] = name
+        fields[#fields + 1] = ARGV[i + k]
+      end
     end
     redis.call('XADD', KEYS[2], '*', unpack(fields))
   end
@@ -78,6 +77,10 @@ redis.call('XDEL', KEYS[1], unpack(ids))
 return #ids
 "#;
 
+/// The fields of a done record after its `id`: payload (cut), attempt,
+/// failures, trace, enqueued at, worker, started (claimed) at, ready at.
+const DONE_FIELDS: usize = 8;
+
 /// Moves a failed job to the retry set, atomically with its ack, so it is
 /// never both pending and scheduled.
 const RETRY: &str = r#"
@@ -87,14 +90,20 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 1
 "#;
 
+/// Moves a job to the dead stream with its history. ARGV: group, id, cap,
+/// then the record's fields as name, value pairs; empty values are left
+/// out.
 const BURY: &str = r#"
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if ARGV[7] == '' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[2], 'p', ARGV[4], 'a', ARGV[5], 'f', ARGV[6])
-else
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[2], 'p', ARGV[4], 'a', ARGV[5], 'f', ARGV[6], 't', ARGV[7])
+local fields = {'id', ARGV[2]}
+for i = 4, #ARGV, 2 do
+  if ARGV[i + 1] ~= '' then
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
 return 1
 "#;
 
@@ -116,16 +125,19 @@ return n
 "#;
 
 /// Moves dead entry ARGV[1] back to the stream with attempt 1, keeping
-/// its payload, failures and trace; 0 when there is no such entry.
+/// its payload, failures, trace and enqueue time; 0 when there is no such
+/// entry.
 const REVIVE: &str = r#"
 local entry = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
 if not entry then return 0 end
 local f = {}
 for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
 local fields = {'p', f['p'], 'a', '1', 'f', f['f'] or '[]'}
-if f['t'] then
-  fields[#fields + 1] = 't'
-  fields[#fields + 1] = f['t']
+for _, name in ipairs({'t', 'e'}) do
+  if f[name] then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = f[name]
+  end
 end
 redis.call('XADD', KEYS[1], '*', unpack(fields))
 redis.call('XDEL', KEYS[2], ARGV[1])
@@ -137,11 +149,14 @@ const PROMOTE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   local job = cjson.decode(member)
-  if job.t then
-    redis.call('XADD', KEYS[1], '*', 'p', job.p, 'a', job.a, 'f', job.f, 't', job.t)
-  else
-    redis.call('XADD', KEYS[1], '*', 'p', job.p, 'a', job.a, 'f', job.f)
+  local fields = {'p', job.p, 'a', job.a, 'f', job.f}
+  for _, name in ipairs({'t', 'e'}) do
+    if job[name] then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = job[name]
+    end
   end
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
   redis.call('ZREM', KEYS[2], member)
 end
 return #due
@@ -156,6 +171,8 @@ struct RetryMember<'a> {
     /// Never null: cjson would decode a null as a truthy value.
     #[serde(skip_serializing_if = "Option::is_none")]
     t: Option<&'a str>,
+    /// When the job was first enqueued, in ms, as a string like `a`.
+    e: String,
     /// Makes two identical payloads distinct members of the ZSET.
     u: &'a str,
 }
@@ -415,7 +432,7 @@ impl RedisStreamQueue {
             .iter()
             .zip(pending)
             .map(|(entry, info)| {
-                let mut job = decode_entry(entry)?;
+                let mut job = decode_entry(entry, consumer)?;
                 let delivered = info.first().map(|p| p.3).unwrap_or(1).max(1) as u32;
                 job.attempt += delivered - 1;
                 Ok(job)
@@ -451,7 +468,7 @@ impl RedisStreamQueue {
             .keys
             .iter()
             .flat_map(|k| k.ids.iter())
-            .map(decode_entry)
+            .map(|e| decode_entry(e, consumer))
             .collect()
     }
 }
@@ -494,8 +511,9 @@ fn entry_millis(id: &str) -> i64 {
 }
 
 /// A first delivery carries `p` (and `t` when traced); a retried job also
-/// carries its attempt (`a`) and failure history (`f`).
-fn decode_entry(entry: &StreamId) -> Result<Claimed> {
+/// carries its attempt (`a`), failure history (`f`) and first enqueue time
+/// (`e`). `worker` is the consumer it is delivered to.
+fn decode_entry(entry: &StreamId, worker: &str) -> Result<Claimed> {
     let attempt = match entry.map.get("a") {
         Some(_) => field(entry, "a")?.parse().unwrap_or(1),
         None => 1,
@@ -514,7 +532,16 @@ fn decode_entry(entry: &StreamId) -> Result<Claimed> {
         // due: either way, when the job became claimable.
         ready_at: entry_millis(&entry.id),
         claimed_at: crate::now_millis(),
+        enqueued_at: optional_field(entry, "e")
+            .and_then(|e| e.parse().ok())
+            .unwrap_or_else(|| entry_millis(&entry.id)),
+        worker: worker.to_owned(),
     })
+}
+
+/// An optional field holding a number.
+fn number_field(entry: &StreamId, name: &str) -> Option<i64> {
+    optional_field(entry, name).and_then(|v| v.parse().ok())
 }
 
 /// A dead-stream entry: its own id is the handle, and the time it was
@@ -528,12 +555,16 @@ fn decode_dead(e: &StreamId) -> Result<DeadJob> {
         attempt: field(e, "a")?.parse().unwrap_or(0),
         failures: serde_json::from_str::<Vec<Failure>>(&field(e, "f")?).unwrap_or_default(),
         trace: optional_field(e, "t"),
+        enqueued_at: number_field(e, "e"),
     })
 }
 
 /// A done-stream entry, or a dead one: its own id is the handle and the
 /// time it settled; `id` holds the id the job had while live.
 fn decode_settled(e: &StreamId, state: JobState) -> Result<JobRecord> {
+    let failures: Vec<Failure> = optional_field(e, "f")
+        .and_then(|f| serde_json::from_str(&f).ok())
+        .unwrap_or_default();
     Ok(JobRecord {
         id: e.id.clone(),
         job_id: field(e, "id")?,
@@ -541,17 +572,21 @@ fn decode_settled(e: &StreamId, state: JobState) -> Result<JobRecord> {
         at: entry_millis(&e.id),
         payload: field(e, "p")?,
         attempt: field(e, "a")?.parse().unwrap_or(0),
-        failures: optional_field(e, "f")
-            .and_then(|f| serde_json::from_str::<Vec<Failure>>(&f).ok())
-            .unwrap_or_default(),
+        failures: failures.clone(),
         trace: optional_field(e, "t"),
-        worker: None,
+        // A done record names its worker; a dead one's last failure does.
+        worker: optional_field(e, "w").or_else(|| failures.last().and_then(|f| f.worker.clone())),
+        enqueued_at: number_field(e, "e"),
+        ready_at: number_field(e, "r"),
+        started_at: number_field(e, "s"),
     })
 }
 
-/// A live stream entry, pending or in flight.
-fn decode_live(e: &StreamId, state: JobState, worker: Option<String>) -> Result<JobRecord> {
-    let job = decode_entry(e)?;
+/// A live stream entry, pending or in flight; `holder` is the consumer
+/// holding it and when it claimed it.
+fn decode_live(e: &StreamId, state: JobState, holder: Option<(String, i64)>) -> Result<JobRecord> {
+    let job = decode_entry(e, "")?;
+    let (worker, started_at) = holder.unzip();
     Ok(JobRecord {
         id: job.id.clone(),
         job_id: job.id,
@@ -562,6 +597,9 @@ fn decode_live(e: &StreamId, state: JobState, worker: Option<String>) -> Result<
         failures: job.failures,
         trace: job.trace,
         worker,
+        enqueued_at: Some(job.enqueued_at),
+        ready_at: Some(job.ready_at),
+        started_at,
     })
 }
 
@@ -574,6 +612,7 @@ fn decode_retrying(member: &str, due: i64) -> Result<JobRecord> {
         a: String,
         f: String,
         t: Option<String>,
+        e: Option<String>,
         u: String,
     }
     let m: Member = serde_json::from_str(member)?;
@@ -585,8 +624,11 @@ fn decode_retrying(member: &str, due: i64) -> Result<JobRecord> {
         payload: m.p,
         attempt: m.a.parse().unwrap_or(1),
         failures: serde_json::from_str(&m.f).unwrap_or_default(),
-        trace: m.t,
         worker: None,
+        trace: m.t,
+        enqueued_at: m.e.and_then(|e| e.parse().ok()),
+        ready_at: Some(due),
+        started_at: None,
     })
 }
 
@@ -669,8 +711,9 @@ impl RedisStreamQueue {
         Ok(reply.ids)
     }
 
-    /// The consumer holding each in-flight entry, in one round trip.
-    async fn holders(&self, q: QueueName, ids: &[&str]) -> Result<Vec<Option<String>>> {
+    /// The consumer holding each in-flight entry and when it claimed it
+    /// (now less the entry's idle time), in one round trip.
+    async fn holders(&self, q: QueueName, ids: &[&str]) -> Result<Vec<Option<(String, i64)>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -685,9 +728,14 @@ impl RedisStreamQueue {
         }
         let mut conn = self.conn.clone();
         let pending: Vec<Vec<(String, String, u64, u64)>> = pipe.query_async(&mut conn).await?;
+        let now = crate::now_millis();
         Ok(pending
             .into_iter()
-            .map(|p| p.into_iter().next().map(|(_, consumer, ..)| consumer))
+            .map(|p| {
+                p.into_iter()
+                    .next()
+                    .map(|(_, consumer, idle, _)| (consumer, now - idle as i64))
+            })
             .collect())
     }
 
@@ -796,22 +844,30 @@ impl JobQueue for RedisStreamQueue {
             call.key(self.key(queue, "done"))
                 .arg(GROUP)
                 .arg(self.done_cap);
+            let keep = self.done_cap > 0;
             for job in chunk {
-                let keep = self.done_cap > 0;
-                let failures = if keep && !job.failures.is_empty() {
-                    serde_json::to_string(&job.failures)?
-                } else {
+                call.arg(&job.id);
+                if !keep {
+                    // Nothing is recorded: the script only needs the ids.
+                    call.arg(&[""; DONE_FIELDS][..]);
+                    continue;
+                }
+                let failures = if job.failures.is_empty() {
                     String::new()
+                } else {
+                    serde_json::to_string(&job.failures)?
                 };
-                call.arg(&job.id)
-                    .arg(if keep {
-                        cut(&job.payload, DONE_PAYLOAD_MAX)
-                    } else {
-                        ""
-                    })
-                    .arg(job.attempt)
-                    .arg(failures)
-                    .arg(job.trace.as_deref().filter(|_| keep).unwrap_or(""));
+                let fields: [&str; DONE_FIELDS] = [
+                    cut(&job.payload, DONE_PAYLOAD_MAX),
+                    &job.attempt.to_string(),
+                    &failures,
+                    job.trace.as_deref().unwrap_or(""),
+                    &job.enqueued_at.to_string(),
+                    &job.worker,
+                    &job.claimed_at.to_string(),
+                    &job.ready_at.to_string(),
+                ];
+                call.arg(&fields[..]);
             }
             let _: i64 = call.invoke_async(&mut conn).await?;
         }
@@ -831,6 +887,7 @@ impl JobQueue for RedisStreamQueue {
             a: (job.attempt + 1).to_string(),
             f: failures,
             t: job.trace.as_deref(),
+            e: job.enqueued_at.to_string(),
             u: &job.id,
         })?;
         let due = crate::now_millis() + delay.as_millis() as i64;
@@ -860,10 +917,20 @@ impl JobQueue for RedisStreamQueue {
             .arg(GROUP)
             .arg(&job.id)
             .arg(self.dead_cap)
-            .arg(&job.payload)
-            .arg(job.attempt)
-            .arg(failures)
-            .arg(job.trace.as_deref().unwrap_or(""))
+            .arg(
+                &[
+                    "p",
+                    job.payload.as_str(),
+                    "a",
+                    &job.attempt.to_string(),
+                    "f",
+                    &failures,
+                    "t",
+                    job.trace.as_deref().unwrap_or(""),
+                    "e",
+                    &job.enqueued_at.to_string(),
+                ][..],
+            )
             .invoke_async(&mut conn)
             .await?;
         Ok(())

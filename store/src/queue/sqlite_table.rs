@@ -1,6 +1,9 @@
 //! The job queue as one SQLite table, for the embedded profile.
 //!
 //! A claim is one `UPDATE … RETURNING` that leases up to N ready rows.
+//! An ack keeps the lease columns, so a done row still says which worker
+//! ran it and when (nothing reads the lease of a settled row otherwise),
+//! and moves its ready time to `ready_at`, so it says how long it waited.
 //! The `dead` column is the row's state: 0 live, 1 dead, 2 done. An ack
 //! marks rows done and a bury marks them dead; both set `run_at` to the
 //! settle time, so the `(queue, dead, run_at)` index that serves claims
@@ -49,6 +52,7 @@ struct Row {
     errors: String,
     trace: Option<String>,
     run_at: i64,
+    enqueued_at: i64,
 }
 
 #[derive(FromQueryResult)]
@@ -193,7 +197,7 @@ impl SqliteQueue {
                lease_owner = ?, lease_until = ? WHERE id IN ( \
                SELECT id FROM queue_jobs WHERE queue = ? AND dead = 0 AND run_at <= ? \
                AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) \
-             RETURNING id, payload, attempt, errors, trace, run_at",
+             RETURNING id, payload, attempt, errors, trace, run_at, enqueued_at",
             [
                 consumer.into(),
                 until.into(),
@@ -216,6 +220,8 @@ impl SqliteQueue {
                 // Set at enqueue, and to the due time by a retry.
                 ready_at: r.run_at,
                 claimed_at: now,
+                enqueued_at: r.enqueued_at,
+                worker: consumer.to_owned(),
             })
             .collect();
         // RETURNING gives no order guarantee; keep enqueue order.
@@ -247,10 +253,13 @@ struct AnyRow {
     dead: i64,
     lease_owner: Option<String>,
     lease_until: Option<i64>,
+    enqueued_at: i64,
+    /// Set when the row settles: the `run_at` it had until then.
+    ready_at: Option<i64>,
 }
 
-const ANY_COLUMNS: &str =
-    "id, payload, attempt, errors, trace, run_at, dead, lease_owner, lease_until";
+const ANY_COLUMNS: &str = "id, payload, attempt, errors, trace, run_at, dead, lease_owner, \
+     lease_until, enqueued_at, ready_at";
 
 /// Which rows are in `state` at `?1` (now): the same split as `stats`.
 fn state_filter(state: JobState) -> &'static str {
@@ -267,7 +276,9 @@ fn state_filter(state: JobState) -> &'static str {
     }
 }
 
-fn record(r: AnyRow, now: i64) -> JobRecord {
+/// `lease` turns a lease's end back into its claim time: an ack keeps the
+/// lease columns, so a done row still says who ran it and when.
+fn record(r: AnyRow, now: i64, lease: Duration) -> JobRecord {
     let leased = r.lease_until.is_some_and(|until| until >= now);
     let state = match r.dead {
         DEAD => JobState::Dead,
@@ -276,6 +287,13 @@ fn record(r: AnyRow, now: i64) -> JobRecord {
         _ if r.run_at > now => JobState::Retrying,
         _ => JobState::Pending,
     };
+    let failures = serde_json::from_str::<Vec<Failure>>(&r.errors).unwrap_or_default();
+    let ran = matches!(state, JobState::InFlight | JobState::Done);
+    let worker = match state {
+        JobState::Dead => failures.last().and_then(|f| f.worker.clone()),
+        _ if ran => r.lease_owner,
+        _ => None,
+    };
     JobRecord {
         id: r.id.to_string(),
         job_id: r.id.to_string(),
@@ -283,9 +301,19 @@ fn record(r: AnyRow, now: i64) -> JobRecord {
         at: r.run_at,
         payload: r.payload,
         attempt: r.attempt.max(0) as u32,
-        failures: serde_json::from_str::<Vec<Failure>>(&r.errors).unwrap_or_default(),
+        failures,
         trace: r.trace,
-        worker: r.lease_owner.filter(|_| leased),
+        worker,
+        enqueued_at: Some(r.enqueued_at),
+        ready_at: if r.dead == LIVE {
+            Some(r.run_at)
+        } else {
+            r.ready_at
+        },
+        started_at: r
+            .lease_until
+            .filter(|_| ran)
+            .map(|until| until - lease.as_millis() as i64),
     }
 }
 
@@ -307,6 +335,7 @@ fn dead(r: Row) -> DeadJob {
         attempt: r.attempt.max(0) as u32,
         failures: serde_json::from_str::<Vec<Failure>>(&r.errors).unwrap_or_default(),
         trace: r.trace,
+        enqueued_at: Some(r.enqueued_at),
     }
 }
 
@@ -357,8 +386,8 @@ impl JobQueue for SqliteQueue {
             values.insert(0, DONE.into());
             self.exec(
                 &format!(
-                    "UPDATE queue_jobs SET dead = ?, run_at = ?, lease_owner = NULL, \
-                     lease_until = NULL WHERE id IN ({marks}) AND dead = {LIVE}"
+                    "UPDATE queue_jobs SET dead = ?, ready_at = run_at, run_at = ? \
+                     WHERE id IN ({marks}) AND dead = {LIVE}"
                 ),
                 values,
             )
@@ -391,7 +420,7 @@ impl JobQueue for SqliteQueue {
     async fn bury(&self, _queue: QueueName, job: &Claimed, error: &str) -> Result<()> {
         let failures = serde_json::to_string(&job.with_failure(error))?;
         self.exec(
-            "UPDATE queue_jobs SET dead = ?, run_at = ?, errors = ?, lease_owner = NULL, \
+            "UPDATE queue_jobs SET dead = ?, ready_at = run_at, run_at = ?, errors = ?, lease_owner = NULL, \
              lease_until = NULL WHERE id = ?",
             vec![
                 DEAD.into(),
@@ -463,7 +492,7 @@ impl JobQueue for SqliteQueue {
     async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>> {
         let rows = Row::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "SELECT id, payload, attempt, errors, trace, run_at FROM queue_jobs \
+            "SELECT id, payload, attempt, errors, trace, run_at, enqueued_at FROM queue_jobs \
              WHERE queue = ? AND dead = 1 ORDER BY id DESC LIMIT ?",
             [queue.as_str().into(), (limit as i64).into()],
         ))
@@ -478,7 +507,7 @@ impl JobQueue for SqliteQueue {
         };
         let row = Row::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "SELECT id, payload, attempt, errors, trace, run_at FROM queue_jobs \
+            "SELECT id, payload, attempt, errors, trace, run_at, enqueued_at FROM queue_jobs \
              WHERE id = ? AND queue = ? AND dead = 1",
             [id.into(), queue.as_str().into()],
         ))
@@ -550,7 +579,7 @@ impl JobQueue for SqliteQueue {
         let jobs: Vec<JobRecord> = rows
             .into_iter()
             .take(limit)
-            .map(|r| record(r, now))
+            .map(|r| record(r, now, self.lease))
             .collect();
         let next = more
             .then(|| jobs.last().map(|j| format!("{}:{}", j.at, j.id)))
@@ -571,7 +600,7 @@ impl JobQueue for SqliteQueue {
         ))
         .one(&self.db)
         .await?;
-        Ok(row.map(|r| record(r, crate::now_millis())))
+        Ok(row.map(|r| record(r, crate::now_millis(), self.lease)))
     }
 
     async fn search(

@@ -79,6 +79,10 @@ pub async fn trace_context_rides_with_the_job(q: &dyn chat_store::queue::JobQueu
         "kept through the retry"
     );
     assert!(again[0].ready_at >= due - 5, "ready again when due");
+    assert_eq!(
+        again[0].enqueued_at, traced.enqueued_at,
+        "the first enqueue time is kept through the retry"
+    );
 
     q.bury(Q, &again[0], "second").await.unwrap();
     let dead = q.dead_jobs(Q, 10).await.unwrap();
@@ -88,6 +92,7 @@ pub async fn trace_context_rides_with_the_job(q: &dyn chat_store::queue::JobQueu
         Some(trace),
         "kept in the dead record"
     );
+    assert_eq!(dead[0].enqueued_at, Some(traced.enqueued_at));
 }
 
 /// A buried job can be read by its handle, revived once (keeping its
@@ -137,6 +142,11 @@ pub async fn dead_jobs_can_be_revived_or_discarded(q: &dyn chat_store::queue::Jo
     assert_eq!(back[0].failures.len(), 1, "its failure history is kept");
     assert_eq!(back[0].failures[0].error, "broken");
     assert_eq!(back[0].trace.as_deref(), Some(trace));
+    let first_claim = jobs.iter().find(|j| j.payload == "{\"n\":1}").unwrap();
+    assert_eq!(
+        back[0].enqueued_at, first_claim.enqueued_at,
+        "a revived job keeps its first enqueue time"
+    );
     q.ack(Q, &back).await.unwrap();
 }
 
@@ -211,6 +221,25 @@ pub async fn jobs_are_listed_by_state_and_found(q: &dyn chat_store::queue::JobQu
         retrying.at > chat_store::now_millis() + 50_000,
         "due in a minute"
     );
+    assert!(in_flight.started_at.is_some_and(|s| s >= in_flight.at));
+    assert_eq!(retrying.failures[0].worker.as_deref(), Some("w1"));
+    assert!(retrying.failures[0].ms.is_some(), "each attempt's duration");
+    // Who ran each job and when it was enqueued outlive its settling.
+    let done = &q.jobs(Q, JobState::Done, None, 1).await.unwrap().jobs[0];
+    assert_eq!(done.worker.as_deref(), Some("w1"));
+    let started = done.started_at.expect("when its run started");
+    let ready = done.ready_at.expect("when it became ready");
+    assert!(ready <= started, "ready {ready}, started {started}");
+    assert!(started <= done.at, "started {started}, done {}", done.at);
+    let dead = &q.jobs(Q, JobState::Dead, None, 1).await.unwrap().jobs[0];
+    assert_eq!(dead.worker.as_deref(), Some("w1"));
+    for job in [in_flight, retrying, done, dead] {
+        let enqueued = job.enqueued_at.expect("the enqueue time");
+        assert!(
+            enqueued > 0 && enqueued <= chat_store::now_millis(),
+            "{job:?}"
+        );
+    }
 
     let found = |s: JobSearch| async move { numbers(&q.search(Q, &s, 1_000, 100).await.unwrap()) };
     let key = |chat, message| {
