@@ -414,6 +414,14 @@ async fn the_overview_shows_throughput_workers_and_jobs_are_found() {
         let (status, detail) = page(&app, &cookie, &href).await;
         assert_eq!(status, StatusCode::OK);
         assert!(detail.contains("counted "), "{detail}");
+        for shown in [
+            "id=\"enqueued\"",
+            "id=\"wait\"",
+            "id=\"ran\"",
+            "id=\"worker\">messages-",
+        ] {
+            assert!(detail.contains(shown), "{shown} in {detail}");
+        }
 
         // Search by the application token with chat and message number.
         let search = format!("/admin/search?token={token}&chat={chat}&message=3");

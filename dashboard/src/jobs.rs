@@ -55,6 +55,15 @@ fn at_label(s: JobState) -> &'static str {
     }
 }
 
+/// A duration in ms as the page shows it.
+fn ms(ms: i64) -> String {
+    if ms < 10_000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1_000.0)
+    }
+}
+
 fn detail_href(q: QueueName, job: &JobRecord) -> String {
     let id = form_urlencoded::byte_serialize(job.id.as_bytes()).collect::<String>();
     match job.state {
@@ -172,10 +181,28 @@ pub(crate) async fn detail_page(
                 dt { "queue" } dd { (q.as_str()) }
                 dt { "state" } dd #state { (state_label(job.state)) }
                 dt { "job id" } dd { (job.job_id) }
-                dt { (at_label(job.state)) } dd { (when(job.at)) }
+                @if let Some(at) = job.enqueued_at {
+                    dt { "enqueued" } dd #enqueued { (when(at)) }
+                }
+                @if let Some(at) = job.ready_at.filter(|_| job.state != JobState::Retrying) {
+                    dt { "ready since" } dd { (when(at)) }
+                }
+                @if let Some(started) = job.started_at {
+                    dt { "started" } dd { (when(started)) }
+                    @if let Some(ready) = job.ready_at {
+                        dt { "waited" } dd #wait { (ms((started - ready).max(0))) }
+                    }
+                    @if job.state == JobState::Done {
+                        dt { "ran for" } dd #ran { (ms((job.at - started).max(0))) }
+                    }
+                }
+                @if !matches!(job.state, JobState::Pending | JobState::InFlight) {
+                    dt { (at_label(job.state)) } dd { (when(job.at)) }
+                }
                 dt { "attempts" } dd { (job.attempt) }
                 @if let Some(worker) = &job.worker {
-                    dt { "worker" } dd { (worker) }
+                    dt { @if job.state == JobState::InFlight { "held by" } @else { "worker" } }
+                    dd #worker { (worker) }
                 }
                 @if let Some(trace) = trace {
                     dt { "trace" }
@@ -204,10 +231,16 @@ pub(crate) async fn detail_page(
                 p { "None." }
             } @else {
                 table {
-                    thead { tr { th { "attempt" } th { "failed at" } th { "error" } } }
+                    thead { tr { th { "attempt" } th { "failed at" } th { "ran for" } th { "worker" } th { "error" } } }
                     tbody {
                         @for f in &job.failures {
-                            tr { td { (f.attempt) } td { (f.at.format("%Y-%m-%d %H:%M:%S%.3f UTC")) } td.error { (f.error) } }
+                            tr {
+                                td { (f.attempt) }
+                                td { (f.at.format("%Y-%m-%d %H:%M:%S%.3f UTC")) }
+                                td { (f.ms.map(|m| ms(m as i64)).unwrap_or_default()) }
+                                td { (f.worker.as_deref().unwrap_or("")) }
+                                td.error { (f.error) }
+                            }
                         }
                     }
                 }
