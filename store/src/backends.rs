@@ -12,6 +12,7 @@ use crate::{
     error::{Result, StoreError},
     intake::{Intake, RedisIntake, SqliteIntake},
     queue::{JobQueue, RedisStreamQueue, SqliteQueue},
+    ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
     search::{self, SearchConfig, SearchIndex},
 };
 
@@ -49,6 +50,9 @@ pub struct Backends {
     pub intake: Arc<dyn Intake>,
     pub queue: Arc<dyn JobQueue>,
     pub search: Arc<dyn SearchIndex>,
+    /// The API's rate limits: in Redis when there is one, so every API
+    /// process shares them.
+    pub limiter: Arc<dyn RateLimiter>,
     pub profile: Profile,
 }
 
@@ -83,6 +87,7 @@ impl Backends {
                     intake: Arc::new(intake),
                     queue,
                     search,
+                    limiter: Arc::new(RedisRateLimiter::connect(url, &config.redis_prefix).await?),
                     profile: Profile::Distributed,
                 })
             }
@@ -101,6 +106,7 @@ impl Backends {
                     intake: Arc::new(intake),
                     queue,
                     search,
+                    limiter: Arc::new(MemoryRateLimiter::default()),
                     profile: Profile::Embedded,
                 })
             }

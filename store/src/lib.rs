@@ -13,6 +13,8 @@
 //! - [`queue`]: the durable job log (Redis Streams, or a SQLite table),
 //!   with its bounded history of done and dead jobs. Each job carries its
 //!   sender's trace context as an opaque string.
+//! - [`ratelimit`]: request rate limits (GCRA), shared through Redis or
+//!   kept in memory.
 //! - [`search`]: message search on Elasticsearch or embedded tantivy, and
 //!   keeping the index equal to the database.
 //! - [`backends`]: picks the profile from the configured URLs.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod intake;
 pub mod model;
 pub mod queue;
+pub mod ratelimit;
 pub mod repo;
 pub mod search;
 mod time;
