@@ -120,6 +120,69 @@ pub struct Settings {
     /// Largest message body accepted, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
     pub max_message_bytes: usize,
+    /// Turns the API's rate limits on or off.
+    #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub rate_limit_enabled: bool,
+    /// The window the rate limits count over, in seconds; a whole window's
+    /// worth may come in one burst.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_WINDOW_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub rate_limit_window_secs: u64,
+    /// Writes per window per application token (0: unlimited).
+    #[arg(
+        long,
+        env = "RATE_LIMIT_TOKEN_WRITES",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub rate_limit_token_writes: u32,
+    /// Reads per window per application token (0: unlimited).
+    #[arg(
+        long,
+        env = "RATE_LIMIT_TOKEN_READS",
+        default_value_t = 300_000,
+        global = true
+    )]
+    pub rate_limit_token_reads: u32,
+    /// Writes per window per client address (0: unlimited).
+    #[arg(
+        long,
+        env = "RATE_LIMIT_IP_WRITES",
+        default_value_t = 60_000,
+        global = true
+    )]
+    pub rate_limit_ip_writes: u32,
+    /// Reads per window per client address (0: unlimited).
+    #[arg(
+        long,
+        env = "RATE_LIMIT_IP_READS",
+        default_value_t = 300_000,
+        global = true
+    )]
+    pub rate_limit_ip_reads: u32,
+    /// Take the client address from `X-Forwarded-For` (behind a proxy only).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub trust_forwarded_for: bool,
+    /// API requests handled at once; more are answered 503 at once.
+    #[arg(
+        long,
+        env = "MAX_CONCURRENT_REQUESTS",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub max_concurrent_requests: usize,
+    /// Longest an API request may take, reading its body included, in ms.
+    #[arg(
+        long,
+        env = "REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub request_timeout_ms: u64,
     /// Most jobs written in one bulk write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 500, global = true)]
     pub batch_size: usize,

@@ -1,6 +1,8 @@
 //! Starting roles, and stopping them together on SIGTERM or Ctrl-C.
 
-use chat_api::{ApiConfig, AppState};
+use std::{net::SocketAddr, time::Duration};
+
+use chat_api::{ApiConfig, AppState, overload::OverloadLimits, rate_limit::RateLimits};
 use chat_dashboard::{DashboardConfig, scheduler::Schedule};
 use chat_store::Backends;
 use tokio::{net::TcpListener, sync::watch};
@@ -153,11 +155,27 @@ async fn serve_http(
         backends.clone(),
         ApiConfig {
             max_message_bytes: settings.max_message_bytes,
+            rate_limits: RateLimits {
+                enabled: settings.rate_limit_enabled,
+                window: Duration::from_secs(settings.rate_limit_window_secs.max(1)),
+                token_writes: settings.rate_limit_token_writes,
+                token_reads: settings.rate_limit_token_reads,
+                ip_writes: settings.rate_limit_ip_writes,
+                ip_reads: settings.rate_limit_ip_reads,
+                trust_forwarded_for: settings.trust_forwarded_for,
+            },
+            overload: OverloadLimits {
+                max_concurrent: settings.max_concurrent_requests.max(1),
+                timeout: Duration::from_millis(settings.request_timeout_ms.max(1)),
+            },
         },
     );
     let app = chat_api::router(state)
         .merge(chat_dashboard::router(backends.clone(), dashboard))
-        .merge(chat_api::metrics::router(backends));
+        .merge(chat_api::metrics::router(backends))
+        .layer(axum::middleware::from_fn(chat_api::request_id::request_id));
+    // The peer address is what the per-address rate limit counts.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

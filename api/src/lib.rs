@@ -13,18 +13,25 @@
 //! - `views`: response shapes; the only place rows become JSON.
 //! - `routes`: one module per resource, each exposing `router()`.
 //! - [`metrics`]: `GET /metrics`, and the timing of every request.
+//! - [`rate_limit`]: per-token and per-address limits, 429 and the
+//!   `RateLimit-*` headers.
+//! - [`overload`]: the concurrency cap and request timeout, answered 503.
+//! - [`request_id`]: `X-Request-Id` on every response.
 //! - `send`: the `reserve` and `send <queue>` spans around each accepted
 //!   write, and the `traceparent` its job carries.
 use std::sync::Arc;
 
-use axum::{Extension, Router};
+use axum::{Extension, Router, middleware};
 use chat_store::Backends;
 
 pub mod error;
 mod input;
 mod lookup;
 pub mod metrics;
+pub mod overload;
 mod params;
+pub mod rate_limit;
+pub mod request_id;
 mod routes;
 mod send;
 mod views;
@@ -36,6 +43,8 @@ pub use error::ApiError;
 pub struct ApiConfig {
     /// Largest message body accepted, in bytes.
     pub max_message_bytes: usize,
+    pub rate_limits: rate_limit::RateLimits,
+    pub overload: overload::OverloadLimits,
 }
 
 #[derive(Clone)]
@@ -61,11 +70,19 @@ pub fn router(state: AppState) -> Router {
     // transport limit leaves room above the message limit; the message
     // limit itself is checked on the decoded field.
     let body_limit = input::BodyLimit(state.config.max_message_bytes * 4 + 64 * 1024);
+    let shedder = overload::Shedder::new(&state.config.overload);
     let routes = Router::new()
         .nest("/api/v1", routes::api())
         .merge(routes::health::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(Extension(body_limit));
+        .layer(Extension(body_limit))
+        // Shedding runs before the limiter, so an overloaded server spends
+        // no Redis round trip on a request it turns away.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::enforce,
+        ))
+        .layer(middleware::from_fn_with_state(shedder, overload::shed));
     metrics::timed(routes).with_state(state)
 }

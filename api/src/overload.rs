@@ -1,0 +1,68 @@
+//! Load shedding on `/api/v1`: at most `max_concurrent` requests are
+//! handled at once, and one more is answered 503 with `Retry-After` at
+//! once instead of queueing without bound; a request that takes longer
+//! than `timeout` (reading its body included, so a client sending it
+//! slowly is cut off) is answered 503 as well. Health and metrics are
+//! exempt, so probes see a loaded server as alive.
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{Request, State},
+    http::HeaderValue,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use tokio::sync::Semaphore;
+
+use crate::ApiError;
+
+#[derive(Clone, Debug)]
+pub struct OverloadLimits {
+    pub max_concurrent: usize,
+    pub timeout: Duration,
+}
+
+impl Default for OverloadLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1024,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Shedder {
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl Shedder {
+    pub(crate) fn new(limits: &OverloadLimits) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            timeout: limits.timeout,
+        }
+    }
+}
+
+fn unavailable(detail: &str) -> Response {
+    let mut response = ApiError::Overloaded(detail.to_owned()).into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
+    response
+}
+
+pub(crate) async fn shed(State(shedder): State<Shedder>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/api/v1/") {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = shedder.permits.clone().try_acquire_owned() else {
+        return unavailable("the server is at its limit of concurrent requests");
+    };
+    match tokio::time::timeout(shedder.timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => unavailable("the request took too long"),
+    }
+}

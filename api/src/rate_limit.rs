@@ -1,0 +1,178 @@
+//! Rate limits on `/api/v1`: per application token and per client address,
+//! with separate limits for writes and reads. Health, metrics and the
+//! dashboard are not limited.
+//!
+//! Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining`
+//! and `RateLimit-Reset` (seconds) for its most restrictive limit; a refused
+//! one is a 429 problem with `Retry-After`. The limits live in the store's
+//! rate limiter: Redis on the distributed profile, so every API process
+//! shares them, memory on the embedded one. If the limiter cannot answer
+//! (Redis down) the request is admitted: a limit is no reason to refuse
+//! service, and the write itself then fails or succeeds on its own.
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderMap, HeaderValue, Method},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use chat_store::ratelimit::{Limit, Verdict};
+
+use crate::{ApiError, AppState};
+
+/// The limits, each in requests per `window`; 0 turns one off.
+#[derive(Clone, Debug)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub window: Duration,
+    pub token_writes: u32,
+    pub token_reads: u32,
+    pub ip_writes: u32,
+    pub ip_reads: u32,
+    /// Take the client address from the first `X-Forwarded-For` entry:
+    /// only behind a proxy that sets it.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimits {
+    /// Generous: 1,000 writes and 5,000 reads a second, sustained, per
+    /// token and per address, with a minute's worth allowed in a burst.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window: Duration::from_secs(60),
+            token_writes: 60_000,
+            token_reads: 300_000,
+            ip_writes: 60_000,
+            ip_reads: 300_000,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// The application token in an `/api/v1/applications/{token}/…` path.
+fn token_in(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/applications/")?
+        .split('/')
+        .next()
+        .filter(|t| !t.is_empty())
+}
+
+fn client_address(req: &Request, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for
+        && let Some(first) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    {
+        return first.to_owned();
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+fn limits_for(req: &Request, config: &RateLimits) -> Vec<Limit> {
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let (kind, by_token, by_ip) = if write {
+        ("w", config.token_writes, config.ip_writes)
+    } else {
+        ("r", config.token_reads, config.ip_reads)
+    };
+    let mut limits = Vec::with_capacity(2);
+    if by_token > 0
+        && let Some(token) = token_in(req.uri().path())
+    {
+        limits.push(Limit {
+            key: format!("{kind}:t:{token}"),
+            limit: by_token,
+            period: config.window,
+        });
+    }
+    if by_ip > 0 {
+        limits.push(Limit {
+            key: format!(
+                "{kind}:ip:{}",
+                client_address(req, config.trust_forwarded_for)
+            ),
+            limit: by_ip,
+            period: config.window,
+        });
+    }
+    limits
+}
+
+/// Whole seconds, rounded up: a client that waits this long is admitted.
+fn secs_up(d: Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000) as u64
+}
+
+fn describe(headers: &mut HeaderMap, v: &Verdict) {
+    let mut set = |name: &'static str, value: u64| {
+        headers.insert(name, HeaderValue::from(value));
+    };
+    set("ratelimit-limit", v.limit.into());
+    set("ratelimit-remaining", v.remaining.into());
+    set("ratelimit-reset", secs_up(v.reset));
+}
+
+pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let config = &state.config.rate_limits;
+    if !config.enabled || !req.uri().path().starts_with("/api/v1/") {
+        return next.run(req).await;
+    }
+    let limits = limits_for(&req, config);
+    if limits.is_empty() {
+        return next.run(req).await;
+    }
+    let verdict = match state.backends.limiter.check(&limits).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limiter unavailable; admitting the request");
+            return next.run(req).await;
+        }
+    };
+    let mut response = if verdict.allowed {
+        next.run(req).await
+    } else {
+        let wait = secs_up(verdict.retry_after).max(1);
+        let mut refused = ApiError::TooManyRequests(format!(
+            "rate limit of {} requests per {} s exceeded; retry in {wait} s",
+            verdict.limit,
+            config.window.as_secs()
+        ))
+        .into_response();
+        refused
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(wait));
+        refused
+    };
+    describe(response.headers_mut(), &verdict);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_the_path_segment_after_applications() {
+        assert_eq!(token_in("/api/v1/applications/abc/chats/1"), Some("abc"));
+        assert_eq!(token_in("/api/v1/applications/abc"), Some("abc"));
+        assert_eq!(token_in("/api/v1/applications"), None);
+        assert_eq!(token_in("/api/v1/applications/"), None);
+        assert_eq!(token_in("/health/ready"), None);
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        assert_eq!(secs_up(Duration::from_millis(1)), 1);
+        assert_eq!(secs_up(Duration::from_millis(1000)), 1);
+        assert_eq!(secs_up(Duration::from_millis(1001)), 2);
+        assert_eq!(secs_up(Duration::ZERO), 0);
+    }
+}
