@@ -208,6 +208,12 @@ pub fn chat_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Whether the roles enforce rate limits: off unless the bench's own
+/// environment sets `RATE_LIMIT_ENABLED` (the limits' sizes pass through).
+fn rate_limits() -> String {
+    std::env::var("RATE_LIMIT_ENABLED").unwrap_or_else(|_| "false".into())
+}
+
 /// Where one profile's system keeps its data, and how to reach it.
 pub struct Deployment {
     pub profile: &'static str,
@@ -229,7 +235,12 @@ impl Deployment {
         Ok(Self {
             profile: "embedded",
             chat,
-            env: vec![("DATA_DIR".into(), data.display().to_string())],
+            env: vec![
+                ("DATA_DIR".into(), data.display().to_string()),
+                // The bench measures capacity, far above the default
+                // limits; RATE_LIMIT_ENABLED=true measures what they cost.
+                ("RATE_LIMIT_ENABLED".into(), rate_limits()),
+            ],
             database_url: format!("sqlite://{}?mode=rwc", data.join("chat.db").display()),
             work,
             redis_url: None,
@@ -264,6 +275,7 @@ impl Deployment {
                 ("DATABASE_URL".into(), database_url.clone()),
                 ("REDIS_URL".into(), redis_url.into()),
                 ("REDIS_PREFIX".into(), prefix.clone()),
+                ("RATE_LIMIT_ENABLED".into(), rate_limits()),
             ],
             work,
             database_url,
