@@ -100,6 +100,57 @@ async fn multipart_fields(req: Request, limit: usize) -> Result<Map<String, Valu
     Ok(fields)
 }
 
+/// The body's fields; `None` when there was no body at all (no
+/// Content-Type and no bytes).
+async fn fields(req: Request) -> Result<Option<Map<String, Value>>, ApiError> {
+    let limit = req
+        .extensions()
+        .get::<BodyLimit>()
+        .copied()
+        .unwrap_or(BodyLimit(1024 * 1024))
+        .0;
+    let object = match encoding(&req)? {
+        Encoding::Json => {
+            let bytes = read_body(req.into_body(), limit).await?;
+            let value: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+            match value {
+                Value::Object(map) => map,
+                _ => {
+                    return Err(ApiError::Unprocessable(
+                        "the body must be a JSON object".into(),
+                    ));
+                }
+            }
+        }
+        Encoding::Form => {
+            let bytes = read_body(req.into_body(), limit).await?;
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("malformed form body: {e}")))?;
+            pairs
+                .into_iter()
+                .map(|(k, v)| (field_name(&k), Value::String(v)))
+                .collect()
+        }
+        Encoding::Multipart => multipart_fields(req, limit).await?,
+        Encoding::Empty => {
+            let bytes = read_body(req.into_body(), limit).await?;
+            if !bytes.is_empty() {
+                return Err(ApiError::UnsupportedMediaType(
+                    "a request body needs a Content-Type header".into(),
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    Ok(Some(object))
+}
+
+fn typed<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(object))
+        .map_err(|e| ApiError::Unprocessable(format!("invalid fields: {e}")))
+}
+
 impl<S, T> FromRequest<S> for Input<T>
 where
     S: Send + Sync,
@@ -107,50 +158,25 @@ where
 {
     type Rejection = ApiError;
 
+    /// No body at all reads as no fields.
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .copied()
-            .unwrap_or(BodyLimit(1024 * 1024))
-            .0;
-        let object = match encoding(&req)? {
-            Encoding::Json => {
-                let bytes = read_body(req.into_body(), limit).await?;
-                let value: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-                match value {
-                    Value::Object(map) => map,
-                    _ => {
-                        return Err(ApiError::Unprocessable(
-                            "the body must be a JSON object".into(),
-                        ));
-                    }
-                }
-            }
-            Encoding::Form => {
-                let bytes = read_body(req.into_body(), limit).await?;
-                let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-                    .map_err(|e| ApiError::BadRequest(format!("malformed form body: {e}")))?;
-                pairs
-                    .into_iter()
-                    .map(|(k, v)| (field_name(&k), Value::String(v)))
-                    .collect()
-            }
-            Encoding::Multipart => multipart_fields(req, limit).await?,
-            Encoding::Empty => {
-                let bytes = read_body(req.into_body(), limit).await?;
-                if !bytes.is_empty() {
-                    return Err(ApiError::UnsupportedMediaType(
-                        "a request body needs a Content-Type header".into(),
-                    ));
-                }
-                Map::new()
-            }
-        };
-        serde_json::from_value(Value::Object(object))
-            .map(Input)
-            .map_err(|e| ApiError::Unprocessable(format!("invalid fields: {e}")))
+        typed(fields(req).await?.unwrap_or_default()).map(Input)
+    }
+}
+
+/// Like [`Input`], but tells a request with no body at all (`None`) from
+/// one whose body has no fields.
+pub struct MaybeInput<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for MaybeInput<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        fields(req).await?.map(typed).transpose().map(MaybeInput)
     }
 }
 

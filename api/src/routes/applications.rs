@@ -11,7 +11,13 @@ use chat_store::repo;
 use serde::Deserialize;
 
 use super::validate;
-use crate::{AppState, error::ApiError, input::Input, params::Segments, views::ApplicationJson};
+use crate::{
+    AppState,
+    error::ApiError,
+    input::{Input, MaybeInput},
+    params::Segments,
+    views::ApplicationJson,
+};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -54,13 +60,19 @@ async fn show(
     Ok(Json(find(&state, path.token()).await?.into()))
 }
 
+/// A PUT with no body at all leaves the application as it is: clients of
+/// the system this replaces send one, and it answered 200 unchanged. A
+/// body without a name is still refused.
 async fn replace(
     State(state): State<AppState>,
     path: Segments,
-    Input(input): Input<ApplicationInput>,
+    MaybeInput(input): MaybeInput<ApplicationInput>,
 ) -> Result<Json<ApplicationJson>, ApiError> {
-    let name = validate::required_name(input.name)?;
     let app = find(&state, path.token()).await?;
+    let Some(input) = input else {
+        return Ok(Json(app.into()));
+    };
+    let name = validate::required_name(input.name)?;
     Ok(Json(
         repo::applications::rename(&state.backends.writer, app.id, &name)
             .await?
