@@ -167,6 +167,15 @@ pub struct Settings {
     /// Take the client address from `X-Forwarded-For` (behind a proxy only).
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub trust_forwarded_for: bool,
+    /// Origins allowed to call the API from a browser, comma-separated, or
+    /// `*`; unset, no CORS header is sent.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_allowed_origins: Vec<String>,
     /// API requests handled at once; more are answered 503 at once.
     #[arg(
         long,

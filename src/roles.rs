@@ -168,6 +168,7 @@ async fn serve_http(
                 max_concurrent: settings.max_concurrent_requests.max(1),
                 timeout: Duration::from_millis(settings.request_timeout_ms.max(1)),
             },
+            cors_origins: settings.cors_allowed_origins.clone(),
         },
     );
     let app = chat_api::router(state)

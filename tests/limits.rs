@@ -263,3 +263,65 @@ async fn every_response_carries_a_request_id() {
     assert_ne!(r.headers()["x-request-id"], "not acceptable!");
     stack.cleanup().await;
 }
+
+/// A browser preflight from `origin` to the application list.
+async fn preflight(app: &common::App, origin: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, app.url("/applications"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_is_off_by_default_and_opens_only_to_configured_origins() {
+    let stack = Stack::new(Profile::Embedded).await;
+    let closed = stack.spawn("api", &[]).await;
+    let r = preflight(&closed, "https://app.example").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    let open = stack
+        .spawn(
+            "api",
+            &[(
+                "CORS_ALLOWED_ORIGINS",
+                "https://app.example,https://b.example",
+            )],
+        )
+        .await;
+    let r = preflight(&open, "https://app.example").await;
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let r = preflight(&open, "https://evil.example").await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // A real request from an allowed origin may read the request id.
+    let r = reqwest::Client::new()
+        .get(open.url("/applications/nope"))
+        .header("origin", "https://b.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://b.example"
+    );
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-request-id")
+    );
+    stack.cleanup().await;
+}

@@ -17,6 +17,7 @@
 //!   `RateLimit-*` headers.
 //! - [`overload`]: the concurrency cap and request timeout, answered 503.
 //! - [`request_id`]: `X-Request-Id` on every response.
+//! - `cors`: CORS, off unless origins are configured.
 //! - `send`: the `reserve` and `send <queue>` spans around each accepted
 //!   write, and the `traceparent` its job carries.
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use axum::{Extension, Router, middleware};
 use chat_store::Backends;
 
+mod cors;
 pub mod error;
 mod input;
 mod lookup;
@@ -45,6 +47,8 @@ pub struct ApiConfig {
     pub max_message_bytes: usize,
     pub rate_limits: rate_limit::RateLimits,
     pub overload: overload::OverloadLimits,
+    /// Origins allowed to call the API from a browser; none by default.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -84,5 +88,10 @@ pub fn router(state: AppState) -> Router {
             rate_limit::enforce,
         ))
         .layer(middleware::from_fn_with_state(shedder, overload::shed));
+    // Outermost, so a preflight is answered before it is counted or shed.
+    let routes = match cors::layer(&state.config.cors_origins) {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
     metrics::timed(routes).with_state(state)
 }
