@@ -176,6 +176,24 @@ pub struct Settings {
         global = true
     )]
     pub cors_allowed_origins: Vec<String>,
+    /// How long a client may take to send a request's headers, in ms.
+    #[arg(
+        long,
+        env = "HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub header_read_timeout_ms: u64,
+    /// After SIGTERM or SIGINT, how long in-flight requests and batches may
+    /// take before the process exits anyway, in seconds; what is
+    /// unfinished is left for another worker.
+    #[arg(
+        long,
+        env = "SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub shutdown_timeout_secs: u64,
     /// API requests handled at once; more are answered 503 at once.
     #[arg(
         long,

@@ -5,6 +5,7 @@
 use clap::Parser;
 
 mod config;
+mod http;
 mod reindex;
 mod roles;
 

@@ -1,6 +1,6 @@
 //! Starting roles, and stopping them together on SIGTERM or Ctrl-C.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use chat_api::{ApiConfig, AppState, overload::OverloadLimits, rate_limit::RateLimits};
 use chat_dashboard::{DashboardConfig, scheduler::Schedule};
@@ -76,15 +76,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ("scheduler", Ok(()))
         });
     }
-    while let Some(done) = roles.join_next().await {
-        let (role, result) = done?;
-        match &result {
-            Ok(()) => tracing::info!(role, "role stopped"),
-            Err(e) => tracing::error!(role, error = %e, "role failed"),
+    let deadline = Duration::from_secs(settings.shutdown_timeout_secs);
+    let mut stopping = shutdown.clone();
+    let past_deadline = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        tokio::time::sleep(deadline).await;
+    };
+    tokio::pin!(past_deadline);
+    loop {
+        tokio::select! {
+            done = roles.join_next() => {
+                let Some(done) = done else { return Ok(()) };
+                let (role, result) = done?;
+                match &result {
+                    Ok(()) => tracing::info!(role, "role stopped"),
+                    Err(e) => tracing::error!(role, error = %e, "role failed"),
+                }
+                result?;
+            }
+            _ = &mut past_deadline => {
+                // What is still running was never acked: its jobs' leases
+                // lapse and another worker takes them over.
+                tracing::warn!(
+                    roles = roles.len(),
+                    ?deadline,
+                    "shutdown deadline passed; leaving unfinished work to other workers"
+                );
+                roles.abort_all();
+                return Ok(());
+            }
         }
-        result?;
     }
-    Ok(())
 }
 
 /// `chat recount`: the full recount on demand.
@@ -149,7 +171,7 @@ async fn serve_http(
     backends: Backends,
     settings: Settings,
     dashboard: DashboardConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let state = AppState::new(
         backends.clone(),
@@ -175,14 +197,13 @@ async fn serve_http(
         .merge(chat_dashboard::router(backends.clone(), dashboard))
         .merge(chat_api::metrics::router(backends))
         .layer(axum::middleware::from_fn(chat_api::request_id::request_id));
-    // The peer address is what the per-address rate limit counts.
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await?;
-    Ok(())
+    crate::http::serve(
+        listener,
+        app,
+        Duration::from_millis(settings.header_read_timeout_ms.max(1)),
+        shutdown,
+    )
+    .await
 }
 
 async fn wait_for_signal() {
