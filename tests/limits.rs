@@ -325,3 +325,34 @@ async fn cors_is_off_by_default_and_opens_only_to_configured_origins() {
     );
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_slow_to_send_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::new(Profile::Embedded).await;
+    let app = stack
+        .spawn("api", &[("HEADER_READ_TIMEOUT_MS", "500")])
+        .await;
+    let addr = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Half a request, and then nothing.
+    socket
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection is still open after 5 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // A prompt client on a fresh connection is served as usual.
+    let r = reqwest::get(format!("{}/health/live", app.base))
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    stack.cleanup().await;
+}
