@@ -182,6 +182,9 @@ async fn the_server_span_continues_the_callers_trace_and_reaches_the_collector()
             !server.name.contains(&token),
             "the token never appears in a span name"
         );
+        let request_id = str_attribute(&server, "http.request.header.x-request-id")
+            .expect("the request id on the server span");
+        assert_eq!(request_id.len(), 32, "{request_id}");
         stack.cleanup().await;
     }
 }

@@ -68,11 +68,18 @@ async fn record(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let started = Instant::now();
     let traced = otel::enabled();
+    let request_id = request
+        .headers()
+        .get(crate::request_id::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let span = tracing::info_span!(
         "http request",
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = %method,
+        "http.request.header.x-request-id" = %request_id,
         http.route = Empty,
         http.response.status_code = Empty,
     );

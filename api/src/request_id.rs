@@ -1,6 +1,7 @@
 //! `X-Request-Id` on every response: the client's own, when it sent a
 //! sane one, or a fresh one, so a report can quote it and it can be found
-//! in the logs.
+//! in the logs and on the request's span
+//! (`http.request.header.x-request-id`).
 use axum::{
     extract::Request,
     http::{HeaderName, HeaderValue},
@@ -19,7 +20,9 @@ fn acceptable(id: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
-pub async fn request_id(req: Request, next: Next) -> Response {
+/// Outermost, so the request carries its id inward: the request span
+/// records it, and with it every log line written while handling it.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID_HEADER)
@@ -29,6 +32,7 @@ pub async fn request_id(req: Request, next: Next) -> Response {
             HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
                 .expect("hex is a valid header value")
         });
+    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
     let mut response = next.run(req).await;
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     response
