@@ -40,6 +40,18 @@ pub(crate) struct QueueFigures {
     run: Histogram,
 }
 
+impl QueueFigures {
+    /// A queue with no figures in the window: a chart of zeros.
+    fn empty() -> Self {
+        Self {
+            done: vec![0; CHART_MINUTES],
+            failed: vec![0; CHART_MINUTES],
+            wait: [0; BUCKETS],
+            run: [0; BUCKETS],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Figures {
     /// The minute of the chart's first column.
@@ -53,12 +65,7 @@ impl Figures {
         self.queues
             .get(q.as_str())
             .cloned()
-            .unwrap_or_else(|| QueueFigures {
-                done: vec![0; CHART_MINUTES],
-                failed: vec![0; CHART_MINUTES],
-                wait: [0; BUCKETS],
-                run: [0; BUCKETS],
-            })
+            .unwrap_or_else(QueueFigures::empty)
     }
 
     fn lag(&self, stage: &str) -> Histogram {
@@ -97,12 +104,7 @@ pub(crate) async fn load(d: &Dashboard) -> Result<Figures, DashError> {
         let q = figures
             .queues
             .entry(row.series.clone())
-            .or_insert_with(|| QueueFigures {
-                done: vec![0; CHART_MINUTES],
-                failed: vec![0; CHART_MINUTES],
-                wait: [0; BUCKETS],
-                run: [0; BUCKETS],
-            });
+            .or_insert_with(QueueFigures::empty);
         match (name, bucket) {
             ("done", None) => q.done[column] += n,
             ("failed", None) => q.failed[column] += n,
