@@ -33,12 +33,20 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: every error response, as `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// Names the kind of problem; stable, so clients may match on it.
     #[serde(rename = "type")]
+    #[schema(example = "/problems/not-found")]
     kind: &'a str,
+    /// The status's reason phrase.
+    #[schema(example = "Not Found")]
     title: &'a str,
+    #[schema(minimum = 400, maximum = 599, example = 404)]
     status: u16,
+    /// What went wrong with this request, for a person to read.
+    #[schema(example = "application not found")]
     detail: String,
 }
 

@@ -18,6 +18,8 @@
 //! - [`overload`]: the concurrency cap and request timeout, answered 503.
 //! - [`request_id`]: `X-Request-Id` on every response.
 //! - `cors`: CORS, off unless origins are configured.
+//! - [`openapi`]: the OpenAPI document, at `/api-docs/openapi.json`, and
+//!   Swagger UI at `/docs`.
 //! - `send`: the `reserve` and `send <queue>` spans around each accepted
 //!   write, and the `traceparent` its job carries.
 use std::sync::Arc;
@@ -30,6 +32,7 @@ pub mod error;
 mod input;
 mod lookup;
 pub mod metrics;
+pub mod openapi;
 pub mod overload;
 mod params;
 pub mod rate_limit;
@@ -68,16 +71,18 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface: `/api/v1/…` plus the health probes.
+/// The whole HTTP surface: `/api/v1/…`, the health probes, and the
+/// OpenAPI document with Swagger UI.
 pub fn router(state: AppState) -> Router {
     // A request body may be percent-encoded or wrapped in multipart, so the
     // transport limit leaves room above the message limit; the message
     // limit itself is checked on the decoded field.
     let body_limit = input::BodyLimit(state.config.max_message_bytes * 4 + 64 * 1024);
     let shedder = overload::Shedder::new(&state.config.overload);
-    let routes = Router::new()
-        .nest("/api/v1", routes::api())
-        .merge(routes::health::router())
+    let (routes, mut doc) = openapi::routes().split_for_parts();
+    openapi::complete(&mut doc);
+    let routes = routes
+        .merge(openapi::ui(doc))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(Extension(body_limit))

@@ -130,7 +130,15 @@ pub fn router(backends: Backends) -> Router {
         .with_state(backends)
 }
 
-async fn scrape(State(backends): State<Backends>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    operation_id = "metrics",
+    responses((status = 200, description = "Every series, in the OpenMetrics text format",
+        body = String, content_type = "application/openmetrics-text"))
+)]
+pub(crate) async fn scrape(State(backends): State<Backends>) -> Response {
     let m = metrics();
     for queue in QueueName::ALL {
         match backends.queue.stats(queue).await {

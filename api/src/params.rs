@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use axum::extract::{FromRequestParts, Path, RawQuery};
 use axum::http::request::Parts;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::ApiError;
 
@@ -40,6 +41,55 @@ impl Segments {
         raw.parse::<i64>()
             .map_err(|_| ApiError::BadRequest(format!("{name} '{raw}' is out of range")))
     }
+}
+
+/// The path of an application, as OpenAPI sees it; [`Segments`] reads it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(dead_code, reason = "only describes the path to OpenAPI")]
+pub struct ApplicationPath {
+    /// The application's token, as returned when it was created.
+    token: String,
+}
+
+/// The path of a chat.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(dead_code, reason = "only describes the path to OpenAPI")]
+pub struct ChatPath {
+    /// The application's token, as returned when it was created.
+    token: String,
+    /// The chat's number within its application.
+    #[param(minimum = 1)]
+    number: i64,
+}
+
+/// The path of a message.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(dead_code, reason = "only describes the path to OpenAPI")]
+pub struct MessagePath {
+    /// The application's token, as returned when it was created.
+    token: String,
+    /// The chat's number within its application.
+    #[param(minimum = 1)]
+    number: i64,
+    /// The message's number within its chat.
+    #[param(minimum = 1)]
+    message: i64,
+}
+
+/// A list's query string, as OpenAPI sees it; [`PageRequest`] reads it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "only describes the query to OpenAPI")]
+pub struct PageQuery {
+    /// Items per page.
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    limit: Option<u64>,
+    /// Start after this number: the `next_after` of the previous page.
+    #[param(minimum = 0, default = 0)]
+    after: Option<i64>,
 }
 
 /// `?limit=&after=` for lists.

@@ -1,35 +1,61 @@
 //! `/applications`: created and updated straight in the database, since
 //! they are low-volume and their token must exist before any chat write.
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::{get, post},
 };
 use chat_store::repo;
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::validate;
 use crate::{
     AppState,
     error::ApiError,
     input::{Input, MaybeInput},
-    params::Segments,
+    params::{ApplicationPath, Segments},
     views::ApplicationJson,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/applications", post(create))
-        .route("/applications/{token}", get(show).put(replace).patch(amend))
+const TAG: &str = "applications";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(show, replace, amend))
 }
 
-#[derive(Deserialize)]
+/// An application's fields; the name is required.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewApplication)]
 struct ApplicationInput {
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255, pattern = r"\S")]
     name: Option<String>,
 }
 
+/// The fields to change; absent ones are kept.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ApplicationChanges)]
+struct ApplicationChanges {
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    name: Option<String>,
+}
+
+/// Creates an application and generates its token.
+#[utoipa::path(
+    post,
+    path = "/applications",
+    tag = TAG,
+    operation_id = "createApplication",
+    request_body = ApplicationInput,
+    responses(
+        (status = 201, description = "Created", body = ApplicationJson,
+            headers(("Location" = String, description = "The new application's URL"))),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Input(input): Input<ApplicationInput>,
@@ -53,6 +79,15 @@ async fn find(
         .ok_or(ApiError::NotFound("application"))
 }
 
+/// Reads an application.
+#[utoipa::path(
+    get,
+    path = "/applications/{token}",
+    tag = TAG,
+    operation_id = "getApplication",
+    params(ApplicationPath),
+    responses((status = 200, description = "The application", body = ApplicationJson))
+)]
 async fn show(
     State(state): State<AppState>,
     path: Segments,
@@ -63,6 +98,16 @@ async fn show(
 /// A PUT with no body at all leaves the application as it is: clients of
 /// the system this replaces send one, and it answered 200 unchanged. A
 /// body without a name is still refused.
+#[utoipa::path(
+    put,
+    path = "/applications/{token}",
+    tag = TAG,
+    operation_id = "replaceApplication",
+    description = "Renames an application. With no body at all, the application is returned unchanged.",
+    params(ApplicationPath),
+    request_body = Option<ApplicationInput>,
+    responses((status = 200, description = "The application", body = ApplicationJson))
+)]
 async fn replace(
     State(state): State<AppState>,
     path: Segments,
@@ -80,10 +125,20 @@ async fn replace(
     ))
 }
 
+/// Changes the fields given.
+#[utoipa::path(
+    patch,
+    path = "/applications/{token}",
+    tag = TAG,
+    operation_id = "updateApplication",
+    params(ApplicationPath),
+    request_body = Option<ApplicationChanges>,
+    responses((status = 200, description = "The application", body = ApplicationJson))
+)]
 async fn amend(
     State(state): State<AppState>,
     path: Segments,
-    Input(input): Input<ApplicationInput>,
+    Input(input): Input<ApplicationChanges>,
 ) -> Result<Json<ApplicationJson>, ApiError> {
     let app = find(&state, path.token()).await?;
     match validate::optional_name(input.name)? {

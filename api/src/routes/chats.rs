@@ -1,39 +1,56 @@
 //! `/applications/{token}/chats`: writes go through the intake (number,
 //! version, queue); reads merge the database with pending writes.
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::get,
 };
 use chat_store::{model::ChatView, queue::QueueName, repo};
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::validate;
 use crate::{
     AppState,
     error::ApiError,
     input::Input,
-    params::{PageRequest, Segments},
+    params::{ApplicationPath, ChatPath, PageQuery, PageRequest, Segments},
     send::{self, Reserving},
     views::{ChatJson, ListJson},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/applications/{token}/chats", get(list).post(create))
-        .route(
-            "/applications/{token}/chats/{number}",
-            get(show).put(replace).patch(amend),
-        )
+const TAG: &str = "chats";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, replace, amend))
 }
 
-#[derive(Deserialize)]
+/// A chat's fields; all optional.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ChatFields)]
 struct ChatInput {
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     name: Option<String>,
 }
 
+/// Reserves the application's next chat number and queues the write. The
+/// chat is readable at once; `messages_count` starts at 0.
+#[utoipa::path(
+    post,
+    path = "/applications/{token}/chats",
+    tag = TAG,
+    operation_id = "createChat",
+    params(ApplicationPath),
+    request_body = Option<ChatInput>,
+    responses(
+        (status = 201, description = "Created", body = ChatJson,
+            headers(("Location" = String, description = "The new chat's URL"))),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     path: Segments,
@@ -61,6 +78,15 @@ async fn create(
     ))
 }
 
+/// Lists an application's chats by number.
+#[utoipa::path(
+    get,
+    path = "/applications/{token}/chats",
+    tag = TAG,
+    operation_id = "listChats",
+    params(ApplicationPath, PageQuery),
+    responses((status = 200, description = "A page of chats", body = ListJson<ChatJson>))
+)]
 async fn list(
     State(state): State<AppState>,
     path: Segments,
@@ -78,6 +104,15 @@ async fn find(state: &AppState, path: &Segments) -> Result<ChatView, ApiError> {
     state.lookup.chat(&state.backends, app_id, number).await
 }
 
+/// Reads a chat, including one whose write is still queued.
+#[utoipa::path(
+    get,
+    path = "/applications/{token}/chats/{number}",
+    tag = TAG,
+    operation_id = "getChat",
+    params(ChatPath),
+    responses((status = 200, description = "The chat", body = ChatJson))
+)]
 async fn show(State(state): State<AppState>, path: Segments) -> Result<Json<ChatJson>, ApiError> {
     Ok(Json(find(&state, &path).await?.into()))
 }
@@ -104,6 +139,16 @@ async fn update(
 }
 
 /// PUT replaces the whole chat: an absent name clears it.
+#[utoipa::path(
+    put,
+    path = "/applications/{token}/chats/{number}",
+    tag = TAG,
+    operation_id = "replaceChat",
+    description = "Replaces the chat's fields: an absent name clears it.",
+    params(ChatPath),
+    request_body = Option<ChatInput>,
+    responses((status = 200, description = "The chat", body = ChatJson))
+)]
 async fn replace(
     State(state): State<AppState>,
     path: Segments,
@@ -114,6 +159,16 @@ async fn replace(
 }
 
 /// PATCH changes only the fields given.
+#[utoipa::path(
+    patch,
+    path = "/applications/{token}/chats/{number}",
+    tag = TAG,
+    operation_id = "updateChat",
+    description = "Changes the fields given; absent ones are kept.",
+    params(ChatPath),
+    request_body = Option<ChatInput>,
+    responses((status = 200, description = "The chat", body = ChatJson))
+)]
 async fn amend(
     State(state): State<AppState>,
     path: Segments,

@@ -1,10 +1,9 @@
 //! `/applications/{token}/chats/{number}/messages`.
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::get,
 };
 use chat_store::{
     model::{MessageRow, newest_message},
@@ -12,31 +11,43 @@ use chat_store::{
     repo,
 };
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::validate;
 use crate::{
     AppState,
     error::ApiError,
     input::Input,
-    params::{PageRequest, Segments},
+    params::{ChatPath, MessagePath, PageQuery, PageRequest, Segments},
     send::{self, Reserving},
     views::{ListJson, MessageJson},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/applications/{token}/chats/{number}/messages",
-            get(list).post(create),
-        )
-        .route(
-            "/applications/{token}/chats/{number}/messages/{message}",
-            get(show).put(replace).patch(amend),
-        )
+const TAG: &str = "messages";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, replace, amend))
 }
 
-#[derive(Deserialize)]
+/// A message's fields; the body is required.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewMessage)]
 struct MessageInput {
+    /// Kept byte for byte. At most `MAX_MESSAGE_BYTES` bytes (65,536 by
+    /// default) in UTF-8; a longer one is a 413.
+    #[schema(value_type = String, required = true, min_length = 1, pattern = r"\S")]
+    body: Option<String>,
+}
+
+/// The fields to change; absent ones are kept.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = MessageChanges)]
+struct MessageChanges {
+    /// As in `NewMessage`.
+    #[schema(min_length = 1, pattern = r"\S")]
     body: Option<String>,
 }
 
@@ -64,6 +75,20 @@ async fn find(state: &AppState, path: &Segments) -> Result<MessageRow, ApiError>
     newest_message(persisted?, pending?).ok_or(ApiError::NotFound("message"))
 }
 
+/// Reserves the chat's next message number and queues the write. The
+/// message is readable at once, and searchable once indexed.
+#[utoipa::path(
+    post,
+    path = "/applications/{token}/chats/{number}/messages",
+    tag = TAG,
+    operation_id = "createMessage",
+    params(ChatPath),
+    request_body = MessageInput,
+    responses(
+        (status = 201, description = "Created", body = MessageJson,
+            headers(("Location" = String, description = "The new message's URL"))),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     path: Segments,
@@ -95,6 +120,15 @@ async fn create(
     ))
 }
 
+/// Lists a chat's messages by number.
+#[utoipa::path(
+    get,
+    path = "/applications/{token}/chats/{number}/messages",
+    tag = TAG,
+    operation_id = "listMessages",
+    params(ChatPath, PageQuery),
+    responses((status = 200, description = "A page of messages", body = ListJson<MessageJson>))
+)]
 async fn list(
     State(state): State<AppState>,
     path: Segments,
@@ -112,6 +146,15 @@ async fn list(
     Ok(Json(page.into()))
 }
 
+/// Reads a message, including one whose write is still queued.
+#[utoipa::path(
+    get,
+    path = "/applications/{token}/chats/{number}/messages/{message}",
+    tag = TAG,
+    operation_id = "getMessage",
+    params(MessagePath),
+    responses((status = 200, description = "The message", body = MessageJson))
+)]
 async fn show(
     State(state): State<AppState>,
     path: Segments,
@@ -140,6 +183,16 @@ async fn update(
     Ok(Json(row.into()))
 }
 
+/// Replaces a message's body.
+#[utoipa::path(
+    put,
+    path = "/applications/{token}/chats/{number}/messages/{message}",
+    tag = TAG,
+    operation_id = "replaceMessage",
+    params(MessagePath),
+    request_body = MessageInput,
+    responses((status = 200, description = "The message", body = MessageJson))
+)]
 async fn replace(
     State(state): State<AppState>,
     path: Segments,
@@ -151,10 +204,20 @@ async fn replace(
 }
 
 /// PATCH without a body leaves the message as it is.
+#[utoipa::path(
+    patch,
+    path = "/applications/{token}/chats/{number}/messages/{message}",
+    tag = TAG,
+    operation_id = "updateMessage",
+    description = "Changes the fields given; without a body, the message is returned unchanged.",
+    params(MessagePath),
+    request_body = Option<MessageChanges>,
+    responses((status = 200, description = "The message", body = MessageJson))
+)]
 async fn amend(
     State(state): State<AppState>,
     path: Segments,
-    Input(input): Input<MessageInput>,
+    Input(input): Input<MessageChanges>,
 ) -> Result<Json<MessageJson>, ApiError> {
     let current = find(&state, &path).await?;
     match input.body {

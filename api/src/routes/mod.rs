@@ -1,5 +1,6 @@
 //! One module per resource; `api()` merges them under `/api/v1`.
-use axum::{Router, http::Uri};
+use axum::http::Uri;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::{AppState, error::ApiError};
 
@@ -10,8 +11,8 @@ mod messages;
 mod search;
 mod validate;
 
-pub fn api() -> Router<AppState> {
-    Router::new()
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(applications::router())
         .merge(chats::router())
         .merge(messages::router())

@@ -1,23 +1,41 @@
 //! `GET /applications/{token}/chats/{number}/messages/search?q=&limit=&after=`.
 use axum::{
-    Json, Router,
+    Json,
     extract::{FromRequestParts, RawQuery, State},
     http::request::Parts,
-    routing::get,
 };
 use chat_store::search::{ChatKey, Cursor};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{AppState, error::ApiError, params::Segments, views::MessageJson};
+use crate::{
+    AppState,
+    error::{ApiError, Problem},
+    params::{ChatPath, Segments},
+    views::MessageJson,
+};
 
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/applications/{token}/chats/{number}/messages/search",
-        get(search),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search))
+}
+
+/// The query string, as OpenAPI sees it; [`SearchQuery`] reads it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "only describes the query to OpenAPI")]
+struct SearchParams {
+    /// Text to find in message bodies, matched by partial words.
+    #[param(min_length = 1, pattern = r"\S")]
+    q: String,
+    /// Hits per page.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<usize>,
+    /// The `next_after` of the previous page.
+    after: Option<String>,
 }
 
 /// The query string, validated.
@@ -73,13 +91,28 @@ impl<S: Send + Sync> FromRequestParts<S> for SearchQuery {
     }
 }
 
-#[derive(Serialize)]
+/// One page of hits, best first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SearchResults)]
 struct SearchJson {
     items: Vec<MessageJson>,
     /// Pass as `after` for the next page; null on the last page.
     next_after: Option<String>,
 }
 
+/// Finds a chat's messages whose body contains the query.
+#[utoipa::path(
+    get,
+    path = "/applications/{token}/chats/{number}/messages/search",
+    tag = "messages",
+    operation_id = "searchMessages",
+    params(ChatPath, SearchParams),
+    responses(
+        (status = 200, description = "A page of hits", body = SearchJson),
+        (status = 422, description = "`q` is blank", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
 async fn search(
     State(state): State<AppState>,
     path: Segments,
