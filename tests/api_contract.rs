@@ -447,3 +447,64 @@ async fn readiness_and_writes_are_503_when_redis_is_down() {
     stack.redis_url = None;
     stack.cleanup().await;
 }
+
+/// The document is served as the running server builds it, and every
+/// method it does not list on a path answers 405 with an `Allow` header.
+#[tokio::test]
+async fn the_openapi_document_and_swagger_ui_are_served() {
+    let stack = Stack::new(Profile::Embedded).await;
+    let app = stack.spawn("serve", &[]).await;
+    let http = reqwest::Client::new();
+
+    let r = http
+        .get(format!("{}/api-docs/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/applications/{token}/chats/{number}/messages/search"));
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+
+    let ui = http
+        .get(format!("{}/docs/", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 200);
+    assert!(ui.text().await.unwrap().contains("swagger-ui"));
+    let init = http
+        .get(format!("{}/docs/swagger-initializer.js", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/api-docs/openapi.json"), "{init}");
+
+    let token = app.create_app("Docs").await;
+    let chat = app.create_chat(&token).await;
+    let message = app.create_message(&token, chat, "hello").await;
+    for (template, item) in paths {
+        let path = template
+            .replace("{token}", &token)
+            .replace("{number}", &chat.to_string())
+            .replace("{message}", &message.to_string());
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if item.get(method.to_ascii_lowercase()).is_some() {
+                continue;
+            }
+            let r = http
+                .request(method.parse().unwrap(), format!("{}{path}", app.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 405, "{method} {template}");
+            assert!(r.headers().contains_key("allow"), "{method} {template}");
+        }
+    }
+    stack.cleanup().await;
+}
