@@ -20,10 +20,43 @@ pub fn api() -> OpenApiRouter<AppState> {
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {
-    tracing::debug!(%uri, "no route");
+    tracing::debug!(path = %shown_path(uri.path()), "no route");
     ApiError::NotFound("route")
+}
+
+/// `path` with any application token cut to its first 4 characters, for
+/// logs: a token is the application's only secret.
+fn shown_path(path: &str) -> String {
+    const MARK: &str = "/applications/";
+    let Some(at) = path.find(MARK) else {
+        return path.to_owned();
+    };
+    let (head, rest) = path.split_at(at + MARK.len());
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (token, tail) = rest.split_at(end);
+    let shown: String = token.chars().take(4).collect();
+    let cut = if token.chars().count() > 4 { "…" } else { "" };
+    format!("{head}{shown}{cut}{tail}")
 }
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("this method is not allowed on this resource".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_path;
+
+    #[test]
+    fn logged_paths_cut_the_token() {
+        assert_eq!(
+            shown_path("/api/v1/applications/Zq3nF0cV8l2h1mRkT5wYxA/chats/x"),
+            "/api/v1/applications/Zq3n…/chats/x"
+        );
+        assert_eq!(
+            shown_path("/api/v1/applications/ab"),
+            "/api/v1/applications/ab"
+        );
+        assert_eq!(shown_path("/nowhere"), "/nowhere");
+    }
 }
