@@ -16,6 +16,10 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("search: {0}")]
     Search(String),
+    /// A rate limit folded into the write refused it; nothing was written.
+    /// The verdict is with the caller of `ratelimit::folded::within`.
+    #[error("rate limited")]
+    RateLimited,
     #[error("{0}")]
     Other(String),
 }

@@ -182,3 +182,56 @@ async fn futures_join(
     }
     out
 }
+
+/// Limits folded into a write are checked in its accept: a refused write
+/// writes nothing and spends no number, and the standalone limiter sees
+/// the same counts.
+#[tokio::test]
+async fn folded_limits_are_checked_and_counted_in_the_accept() {
+    use chat_store::{
+        StoreError,
+        ratelimit::{Limit, RateLimiter, RedisRateLimiter, folded},
+    };
+    let Some(s) = setup().await else { return };
+    assert!(s.intake.folds_rate_limits());
+    let limits = vec![Limit {
+        key: "w:t:folded".into(),
+        limit: 2,
+        period: Duration::from_secs(60),
+    }];
+    let mut verdicts = Vec::new();
+    for _ in 0..2 {
+        let (row, verdict) =
+            folded::within(limits.clone(), s.intake.create_chat(7, None, None)).await;
+        row.unwrap();
+        verdicts.push(verdict.expect("the accept checked the limits"));
+    }
+    assert!(verdicts.iter().all(|v| v.allowed && v.limit == 2));
+    assert_eq!((verdicts[0].remaining, verdicts[1].remaining), (1, 0));
+
+    let (refused, verdict) =
+        folded::within(limits.clone(), s.intake.create_chat(7, None, None)).await;
+    assert!(
+        matches!(refused, Err(StoreError::RateLimited)),
+        "{refused:?}"
+    );
+    let verdict = verdict.unwrap();
+    assert!(!verdict.allowed && verdict.retry_after > Duration::ZERO);
+
+    // Outside `within` nothing is checked; the refused write spent no number.
+    let next = s.intake.create_chat(7, None, None).await.unwrap();
+    assert_eq!(next.number, 3);
+    let queued = s
+        .queue
+        .claim(QueueName::Chats, "c", 100, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 3, "the refused write queued nothing");
+
+    let limiter = RedisRateLimiter::connect(&s.url, &s.prefix).await.unwrap();
+    assert!(
+        !limiter.check(&limits).await.unwrap().allowed,
+        "the limiter reads the counts the accepts kept"
+    );
+    s.tear_down().await;
+}

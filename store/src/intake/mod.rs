@@ -74,6 +74,13 @@ pub trait Intake: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<()>;
 
+    /// Whether the writes above check the limits of
+    /// [`folded::within`](crate::ratelimit::folded::within) in their own
+    /// round trip, refusing with [`StoreError::RateLimited`](crate::StoreError).
+    fn folds_rate_limits(&self) -> bool {
+        false
+    }
+
     /// Drops pending entries past their lifetime. Redis expires its own;
     /// the embedded table needs this called now and then.
     async fn purge_expired(&self) -> Result<u64> {

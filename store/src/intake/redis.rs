@@ -18,6 +18,7 @@ use crate::{
     error::{Result, StoreError},
     model::{ChatRow, MessageRow},
     queue::{QueueName, RedisStreamQueue},
+    ratelimit::{self, folded},
     repo,
 };
 
@@ -95,7 +96,9 @@ impl RedisIntake {
     }
 
     /// Runs the accept script; returns (number, version), with number 0
-    /// when no counter is given.
+    /// when no counter is given. Checks the limits the API folded into
+    /// this write (`ratelimit::folded`) in the same call, and keeps their
+    /// verdict for it.
     async fn accept(
         &self,
         app_id: i64,
@@ -111,8 +114,21 @@ impl RedisIntake {
             .unwrap_or_default();
         let seq_key = self.app_key(app_id, "version");
         let stream_key = self.queue.stream_key(queue);
+        // The API folds at most two: the token's and the address's.
+        let limits = folded::limits();
+        let limit_keys: Vec<_> = limits
+            .iter()
+            .take(2)
+            .map(|l| {
+                (
+                    ratelimit::redis_key(&self.prefix, l),
+                    l.cost_us(),
+                    l.period_us(),
+                )
+            })
+            .collect();
         for _ in 0..3 {
-            let (n, v) = self
+            let accepted = self
                 .accepter
                 .accept(Accept {
                     counter_key: counter_key.clone(),
@@ -121,10 +137,25 @@ impl RedisIntake {
                     pending_key: pending_key.to_owned(),
                     state_tail: state_tail.to_owned(),
                     trace: trace.clone(),
+                    limits: limit_keys.clone(),
                 })
                 .await?;
+            let n = accepted.number;
+            if n != -1 && !limit_keys.is_empty() {
+                let checked = &limits[..limit_keys.len()];
+                let tats = &accepted.tats[..limit_keys.len()];
+                folded::record(ratelimit::verdict(
+                    checked,
+                    tats,
+                    accepted.now,
+                    accepted.wait,
+                ));
+            }
+            if n == -2 {
+                return Err(StoreError::RateLimited);
+            }
             if n >= 0 {
-                return Ok((n, v));
+                return Ok((n, accepted.version));
             }
             let counter = counter.as_ref().expect("only counters can be missing");
             self.seed(counter, &counter_key).await?;
@@ -339,5 +370,9 @@ impl Intake for RedisIntake {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
+    }
+
+    fn folds_rate_limits(&self) -> bool {
+        true
     }
 }

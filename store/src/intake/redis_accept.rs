@@ -12,14 +12,19 @@ use std::sync::Arc;
 use redis::{Script, aio::ConnectionManager};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::error::{Result, StoreError};
+use crate::{
+    error::{Result, StoreError},
+    ratelimit::GCRA_LUA,
+};
 
 /// Per accept: KEYS number counter ('' for an update), version counter,
-/// queue stream (fields as `RedisStreamQueue::enqueue` writes them); ARGV
-/// pending key (a create appends its number), the row's JSON without its
-/// opening brace, and the sender's traceparent ('' when untraced), which
-/// rides in the job as field `t`. ARGV[1] is the pending lifetime. Returns
-/// number and version per accept.
+/// queue stream (fields as `RedisStreamQueue::enqueue` writes them), and
+/// two rate-limit keys ('' when unused); ARGV pending key (a create
+/// appends its number), the row's JSON without its opening brace, the
+/// sender's traceparent ('' when untraced), which rides in the job as
+/// field `t`, and each limit key's cost and period in µs. ARGV[1] is the
+/// pending lifetime. Returns the time used, then per accept: number,
+/// version, the limits' wait, and the two limit keys' TATs.
 ///
 /// The version is `max(last + 1, now in µs)`: it grows per application, and
 /// if Redis loses the key it restarts above every version handed out
@@ -28,27 +33,42 @@ use crate::error::{Result, StoreError};
 /// always the newest, and the pending entry is overwritten unconditionally.
 ///
 /// A missing number counter yields -1 instead of starting at 1: the caller
-/// seeds it from the database and retries.
+/// seeds it from the database and retries. A write the limits refuse
+/// yields -2 and writes nothing. Both come before anything is counted, so
+/// a refused or retried write spends no number and no limit.
 ///
 /// The pending key is built here because the number is only known here;
-/// it shares the counter's hash tag. The stream does not, so this script
-/// needs a single Redis node (a cluster would need the queue sharded by
-/// application).
+/// it shares the counter's hash tag. The stream and the limit keys do not,
+/// so this script needs a single Redis node (a cluster would need the
+/// queue sharded by application).
 const ACCEPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ttl = ARGV[1]
-local out = {}
-for i = 0, #KEYS / 3 - 1 do
-  local counter, seq, stream = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  local pending, tail, trace = ARGV[3 * i + 2], ARGV[3 * i + 3], ARGV[3 * i + 4]
+local out = {now}
+for i = 0, #KEYS / 5 - 1 do
+  local counter, seq, stream = KEYS[5 * i + 1], KEYS[5 * i + 2], KEYS[5 * i + 3]
+  local pending, tail, trace = ARGV[7 * i + 2], ARGV[7 * i + 3], ARGV[7 * i + 4]
+  local limits, costs, periods = {}, {}, {}
+  for j = 0, 1 do
+    if KEYS[5 * i + 4 + j] ~= '' then
+      limits[#limits + 1] = KEYS[5 * i + 4 + j]
+      costs[#limits] = tonumber(ARGV[7 * i + 5 + 2 * j])
+      periods[#limits] = tonumber(ARGV[7 * i + 6 + 2 * j])
+    end
+  end
   local n, head = 0, nil
   if counter ~= '' then
     local last = redis.call('GET', counter)
     if last then n = tonumber(last) + 1 else n = -1 end
   end
+  local wait, tats = 0, {}
+  if n >= 0 then
+    wait, tats = gcra(now, limits, costs, periods)
+    if wait > 0 then n = -2 end
+  end
   if n < 0 then
-    out[#out + 1] = -1
+    out[#out + 1] = n
     out[#out + 1] = 0
   else
     local v = math.max(tonumber(redis.call('GET', seq) or '0') + 1, now)
@@ -70,6 +90,9 @@ for i = 0, #KEYS / 3 - 1 do
     out[#out + 1] = n
     out[#out + 1] = v
   end
+  out[#out + 1] = wait
+  out[#out + 1] = tats[1] or 0
+  out[#out + 1] = tats[2] or 0
 end
 return out
 "#;
@@ -87,9 +110,25 @@ pub(super) struct Accept {
     pub pending_key: String,
     pub state_tail: String,
     pub trace: Option<String>,
+    /// Up to two limits to check first: Redis key, cost and period in µs.
+    pub limits: Vec<(String, i64, i64)>,
 }
 
-type Reply = oneshot::Sender<Result<(i64, i64)>>;
+/// What the script answered for one accept.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Accepted {
+    /// The reserved number; 0 for an update, -1 when the counter is
+    /// missing, -2 when the limits refused the write.
+    pub number: i64,
+    pub version: i64,
+    /// The limits' wait in µs (0 when admitted), the script's clock, and
+    /// each limit key's TAT: what `ratelimit::verdict` needs.
+    pub wait: i64,
+    pub now: i64,
+    pub tats: [i64; 2],
+}
+
+type Reply = oneshot::Sender<Result<Accepted>>;
 
 #[derive(Clone)]
 pub(super) struct Accepter {
@@ -103,9 +142,7 @@ impl Accepter {
         Self { tx }
     }
 
-    /// Returns (number, version); number is 0 for an update and -1 when the
-    /// counter is missing.
-    pub async fn accept(&self, accept: Accept) -> Result<(i64, i64)> {
+    pub async fn accept(&self, accept: Accept) -> Result<Accepted> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((accept, reply))
@@ -118,7 +155,7 @@ impl Accepter {
 }
 
 async fn dispatch(mut rx: mpsc::Receiver<(Accept, Reply)>, conn: ConnectionManager, ttl: u64) {
-    let script = Arc::new(Script::new(ACCEPT));
+    let script = Arc::new(Script::new(&format!("{GCRA_LUA}{ACCEPT}")));
     let calls = Arc::new(Semaphore::new(MAX_CALLS));
     loop {
         // Waiting for a free call slot first lets the group grow meanwhile.
@@ -160,7 +197,7 @@ async fn call(
     mut conn: ConnectionManager,
     ttl: u64,
     accepts: &[Accept],
-) -> Result<Vec<(i64, i64)>> {
+) -> Result<Vec<Accepted>> {
     let mut invocation = script.prepare_invoke();
     invocation.arg(ttl);
     for a in accepts {
@@ -171,14 +208,30 @@ async fn call(
             .arg(&a.pending_key)
             .arg(&a.state_tail)
             .arg(a.trace.as_deref().unwrap_or(""));
+        for j in 0..2 {
+            match a.limits.get(j) {
+                Some((key, cost, period)) => invocation.key(key).arg(cost).arg(period),
+                None => invocation.key("").arg(0).arg(0),
+            };
+        }
     }
     let flat: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-    if flat.len() != accepts.len() * 2 {
+    if flat.len() != 1 + accepts.len() * 5 {
         return Err(StoreError::Other(format!(
             "the accept script answered {} values for {} accepts",
             flat.len(),
             accepts.len()
         )));
     }
-    Ok(flat.chunks(2).map(|p| (p[0], p[1])).collect())
+    let now = flat[0];
+    Ok(flat[1..]
+        .chunks(5)
+        .map(|a| Accepted {
+            number: a[0],
+            version: a[1],
+            wait: a[2],
+            now,
+            tats: [a[3], a[4]],
+        })
+        .collect())
 }

@@ -13,17 +13,22 @@
 //! A request is checked against several keys at once (its application
 //! token and its client address); it is admitted only if every key
 //! admits it, and a refused request consumes nothing.
+//!
+//! [`folded`]: a write's check made inside the intake's accept script, in
+//! the round trip that accepts the write.
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::error::Result;
 
+pub mod folded;
 mod memory;
 mod redis;
 
 pub use memory::MemoryRateLimiter;
 pub use redis::RedisRateLimiter;
+pub(crate) use redis::{GCRA_LUA, key as redis_key};
 
 /// One limit a request counts against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +42,11 @@ pub struct Limit {
 
 impl Limit {
     /// The time one request uses up, in µs (at least 1).
-    fn cost_us(&self) -> i64 {
+    pub(crate) fn cost_us(&self) -> i64 {
         (self.period.as_micros() as i64 / i64::from(self.limit.max(1))).max(1)
     }
 
-    fn period_us(&self) -> i64 {
+    pub(crate) fn period_us(&self) -> i64 {
         self.period.as_micros() as i64
     }
 }
@@ -86,7 +91,7 @@ fn step(limit: &Limit, stored_tat: i64, now: i64) -> Step {
 
 /// Builds the verdict from each key's TAT after the request (admitted) or
 /// as it stands (refused), at `now`.
-fn verdict(limits: &[Limit], tats: &[i64], now: i64, wait: i64) -> Verdict {
+pub(crate) fn verdict(limits: &[Limit], tats: &[i64], now: i64, wait: i64) -> Verdict {
     let mut worst: Option<(u32, u32, i64)> = None;
     for (limit, &tat) in limits.iter().zip(tats) {
         let used = (tat - now).max(0);

@@ -7,39 +7,53 @@ use redis::{Client, Script, aio::ConnectionManager};
 use super::{Limit, RateLimiter, Verdict, verdict};
 use crate::error::Result;
 
-/// KEYS: the limits' keys. ARGV: each key's cost and period in µs. Admits
-/// the request only if every key admits it; then stores each new TAT with
-/// an expiry at that TAT (a passed TAT is the same as none). Returns the
-/// wait (0 when admitted), the time it used, and each key's TAT as it now
-/// stands. µs values stay below 2^53, so Lua's doubles hold them exactly.
-const GCRA: &str = r#"
+/// GCRA over a request's keys at `now` (µs, from Redis's `TIME`):
+/// `keys`, and each key's cost and period in µs. Admits the request only
+/// if every key admits it; then stores each new TAT with an expiry at that
+/// TAT (a passed TAT is the same as none). Returns the wait (0 when
+/// admitted) and each key's TAT as it now stands. µs values stay below
+/// 2^53, so Lua's doubles hold them exactly. The accept script calls it
+/// too, to fold a write's check into the accept (`folded`).
+pub(crate) const GCRA_LUA: &str = r#"
+local function gcra(now, keys, costs, periods)
+  local wait, stored, nexts = 0, {}, {}
+  for i = 1, #keys do
+    local tat = tonumber(redis.call('GET', keys[i]) or '0')
+    stored[i] = tat
+    if tat < now then tat = now end
+    nexts[i] = tat + costs[i]
+    local w = nexts[i] - periods[i] - now
+    if w > wait then wait = w end
+  end
+  if wait > 0 then return wait, stored end
+  for i = 1, #keys do
+    local ttl = math.ceil((nexts[i] - now) / 1000)
+    redis.call('SET', keys[i], string.format('%.0f', nexts[i]), 'PX', ttl)
+  end
+  return 0, nexts
+end
+"#;
+
+/// KEYS: the limits' keys. ARGV: each key's cost and period in µs.
+/// Returns the wait, the time it used, and each key's TAT.
+const CHECK: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local wait = 0
-local stored = {}
-local nexts = {}
+local costs, periods = {}, {}
 for i = 1, #KEYS do
-  local cost = tonumber(ARGV[2 * i - 1])
-  local period = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  stored[i] = tat
-  if tat < now then tat = now end
-  nexts[i] = tat + cost
-  local w = nexts[i] - period - now
-  if w > wait then wait = w end
+  costs[i] = tonumber(ARGV[2 * i - 1])
+  periods[i] = tonumber(ARGV[2 * i])
 end
+local wait, tats = gcra(now, KEYS, costs, periods)
 local out = {wait, now}
-for i = 1, #KEYS do
-  if wait == 0 then
-    local ttl = math.ceil((nexts[i] - now) / 1000)
-    redis.call('SET', KEYS[i], string.format('%.0f', nexts[i]), 'PX', ttl)
-    out[#out + 1] = nexts[i]
-  else
-    out[#out + 1] = stored[i]
-  end
-end
+for i = 1, #tats do out[#out + 1] = tats[i] end
 return out
 "#;
+
+/// A limit's Redis key.
+pub(crate) fn key(prefix: &str, limit: &Limit) -> String {
+    format!("{prefix}rl:{}", limit.key)
+}
 
 pub struct RedisRateLimiter {
     conn: ConnectionManager,
@@ -53,7 +67,7 @@ impl RedisRateLimiter {
         Ok(Self {
             conn: crate::queue::redis_connection_manager(&client).await?,
             prefix: prefix.to_owned(),
-            script: Script::new(GCRA),
+            script: Script::new(&format!("{GCRA_LUA}{CHECK}")),
         })
     }
 }
@@ -63,7 +77,7 @@ impl RateLimiter for RedisRateLimiter {
     async fn check(&self, limits: &[Limit]) -> Result<Verdict> {
         let mut call = self.script.prepare_invoke();
         for l in limits {
-            call.key(format!("{}rl:{}", self.prefix, l.key));
+            call.key(key(&self.prefix, l));
         }
         for l in limits {
             call.arg(l.cost_us()).arg(l.period_us());
