@@ -65,6 +65,16 @@ async fn a_token_over_its_limit_gets_429_with_headers_and_recovers() {
         let problem: serde_json::Value = r.json().await.unwrap();
         assert_eq!(problem["status"], 429);
         assert_eq!(problem["type"], "/problems/rate-limited");
+        // A write that would accept nothing (its chat does not exist) is
+        // limited too: on Redis the limit is checked in the accept, and
+        // such a write is counted after it fails.
+        let r = app
+            .post_json(
+                &format!("/applications/{token}/chats/999/messages"),
+                json!({ "body": "x" }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{profile:?}");
 
         // Another application is not limited by this one's token, and
         // reads count separately from writes.
@@ -82,6 +92,11 @@ async fn a_token_over_its_limit_gets_429_with_headers_and_recovers() {
         tokio::time::sleep(Duration::from_secs(retry)).await;
         let r = app.post_json(&path, json!({})).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{profile:?}: recovered");
+        let chat: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            chat["number"], 6,
+            "{profile:?}: refused writes spent no number"
+        );
         // Health is never limited.
         for _ in 0..10 {
             let r = reqwest::get(format!("{}/health/live", app.base))

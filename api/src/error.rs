@@ -100,6 +100,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::NotFound("resource"),
+            // `rate_limit::enforce` answers with the limit's figures.
+            StoreError::RateLimited => ApiError::TooManyRequests("rate limit exceeded".into()),
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "storage unavailable");
                 ApiError::Unavailable("storage is unavailable, retry later".into())

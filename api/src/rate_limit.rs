@@ -9,6 +9,13 @@
 //! shares them, memory on the embedded one. If the limiter cannot answer
 //! (Redis down) the request is admitted: a limit is no reason to refuse
 //! service, and the write itself then fails or succeeds on its own.
+//!
+//! A chat or message write on Redis spends no round trip on its limits:
+//! they are folded into the intake's accept script, which checks them in
+//! the call that accepts the write (`ratelimit::folded`). A write that
+//! ends without an accept (refused by validation, unknown chat, nothing to
+//! change) is counted after the fact, and answered 429 if it was over the
+//! limit: it changed nothing, so it can still be refused.
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
@@ -17,7 +24,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use chat_store::ratelimit::{Limit, Verdict};
+use chat_store::ratelimit::{Limit, Verdict, folded};
 
 use crate::{ApiError, AppState};
 
@@ -120,6 +127,43 @@ fn describe(headers: &mut HeaderMap, v: &Verdict) {
     set("ratelimit-reset", secs_up(v.reset));
 }
 
+/// Whether the request is a write that goes through the intake: a chat or
+/// a message created or changed.
+fn accepts_through_intake(req: &Request) -> bool {
+    let write = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    write
+        && req
+            .uri()
+            .path()
+            .strip_prefix("/api/v1/applications/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, rest)| rest == "chats" || rest.starts_with("chats/"))
+}
+
+fn refusal(verdict: &Verdict, config: &RateLimits) -> Response {
+    let wait = secs_up(verdict.retry_after).max(1);
+    let mut refused = ApiError::TooManyRequests(format!(
+        "rate limit of {} requests per {} s exceeded; retry in {wait} s",
+        verdict.limit,
+        config.window.as_secs()
+    ))
+    .into_response();
+    refused
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from(wait));
+    refused
+}
+
+async fn check(state: &AppState, limits: &[Limit]) -> Option<Verdict> {
+    match state.backends.limiter.check(limits).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limiter unavailable; admitting the request");
+            None
+        }
+    }
+}
+
 pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let config = &state.config.rate_limits;
     if !config.enabled || !req.uri().path().starts_with("/api/v1/") {
@@ -129,29 +173,29 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
     if limits.is_empty() {
         return next.run(req).await;
     }
-    let verdict = match state.backends.limiter.check(&limits).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "rate limiter unavailable; admitting the request");
-            return next.run(req).await;
-        }
-    };
-    let mut response = if verdict.allowed {
-        next.run(req).await
-    } else {
-        let wait = secs_up(verdict.retry_after).max(1);
-        let mut refused = ApiError::TooManyRequests(format!(
-            "rate limit of {} requests per {} s exceeded; retry in {wait} s",
-            verdict.limit,
-            config.window.as_secs()
-        ))
-        .into_response();
-        refused
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from(wait));
-        refused
-    };
-    describe(response.headers_mut(), &verdict);
+    let (response, verdict) =
+        if state.backends.intake.folds_rate_limits() && accepts_through_intake(&req) {
+            let (response, folded) = folded::within(limits.clone(), next.run(req)).await;
+            let verdict = match folded {
+                Some(v) => Some(v),
+                None => check(&state, &limits).await,
+            };
+            match verdict {
+                // Refused in the accept (which wrote nothing), or counted
+                // after a request that accepted nothing.
+                Some(v) if !v.allowed => (refusal(&v, config), Some(v)),
+                other => (response, other),
+            }
+        } else {
+            match check(&state, &limits).await {
+                Some(v) if !v.allowed => (refusal(&v, config), Some(v)),
+                other => (next.run(req).await, other),
+            }
+        };
+    let mut response = response;
+    if let Some(verdict) = verdict {
+        describe(response.headers_mut(), &verdict);
+    }
     response
 }
 
@@ -166,6 +210,36 @@ mod tests {
         assert_eq!(token_in("/api/v1/applications"), None);
         assert_eq!(token_in("/api/v1/applications/"), None);
         assert_eq!(token_in("/health/ready"), None);
+    }
+
+    #[test]
+    fn only_chat_and_message_writes_go_through_the_intake() {
+        let req = |method: Method, path: &str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        for (method, path, through) in [
+            (Method::POST, "/api/v1/applications/t/chats", true),
+            (Method::PATCH, "/api/v1/applications/t/chats/1", true),
+            (
+                Method::PUT,
+                "/api/v1/applications/t/chats/1/messages/2",
+                true,
+            ),
+            (Method::GET, "/api/v1/applications/t/chats", false),
+            (Method::POST, "/api/v1/applications", false),
+            (Method::PUT, "/api/v1/applications/t", false),
+            (Method::POST, "/api/v1/applications/t/chatsx", false),
+        ] {
+            assert_eq!(
+                accepts_through_intake(&req(method.clone(), path)),
+                through,
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]
