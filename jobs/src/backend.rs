@@ -153,8 +153,15 @@ fn feed<T: DeserializeOwned + Send + 'static>(
                 }
                 Err(e) => {
                     // A payload that cannot be read will never succeed:
-                    // bury it at once, with the reason.
-                    let reason = format!("undecodable payload: {e}");
+                    // bury it at once, with the reason. Only where it
+                    // broke: serde's message can quote a value, such as a
+                    // message body, which must stay out of logs.
+                    let reason = format!(
+                        "undecodable payload: {:?} error at line {} column {}",
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    );
                     tracing::error!(queue = state.name.as_str(), id = %job.id, %reason);
                     if let Err(e) = state.queue.bury(state.name, &job, &reason).await {
                         tracing::warn!(error = %e, "could not bury an undecodable job");
