@@ -35,13 +35,16 @@ fn page(status: StatusCode, error: Option<&str>) -> Response {
 
 /// Signs in when the token is right, and sends the operator on.
 fn sign_in(d: &Dashboard, credentials: Credentials) -> Response {
-    let Some(token) = credentials.token.filter(|t| same(t, &d.config.token)) else {
+    if !credentials
+        .token
+        .as_deref()
+        .is_some_and(|t| same(t, &d.config.token))
+    {
         return page(
             StatusCode::UNAUTHORIZED,
             Some("That token is not the admin token."),
         );
-    };
-    let _ = token;
+    }
     let name = credentials
         .name
         .map(|n| n.trim().chars().take(64).collect::<String>())
