@@ -14,7 +14,8 @@
 //!   with its bounded history of done and dead jobs. Each job carries its
 //!   sender's trace context as an opaque string.
 //! - [`ratelimit`]: request rate limits (GCRA), shared through Redis or
-//!   kept in memory.
+//!   kept in memory; a write's limits can ride in its accept
+//!   (`ratelimit::folded`).
 //! - [`search`]: message search on Elasticsearch or embedded tantivy, and
 //!   keeping the index equal to the database.
 //! - [`backends`]: picks the profile from the configured URLs.
