@@ -233,6 +233,16 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
         assert_eq!(status, StatusCode::OK);
         assert!(detail.contains("PersistMessage"));
         assert!(detail.contains(body), "the payload is shown");
+        // Naming its application by name and cut token, never by the
+        // internal id, and never by the whole token.
+        assert!(!detail.contains("application_id"), "no internal id");
+        assert!(
+            detail.contains(&format!("{}…", &token[..4])),
+            "the cut token"
+        );
+        assert!(!detail.contains(&token), "not the whole token");
+        let dead = app.get_root_json("/admin/api/dead").await.to_string();
+        assert!(!dead.contains("application_id") && !dead.contains(&token));
         assert!(detail.contains("injected failure"), "each attempt's error");
         assert!(detail.contains("Grace &lt;ops&gt;"), "names are escaped");
         let (status, confirm) = page(&app, &cookie, &format!("{detail_path}/retry")).await;

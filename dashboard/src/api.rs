@@ -10,7 +10,7 @@ use chat_store::{
 };
 use serde::Serialize;
 
-use crate::{Dashboard, error::DashError};
+use crate::{Dashboard, error::DashError, payload};
 
 #[derive(Serialize)]
 pub(crate) struct QueueView {
@@ -41,9 +41,15 @@ pub(crate) async fn queues(State(d): State<Dashboard>) -> Result<Json<Vec<QueueV
 pub(crate) async fn dead(State(d): State<Dashboard>) -> Result<Json<Vec<DeadView>>, DashError> {
     let mut out = Vec::new();
     for q in QueueName::ALL {
+        let mut jobs = d.backends.queue.dead_jobs(q, 50).await?;
+        let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+        let shown = payload::for_operators(&d.backends, &payloads).await?;
+        for (job, shown) in jobs.iter_mut().zip(shown) {
+            job.payload = shown;
+        }
         out.push(DeadView {
             queue: q.as_str(),
-            jobs: d.backends.queue.dead_jobs(q, 50).await?,
+            jobs,
         });
     }
     Ok(Json(out))

@@ -21,7 +21,7 @@ use crate::{
     auth::Operator,
     error::DashError,
     pages::{audit_table, job_type, layout, previews, trace_id, when},
-    queue_named,
+    payload, queue_named,
 };
 
 /// Jobs per list page.
@@ -161,7 +161,8 @@ pub(crate) async fn detail_page(
     q: QueueName,
     job: JobRecord,
 ) -> Result<Markup, DashError> {
-    let (shown, full) = previews(&job.payload);
+    let payload = payload::for_operators(&d.backends, &[&job.payload]).await?;
+    let (shown, full) = previews(&payload[0]);
     let trace = job.trace.as_deref().and_then(trace_id);
     let actions = audit::for_job(&d.backends.db, q.as_str(), &job.id).await?;
     let base = format!("/admin/queues/{}/dead/{}", q.as_str(), job.id);

@@ -18,6 +18,8 @@
 //! - `figures`: the overview's throughput chart, percentiles, write lags
 //!   and workers, from the figures the workers keep.
 //! - `actions`: retry, retry all, discard; each confirmed, audited.
+//! - `payload`: payloads as operators see them, naming the application
+//!   instead of its internal id.
 //! - [`scheduler`]: the periodic tasks' runs and next ticks, and the data
 //!   health that the count and search checks report.
 //! - `api`: JSON for the live refresh and for tools.
@@ -39,6 +41,7 @@ mod figures;
 mod jobs;
 mod login;
 mod pages;
+mod payload;
 pub mod scheduler;
 
 use error::DashError;

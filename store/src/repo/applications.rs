@@ -48,6 +48,20 @@ pub async fn find_by_token(
         .map(view))
 }
 
+/// The applications with these ids; unknown ids are left out.
+pub async fn find_by_ids(db: &DatabaseConnection, ids: &[i64]) -> Result<Vec<ApplicationView>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(application::Entity::find()
+        .filter(application::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(view)
+        .collect())
+}
+
 pub async fn rename(db: &DatabaseConnection, id: i64, name: &str) -> Result<ApplicationView> {
     let model = application::ActiveModel {
         id: Set(id),
