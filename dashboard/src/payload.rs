@@ -33,7 +33,7 @@ pub(crate) async fn for_operators(
         .await?
         .into_iter()
         .map(|a| {
-            let shown = json!({ "name": a.name, "token": cut_token(&a.token) });
+            let shown = json!({ "name": a.name, "token": applications::shown_token(&a.token) });
             (a.id, shown)
         })
         .collect();
@@ -48,12 +48,6 @@ pub(crate) async fn for_operators(
             None => (*raw).to_owned(),
         })
         .collect())
-}
-
-/// A token as operators see it: its first 4 characters.
-pub(crate) fn cut_token(token: &str) -> String {
-    let kept: String = token.chars().take(4).collect();
-    format!("{kept}…")
 }
 
 fn collect_ids(value: &Value, ids: &mut Vec<i64>) {
@@ -106,10 +100,5 @@ mod tests {
         assert_eq!(value["application"]["name"], "Acme");
         assert_eq!(value["rows"][0]["application"]["token"], "Zq3n…");
         assert_eq!(value["rows"][1]["application"]["name"], Value::Null);
-    }
-
-    #[test]
-    fn a_token_is_cut_to_four_characters() {
-        assert_eq!(cut_token("Zq3nF0cV8l2h1mRkT5wYxA"), "Zq3n…");
     }
 }

@@ -1,5 +1,6 @@
 //! One module per resource; `api()` merges them under `/api/v1`.
 use axum::http::Uri;
+use chat_store::repo::applications::shown_token;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{AppState, error::ApiError};
@@ -34,9 +35,7 @@ fn shown_path(path: &str) -> String {
     let (head, rest) = path.split_at(at + MARK.len());
     let end = rest.find('/').unwrap_or(rest.len());
     let (token, tail) = rest.split_at(end);
-    let shown: String = token.chars().take(4).collect();
-    let cut = if token.chars().count() > 4 { "…" } else { "" };
-    format!("{head}{shown}{cut}{tail}")
+    format!("{head}{}{tail}", shown_token(token))
 }
 
 pub async fn method_not_allowed() -> ApiError {

@@ -11,6 +11,17 @@ pub fn new_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A token as shown where it must not be whole (logs, the dashboard):
+/// its first 4 characters, enough to tell applications apart.
+pub fn shown_token(token: &str) -> String {
+    let kept: String = token.chars().take(4).collect();
+    if kept.len() < token.len() {
+        format!("{kept}…")
+    } else {
+        kept
+    }
+}
+
 fn view(m: application::Model) -> ApplicationView {
     ApplicationView {
         id: m.id,
@@ -72,4 +83,13 @@ pub async fn rename(db: &DatabaseConnection, id: i64, name: &str) -> Result<Appl
     .update(db)
     .await?;
     Ok(view(model))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_token_is_shown_by_its_first_four_characters() {
+        assert_eq!(super::shown_token("Zq3nF0cV8l2h1mRkT5wYxA"), "Zq3n…");
+        assert_eq!(super::shown_token("ab"), "ab");
+    }
 }
