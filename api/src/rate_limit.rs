@@ -58,12 +58,12 @@ impl Default for RateLimits {
     }
 }
 
-/// The application token in an `/api/v1/applications/{token}/…` path.
-fn token_in(path: &str) -> Option<&str> {
-    path.strip_prefix("/api/v1/applications/")?
-        .split('/')
-        .next()
-        .filter(|t| !t.is_empty())
+/// The application token in an `/api/v1/applications/{token}/…` path,
+/// and what follows it.
+fn token_in(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/api/v1/applications/")?;
+    let (token, after) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    (!token.is_empty()).then_some((token, after))
 }
 
 fn client_address(req: &Request, trust_forwarded_for: bool) -> String {
@@ -92,7 +92,7 @@ fn limits_for(req: &Request, config: &RateLimits) -> Vec<Limit> {
     };
     let mut limits = Vec::with_capacity(2);
     if by_token > 0
-        && let Some(token) = token_in(req.uri().path())
+        && let Some((token, _)) = token_in(req.uri().path())
     {
         limits.push(Limit {
             key: format!("{kind}:t:{token}"),
@@ -132,12 +132,8 @@ fn describe(headers: &mut HeaderMap, v: &Verdict) {
 fn accepts_through_intake(req: &Request) -> bool {
     let write = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
     write
-        && req
-            .uri()
-            .path()
-            .strip_prefix("/api/v1/applications/")
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(_, rest)| rest == "chats" || rest.starts_with("chats/"))
+        && token_in(req.uri().path())
+            .is_some_and(|(_, rest)| rest == "/chats" || rest.starts_with("/chats/"))
 }
 
 fn refusal(verdict: &Verdict, config: &RateLimits) -> Response {
@@ -205,8 +201,11 @@ mod tests {
 
     #[test]
     fn the_token_is_the_path_segment_after_applications() {
-        assert_eq!(token_in("/api/v1/applications/abc/chats/1"), Some("abc"));
-        assert_eq!(token_in("/api/v1/applications/abc"), Some("abc"));
+        assert_eq!(
+            token_in("/api/v1/applications/abc/chats/1"),
+            Some(("abc", "/chats/1"))
+        );
+        assert_eq!(token_in("/api/v1/applications/abc"), Some(("abc", "")));
         assert_eq!(token_in("/api/v1/applications"), None);
         assert_eq!(token_in("/api/v1/applications/"), None);
         assert_eq!(token_in("/health/ready"), None);
