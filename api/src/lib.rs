@@ -43,6 +43,16 @@ mod views;
 
 pub use error::ApiError;
 
+/// Where the versioned API is mounted. Shedding and rate limits apply
+/// under it only, and the document adds its problem responses there.
+pub(crate) const API_PREFIX: &str = "/api/v1";
+
+/// Whether `path` is under [`API_PREFIX`].
+pub(crate) fn under_api(path: &str) -> bool {
+    path.strip_prefix(API_PREFIX)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Settings the API enforces on requests.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
@@ -99,4 +109,15 @@ pub fn router(state: AppState) -> Router {
         None => routes,
     };
     metrics::timed(routes).with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_paths_below_the_prefix_are_under_the_api() {
+        assert!(super::under_api("/api/v1/applications"));
+        assert!(!super::under_api("/api/v1"));
+        assert!(!super::under_api("/api/v10/applications"));
+        assert!(!super::under_api("/health/live"));
+    }
 }

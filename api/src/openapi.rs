@@ -20,7 +20,7 @@ use utoipa::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{AppState, error::Problem, metrics::TRACE_ID_HEADER, routes};
+use crate::{API_PREFIX, AppState, error::Problem, metrics::TRACE_ID_HEADER, routes, under_api};
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/api-docs/openapi.json";
@@ -59,7 +59,7 @@ struct ApiDoc;
 /// Every documented route, with its description.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", routes::api())
+        .nest(API_PREFIX, routes::api())
         .merge(routes::health::router())
 }
 
@@ -79,7 +79,7 @@ pub(crate) fn ui(doc: openapi::OpenApi) -> Router<AppState> {
 pub(crate) fn complete(doc: &mut openapi::OpenApi) {
     link_created_resources(doc);
     for (path, item) in doc.paths.paths.iter_mut() {
-        let api = path.starts_with("/api/v1/");
+        let api = under_api(path);
         let names_application = path.contains("{token}");
         for (method, operation) in operations(item) {
             let writes = matches!(

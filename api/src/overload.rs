@@ -14,7 +14,7 @@ use axum::{
 };
 use tokio::sync::Semaphore;
 
-use crate::ApiError;
+use crate::{ApiError, under_api};
 
 #[derive(Clone, Debug)]
 pub struct OverloadLimits {
@@ -55,7 +55,7 @@ fn unavailable(detail: &str) -> Response {
 }
 
 pub(crate) async fn shed(State(shedder): State<Shedder>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/api/v1/") {
+    if !under_api(req.uri().path()) {
         return next.run(req).await;
     }
     let Ok(_permit) = shedder.permits.clone().try_acquire_owned() else {

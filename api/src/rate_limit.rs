@@ -26,7 +26,7 @@ use axum::{
 };
 use chat_store::ratelimit::{Limit, Verdict, folded};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, under_api};
 
 /// The limits, each in requests per `window`; 0 turns one off.
 #[derive(Clone, Debug)]
@@ -162,7 +162,7 @@ async fn check(state: &AppState, limits: &[Limit]) -> Option<Verdict> {
 
 pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let config = &state.config.rate_limits;
-    if !config.enabled || !req.uri().path().starts_with("/api/v1/") {
+    if !config.enabled || !under_api(req.uri().path()) {
         return next.run(req).await;
     }
     let limits = limits_for(&req, config);
