@@ -229,6 +229,13 @@ async fn chats_are_numbered_listed_and_updated() {
             400,
         )
         .await;
+        // Empty values are not "absent": the document types both as integers.
+        assert_problem(
+            app.get(&format!("/applications/{token}/chats?after=&limit="))
+                .await,
+            400,
+        )
+        .await;
         assert_problem(app.get("/applications/unknown/chats").await, 404).await;
         assert_problem(
             app.post_json("/applications/unknown/chats", json!({}))

@@ -108,6 +108,8 @@ async fn bad_searches_get_problems() {
         ("?q=x&limit=0", 400),
         ("?q=x&limit=101", 400),
         ("?q=x&after=garbage", 400),
+        ("?q=x&limit=", 400),
+        ("?q=x&after=", 400),
     ] {
         let r = app.get(&format!("{base}{query}")).await;
         assert_eq!(r.status(), status, "{query}");

@@ -114,8 +114,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let raw: RawPage = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
             .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+        // An empty `limit=` or `after=` is refused like any other non-number: the
+        // document types them as integers, and a client that sends one has a bug.
         let limit = match raw.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
+            None => DEFAULT_LIMIT,
             Some(s) => match s.parse::<u64>() {
                 Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
                 _ => {
@@ -126,7 +128,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
             },
         };
         let after = match raw.after.as_deref() {
-            None | Some("") => 0,
+            None => 0,
             Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
                 ApiError::BadRequest(format!("after must be a non-negative integer, got '{s}'"))
             })?,

@@ -35,6 +35,7 @@ struct SearchParams {
     #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<usize>,
     /// The `next_after` of the previous page.
+    #[param(min_length = 1)]
     after: Option<String>,
 }
 
@@ -67,8 +68,10 @@ impl<S: Send + Sync> FromRequestParts<S> for SearchQuery {
                 "q must contain something to search for".into(),
             ));
         }
+        // An empty `limit=` or `after=` is refused, as in lists: the document types
+        // them as an integer and a non-empty cursor.
         let limit = match raw.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
+            None => DEFAULT_LIMIT,
             Some(s) => s
                 .parse::<usize>()
                 .ok()
@@ -80,7 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SearchQuery {
                 })?,
         };
         let after = match raw.after.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(s) => Some(Cursor::decode(s).ok_or_else(|| {
                 ApiError::BadRequest(
                     "after must be a next_after value from a previous search".into(),
