@@ -200,3 +200,41 @@ fn every_operation_documents_its_problems_and_encodings() {
     }
     assert!(ids.len() >= 18);
 }
+
+/// Every `pattern` in the document, wherever it sits.
+fn patterns(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("pattern", serde_json::Value::String(p)) => found.push(p.clone()),
+                    _ => patterns(v, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| patterns(v, found)),
+        _ => {}
+    }
+}
+
+/// JSON Schema patterns are unanchored, but some readers anchor them:
+/// schemathesis folds `minLength`/`maxLength` into a pattern as
+/// `^…{min,max}$`, which turned "not blank" (`\S`) into "no whitespace at
+/// all" and made it report names with spaces as accepted invalid input.
+/// A pattern that starts and ends with `[\s\S]*` means the same anchored
+/// or not.
+#[test]
+fn every_pattern_means_the_same_anchored_or_not() {
+    let mut found = Vec::new();
+    patterns(
+        &serde_json::to_value(openapi::document()).unwrap(),
+        &mut found,
+    );
+    assert!(found.len() >= 6, "the not-blank rules are gone: {found:?}");
+    for p in found {
+        assert!(
+            p.starts_with(r"[\s\S]*") && p.ends_with(r"[\s\S]*"),
+            "pattern {p:?} changes meaning when anchored"
+        );
+    }
+}

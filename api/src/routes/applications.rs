@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = NewApplication)]
 struct ApplicationInput {
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255, pattern = r"[\s\S]*\S[\s\S]*")]
     name: Option<String>,
 }
 
@@ -40,7 +40,7 @@ struct ApplicationInput {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = ApplicationChanges)]
 struct ApplicationChanges {
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"[\s\S]*\S[\s\S]*")]
     name: Option<String>,
 }
 

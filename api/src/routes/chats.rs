@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[schema(as = ChatFields)]
 struct ChatInput {
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(min_length = 1, max_length = 255, pattern = r"[\s\S]*\S[\s\S]*")]
     name: Option<String>,
 }
 

@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct MessageInput {
     /// Kept byte for byte. At most `MAX_MESSAGE_BYTES` bytes (65,536 by
     /// default) in UTF-8; a longer one is a 413.
-    #[schema(value_type = String, required = true, min_length = 1, pattern = r"\S")]
+    #[schema(value_type = String, required = true, min_length = 1, pattern = r"[\s\S]*\S[\s\S]*")]
     body: Option<String>,
 }
 
@@ -47,7 +47,7 @@ struct MessageInput {
 #[schema(as = MessageChanges)]
 struct MessageChanges {
     /// As in `NewMessage`.
-    #[schema(min_length = 1, pattern = r"\S")]
+    #[schema(min_length = 1, pattern = r"[\s\S]*\S[\s\S]*")]
     body: Option<String>,
 }
 

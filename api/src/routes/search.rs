@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[expect(dead_code, reason = "only describes the query to OpenAPI")]
 struct SearchParams {
     /// Text to find in message bodies, matched by partial words.
-    #[param(min_length = 1, pattern = r"\S")]
+    #[param(min_length = 1, pattern = r"[\s\S]*\S[\s\S]*")]
     q: String,
     /// Hits per page.
     #[param(minimum = 1, maximum = 100, default = 20)]
