@@ -146,6 +146,27 @@ async fn two_api_processes_share_one_limit() {
         (40..=40 + refilled).contains(&accepted),
         "accepted {accepted} of 120 across two processes (refill allowance {refilled})"
     );
+    // The limits are kept under a digest of the token: reading Redis's
+    // keyspace gives no one a token.
+    let mut conn = stack
+        .redis()
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}rl:*", stack.redis_prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().any(|k| k.contains(":w:t:")),
+        "no token limit in Redis: {keys:?}"
+    );
+    assert!(
+        keys.iter().all(|k| !k.contains(&token)),
+        "a limit key holds the token: {keys:?}"
+    );
     stack.cleanup().await;
 }
 

@@ -24,7 +24,10 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use chat_store::ratelimit::{Limit, Verdict, folded};
+use chat_store::{
+    ratelimit::{Limit, Verdict, folded},
+    repo::applications::token_digest,
+};
 
 use crate::{ApiError, AppState, under_api};
 
@@ -95,7 +98,7 @@ fn limits_for(req: &Request, config: &RateLimits) -> Vec<Limit> {
         && let Some((token, _)) = token_in(req.uri().path())
     {
         limits.push(Limit {
-            key: format!("{kind}:t:{token}"),
+            key: format!("{kind}:t:{}", token_digest(token)),
             limit: by_token,
             period: config.window,
         });
@@ -239,6 +242,30 @@ mod tests {
                 "{method} {path}"
             );
         }
+    }
+
+    #[test]
+    fn a_token_limit_is_keyed_by_its_digest_and_kind() {
+        let limits = |method: Method, token: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri(format!("/api/v1/applications/{token}/chats"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            limits_for(&req, &RateLimits::default())
+        };
+        let write = limits(Method::POST, "secret-token");
+        assert_eq!(write.len(), 2, "the token's and the address's");
+        assert_eq!(
+            write[0].key,
+            format!("w:t:{}", token_digest("secret-token"))
+        );
+        assert!(write.iter().all(|l| !l.key.contains("secret-token")));
+        assert_eq!(
+            limits(Method::GET, "secret-token")[0].key,
+            format!("r:t:{}", token_digest("secret-token"))
+        );
+        assert_ne!(limits(Method::POST, "other-token")[0].key, write[0].key);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(crate) use redis::{GCRA_LUA, key as redis_key};
 /// One limit a request counts against.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limit {
-    /// What is limited, e.g. `w:t:<token>`; unique per kind and subject.
+    /// What is limited, e.g. `w:t:<token digest>`; unique per kind and subject.
     pub key: String,
     /// Requests allowed per period.
     pub limit: u32,

@@ -1,6 +1,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sha2::{Digest, Sha256};
 
 use crate::{entity::application, error::Result, model::ApplicationView};
 
@@ -20,6 +21,14 @@ pub fn shown_token(token: &str) -> String {
     } else {
         kept
     }
+}
+
+/// A token's stand-in where it is kept outside the database (rate-limit
+/// keys in Redis): the first 128 bits of its SHA-256, URL-safe base64. The
+/// token is 128 random bits, so the digest names it as uniquely, and no
+/// one who reads the keyspace learns a token.
+pub fn token_digest(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(token.as_bytes())[..16])
 }
 
 fn view(m: application::Model) -> ApplicationView {
@@ -87,6 +96,18 @@ pub async fn rename(db: &DatabaseConnection, id: i64, name: &str) -> Result<Appl
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_token_digest_is_stable_distinct_and_hides_the_token() {
+        let token = super::new_token();
+        let digest = super::token_digest(&token);
+        assert_eq!(digest, super::token_digest(&token));
+        assert_eq!(digest.len(), 22);
+        assert_ne!(digest, token);
+        assert_ne!(digest, super::token_digest(&super::new_token()));
+        // SHA-256 of "abc", first 16 bytes, URL-safe base64.
+        assert_eq!(super::token_digest("abc"), "ungWv48Bz-pBQUDeXa4iIw");
+    }
+
     #[test]
     fn a_token_is_shown_by_its_first_four_characters() {
         assert_eq!(super::shown_token("Zq3nF0cV8l2h1mRkT5wYxA"), "Zq3n…");
