@@ -28,14 +28,6 @@ impl Reserving {
     }
 }
 
-fn send_name(queue: QueueName) -> &'static str {
-    match queue {
-        QueueName::Chats => "send chats",
-        QueueName::Messages => "send messages",
-        QueueName::Index => "send index",
-    }
-}
-
 /// Runs `accept` (an intake write, given the `traceparent` for its job)
 /// inside the reserve and send spans; when the request is not sampled
 /// (or nothing is exported), just runs it, and the job carries no trace.
@@ -59,7 +51,7 @@ pub(crate) async fn traced<T>(
     let send = tracing::info_span!(
         parent: &reserve,
         "send",
-        otel.name = send_name(queue),
+        otel.name = queue.send_span_name(),
         otel.kind = "producer",
         otel.status_code = Empty,
         messaging.system = state.backends.queue.system(),

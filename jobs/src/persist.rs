@@ -20,7 +20,7 @@ use tracing::Instrument;
 use crate::{
     batcher::{Batcher, BulkWriter, Coalesce},
     telemetry::record_write,
-    trace::{JobOrigin, send_name},
+    trace::JobOrigin,
 };
 
 /// A failure switch for end-to-end tests of retries and dead jobs: while
@@ -87,7 +87,7 @@ impl MessageWriter {
         let job = serde_json::to_string(rows)?;
         let span = tracing::info_span!(
             "send",
-            otel.name = send_name(QueueName::Index),
+            otel.name = QueueName::Index.send_span_name(),
             otel.kind = "producer",
             messaging.system = self.queue.system(),
             messaging.destination.name = QueueName::Index.as_str(),

@@ -68,14 +68,6 @@ fn process_name(queue: QueueName) -> &'static str {
     }
 }
 
-pub(crate) fn send_name(queue: QueueName) -> &'static str {
-    match queue {
-        QueueName::Chats => "send chats",
-        QueueName::Messages => "send messages",
-        QueueName::Index => "send index",
-    }
-}
-
 /// Records a just-claimed job's wait, and opens its `receive` span.
 pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> JobOrigin {
     let waited_ms = (chat_store::now_millis() - job.ready_at).max(0);

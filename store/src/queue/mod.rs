@@ -50,6 +50,17 @@ impl QueueName {
             QueueName::Index => "index",
         }
     }
+
+    /// The name of a span that sends a job here, in OpenTelemetry's
+    /// messaging form (`send <queue>`): the API sends chats and messages,
+    /// and the message workers send index jobs.
+    pub fn send_span_name(self) -> &'static str {
+        match self {
+            QueueName::Chats => "send chats",
+            QueueName::Messages => "send messages",
+            QueueName::Index => "send index",
+        }
+    }
 }
 
 /// Records one search reads at a time.
