@@ -98,8 +98,7 @@ async fn streams_run(n: usize, prefix: &str) -> String {
             break;
         }
         done += jobs.len();
-        let ids: Vec<String> = jobs.into_iter().map(|j| j.id).collect();
-        q.ack(QueueName::Messages, &ids).await.unwrap();
+        q.ack(QueueName::Messages, &jobs).await.unwrap();
     }
     let el = started.elapsed();
     format!(
@@ -112,6 +111,7 @@ async fn streams_apalis_run(n: usize, prefix: &str) -> String {
     use apalis::prelude::AcknowledgementExt;
     use chat_jobs::{
         backend::QueueBackend,
+        pulse::Tally,
         settle::{Acker, RetryPolicy, Settler},
     };
     let q = RedisStreamQueue::connect("redis://127.0.0.1:6379", prefix, Duration::from_secs(30))
@@ -130,6 +130,7 @@ async fn streams_apalis_run(n: usize, prefix: &str) -> String {
         p.await.unwrap();
     }
     let queue: Arc<dyn JobQueue> = q.clone();
+    let tally = Arc::new(Tally::default());
     let settler = Settler {
         queue: queue.clone(),
         name: QueueName::Messages,
@@ -139,6 +140,7 @@ async fn streams_apalis_run(n: usize, prefix: &str) -> String {
             base: Duration::from_millis(100),
             max: Duration::from_secs(1),
         },
+        tally: tally.clone(),
     };
     let counter = Arc::new(AtomicUsize::new(0));
     let worker = WorkerBuilder::new(format!("spike-ours-{}", std::process::id()))
@@ -147,6 +149,7 @@ async fn streams_apalis_run(n: usize, prefix: &str) -> String {
             QueueName::Messages,
             500,
             8,
+            tally,
         ))
         .data(counter.clone())
         .ack_with(settler)
