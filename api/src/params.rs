@@ -3,7 +3,7 @@ use std::collections::HashMap;
 
 use axum::extract::{FromRequestParts, Path, RawQuery};
 use axum::http::request::Parts;
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
@@ -109,24 +109,8 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let RawQuery(query) = RawQuery::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let raw: RawPage = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
-        // An empty `limit=` or `after=` is refused like any other non-number: the
-        // document types them as integers, and a client that sends one has a bug.
-        let limit = match raw.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(s) => match s.parse::<u64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::BadRequest(format!(
-                        "limit must be an integer from 1 to {MAX_LIMIT}, got '{s}'"
-                    )));
-                }
-            },
-        };
+        let raw: RawPage = query_of(parts, state).await?;
+        let limit = limit_in(raw.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
         let after = match raw.after.as_deref() {
             None => 0,
             Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
@@ -135,4 +119,33 @@ impl<S: Send + Sync> FromRequestParts<S> for PageRequest {
         };
         Ok(PageRequest { after, limit })
     }
+}
+
+/// The query string read into `T`; a malformed one is a 400 problem.
+pub(crate) async fn query_of<T: DeserializeOwned, S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<T, ApiError> {
+    let RawQuery(query) = RawQuery::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))
+}
+
+/// A page size: `default` when absent, else an integer from 1 to `max`.
+/// An empty `limit=` is refused like any other non-number: the document
+/// types it as an integer, and a client that sends one has a bug.
+pub(crate) fn limit_in(raw: Option<&str>, default: u64, max: u64) -> Result<u64, ApiError> {
+    let Some(s) = raw else {
+        return Ok(default);
+    };
+    s.parse::<u64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "limit must be an integer from 1 to {max}, got '{s}'"
+            ))
+        })
 }

@@ -1,7 +1,7 @@
 //! `GET /applications/{token}/chats/{number}/messages/search?q=&limit=&after=`.
 use axum::{
     Json,
-    extract::{FromRequestParts, RawQuery, State},
+    extract::{FromRequestParts, State},
     http::request::Parts,
 };
 use chat_store::search::{ChatKey, Cursor};
@@ -12,12 +12,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     AppState,
     error::{ApiError, Problem},
-    params::{ChatPath, Segments},
+    params::{ChatPath, Segments, limit_in, query_of},
     views::MessageJson,
 };
 
-pub const DEFAULT_LIMIT: usize = 20;
-pub const MAX_LIMIT: usize = 100;
+pub const DEFAULT_LIMIT: u64 = 20;
+pub const MAX_LIMIT: u64 = 100;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(search))
@@ -57,31 +57,15 @@ impl<S: Send + Sync> FromRequestParts<S> for SearchQuery {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let RawQuery(query) = RawQuery::from_request_parts(parts, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let raw: RawSearch = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+        let raw: RawSearch = query_of(parts, state).await?;
         let q = raw.q.unwrap_or_default();
         if q.trim().is_empty() {
             return Err(ApiError::Unprocessable(
                 "q must contain something to search for".into(),
             ));
         }
-        // An empty `limit=` or `after=` is refused, as in lists: the document types
-        // them as an integer and a non-empty cursor.
-        let limit = match raw.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(s) => s
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "limit must be an integer from 1 to {MAX_LIMIT}, got '{s}'"
-                    ))
-                })?,
-        };
+        let limit = limit_in(raw.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)? as usize;
+        // An empty `after=` is refused: the document types it as a non-empty cursor.
         let after = match raw.after.as_deref() {
             None => None,
             Some(s) => Some(Cursor::decode(s).ok_or_else(|| {
