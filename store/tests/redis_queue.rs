@@ -465,3 +465,137 @@ async fn jobs_are_listed_by_state_and_found() {
     support::jobs_are_listed_by_state_and_found(q.as_ref()).await;
     support::drop_keys(&prefix).await;
 }
+
+/// Over a history of several pages in the done and dead streams, every
+/// kind of search finds exactly what reading the lists and testing each
+/// record finds, in the same order, within the same scan and limit, with
+/// error texts that JSON escapes among them.
+#[tokio::test]
+async fn searching_the_history_finds_what_the_lists_hold() {
+    use chat_store::queue::{Failure, JobRecord, JobSearch, JobState, Resource};
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut conn = raw(&prefix).await;
+    let mut pipe = redis::pipe();
+    for i in 0..1_300 {
+        let state = if i % 9 == 0 { "dead" } else { "done" };
+        let payload = format!(
+            "{{\"application_id\":{},\"chat_number\":{},\"number\":{i},\"body\":\"b\"}}",
+            1 + i % 3,
+            1 + i % 7
+        );
+        let failures: Vec<Failure> = (i % 50 == 0)
+            .then(|| Failure {
+                attempt: 1,
+                at: chrono::Utc::now(),
+                error: format!("row \"{i}\" failed: C:\\tmp\tdisk"),
+                worker: Some("w1".into()),
+                ms: Some(3),
+            })
+            .into_iter()
+            .collect();
+        let cmd = pipe
+            .cmd("XADD")
+            .arg(format!("{prefix}{{q:messages}}:{state}"))
+            .arg("*")
+            .arg("id")
+            .arg(format!("job-{i}"))
+            .arg("p")
+            .arg(payload)
+            .arg("a")
+            .arg(1)
+            .arg("f")
+            .arg(serde_json::to_string(&failures).unwrap());
+        if i % 100 == 0 {
+            cmd.arg("t")
+                .arg(format!("00-{trace_id}-00f067aa0ba902b7-01"));
+        }
+        cmd.ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.unwrap();
+
+    // The reference: the newest `scan` of each state, listed, then tested.
+    let listed = async |state: JobState, scan: usize| -> Vec<JobRecord> {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        while all.len() < scan {
+            let page = q
+                .jobs(Q, state, cursor.as_deref(), 300.min(scan - all.len()))
+                .await
+                .unwrap();
+            all.extend(page.jobs);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        all
+    };
+    let names = |application_id, chat, message| {
+        Some(Resource {
+            application_id,
+            chat,
+            message,
+        })
+    };
+    let searches = [
+        JobSearch {
+            names: names(2, Some(3), None),
+            ..Default::default()
+        },
+        JobSearch {
+            names: names(2, Some(1), Some(1_000)),
+            ..Default::default()
+        },
+        JobSearch {
+            error: Some("row \"100\" failed".into()),
+            ..Default::default()
+        },
+        JobSearch {
+            error: Some("C:\\tmp\td".into()),
+            ..Default::default()
+        },
+        JobSearch {
+            trace: Some(trace_id.into()),
+            names: names(2, None, None),
+            ..Default::default()
+        },
+        JobSearch {
+            job_id: Some("job-777".into()),
+            ..Default::default()
+        },
+        JobSearch {
+            names: names(9, None, None),
+            ..Default::default()
+        },
+    ];
+    let mut matched = 0;
+    for search in &searches {
+        for (scan, limit) in [(10_000, 100), (10_000, 3), (700, 100)] {
+            let mut expected = Vec::new();
+            for state in [JobState::Done, JobState::Dead] {
+                let wanted = limit - expected.len().min(limit);
+                expected.extend(
+                    listed(state, scan)
+                        .await
+                        .into_iter()
+                        .filter(|j| search.matches(Q, j))
+                        .take(wanted),
+                );
+            }
+            let ids =
+                |jobs: &[JobRecord]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+            let found = q.search(Q, search, scan, limit).await.unwrap();
+            assert_eq!(
+                ids(&found),
+                ids(&expected),
+                "{search:?} scan {scan} limit {limit}"
+            );
+            matched += found.len();
+        }
+    }
+    assert!(matched > 100, "the searches found little: {matched}");
+    support::drop_keys(&prefix).await;
+}
