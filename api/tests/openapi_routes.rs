@@ -71,7 +71,16 @@ fn documented_routes(doc: &utoipa::openapi::OpenApi) -> BTreeSet<(String, String
     routes
 }
 
-async fn state() -> (AppState, Backends) {
+/// A test's data directory, removed when the test ends.
+struct DataDir(std::path::PathBuf);
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn state() -> (AppState, Backends, DataDir) {
     let dir = std::env::temp_dir().join(format!("chat-openapi-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let backends = Backends::open(&BackendsConfig {
@@ -93,12 +102,16 @@ async fn state() -> (AppState, Backends) {
         overload: Default::default(),
         cors_origins: Vec::new(),
     };
-    (AppState::new(backends.clone(), config), backends)
+    (
+        AppState::new(backends.clone(), config),
+        backends,
+        DataDir(dir),
+    )
 }
 
 #[tokio::test]
 async fn the_document_lists_every_route_the_router_serves() {
-    let (state, backends) = state().await;
+    let (state, backends, _dir) = state().await;
     // What `chat serve` mounts from this crate; the dashboard's `/admin`
     // is an operator UI, not part of the API.
     let router = chat_api::router(state).merge(chat_api::metrics::router(backends));
@@ -128,7 +141,7 @@ async fn the_document_lists_every_route_the_router_serves() {
 async fn the_route_table_reader_sees_an_undocumented_route() {
     // The check above is only as good as `served_routes`: a plain axum
     // route added beside the documented ones must show up in it.
-    let (state, _) = state().await;
+    let (state, _, _dir) = state().await;
     let router = chat_api::router(state).route(
         "/api/v1/undocumented",
         axum::routing::delete(|| async { "" }),
