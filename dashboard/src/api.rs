@@ -41,16 +41,21 @@ pub(crate) async fn queues(State(d): State<Dashboard>) -> Result<Json<Vec<QueueV
 pub(crate) async fn dead(State(d): State<Dashboard>) -> Result<Json<Vec<DeadView>>, DashError> {
     let mut out = Vec::new();
     for q in QueueName::ALL {
-        let mut jobs = d.backends.queue.dead_jobs(q, 50).await?;
-        let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
-        let shown = payload::for_operators(&d.backends, &payloads).await?;
-        for (job, shown) in jobs.iter_mut().zip(shown) {
-            job.payload = shown;
-        }
         out.push(DeadView {
             queue: q.as_str(),
-            jobs,
+            jobs: d.backends.queue.dead_jobs(q, 50).await?,
         });
+    }
+    // One lookup of the applications for every queue's jobs.
+    let payloads: Vec<&str> = out
+        .iter()
+        .flat_map(|v| v.jobs.iter().map(|j| j.payload.as_str()))
+        .collect();
+    let mut shown = payload::for_operators(&d.backends, &payloads)
+        .await?
+        .into_iter();
+    for job in out.iter_mut().flat_map(|v| v.jobs.iter_mut()) {
+        job.payload = shown.next().expect("one shown payload per job");
     }
     Ok(Json(out))
 }
