@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{
     Intake, chat_scope, chat_scope_prefix, message_scope, message_scope_prefix,
-    redis_accept::{Accept, Accepter},
+    redis_accept::{Accept, Accepter, LIMITS_PER_ACCEPT},
 };
 use crate::{
     error::{Result, StoreError},
@@ -118,7 +118,7 @@ impl RedisIntake {
         let limits = folded::limits();
         let limit_keys: Vec<_> = limits
             .iter()
-            .take(2)
+            .take(LIMITS_PER_ACCEPT)
             .map(|l| {
                 (
                     ratelimit::redis_key(&self.prefix, l),

@@ -41,6 +41,10 @@ use crate::{
 /// it shares the counter's hash tag. The stream and the limit keys do not,
 /// so this script needs a single Redis node (a cluster would need the
 /// queue sharded by application).
+/// Rate-limit keys each accept carries, used or not; the script's `KEYS`
+/// and `ARGV` strides (5 and 7) count them.
+pub(super) const LIMITS_PER_ACCEPT: usize = 2;
+
 const ACCEPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -125,7 +129,7 @@ pub(super) struct Accepted {
     /// each limit key's TAT: what `ratelimit::verdict` needs.
     pub wait: i64,
     pub now: i64,
-    pub tats: [i64; 2],
+    pub tats: [i64; LIMITS_PER_ACCEPT],
 }
 
 type Reply = oneshot::Sender<Result<Accepted>>;
@@ -208,7 +212,7 @@ async fn call(
             .arg(&a.pending_key)
             .arg(&a.state_tail)
             .arg(a.trace.as_deref().unwrap_or(""));
-        for j in 0..2 {
+        for j in 0..LIMITS_PER_ACCEPT {
             match a.limits.get(j) {
                 Some((key, cost, period)) => invocation.key(key).arg(cost).arg(period),
                 None => invocation.key("").arg(0).arg(0),
