@@ -172,7 +172,7 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
     if limits.is_empty() {
         return next.run(req).await;
     }
-    let (response, verdict) =
+    let (mut response, verdict) =
         if state.backends.intake.folds_rate_limits() && accepts_through_intake(&req) {
             let (response, folded) = folded::within(limits.clone(), next.run(req)).await;
             let verdict = match folded {
@@ -191,7 +191,6 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
                 other => (next.run(req).await, other),
             }
         };
-    let mut response = response;
     if let Some(verdict) = verdict {
         describe(response.headers_mut(), &verdict);
     }
