@@ -224,11 +224,21 @@ pub struct Settings {
         global = true
     )]
     pub batch_writes_in_flight: usize,
-    /// Attempts before a job is dead.
+    /// Longest one bulk write may take, in milliseconds, before its
+    /// backend counts as down: its workers pause, and its jobs are handed
+    /// back at no cost in attempts.
+    #[arg(
+        long,
+        env = "WRITE_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub write_timeout_ms: u64,
+    /// Attempts before a job is dead. Only failures caused by the job's own
+    /// data count: an outage of a backend spends none.
     #[arg(long, env = "JOB_MAX_ATTEMPTS", default_value_t = 8, global = true)]
     pub job_max_attempts: u32,
-    /// Attempts before an indexing job is dead (it retries through search
-    /// outages; with RETRY_MAX_MS at 60 s, 40 attempts wait out ~35 min).
+    /// Attempts before an indexing job is dead (outages of search spend none).
     #[arg(long, env = "INDEX_MAX_ATTEMPTS", default_value_t = 40, global = true)]
     pub index_max_attempts: u32,
     /// First retry delay, in milliseconds; doubles per attempt, plus a random 0–100%.
@@ -285,7 +295,9 @@ pub struct Settings {
         global = true
     )]
     pub jobs_done_retention_secs: u64,
-    /// How long dead jobs are kept for an operator, in seconds (7 days).
+    /// How long dead index jobs are kept, in seconds (7 days). Dead chat
+    /// and message jobs hold accepted writes: they are kept until an
+    /// operator retries or discards them.
     #[arg(
         long,
         env = "JOBS_DEAD_RETENTION_SECS",
@@ -293,6 +305,15 @@ pub struct Settings {
         global = true
     )]
     pub jobs_dead_retention_secs: u64,
+    /// How long an `Idempotency-Key` answers with its first response, in
+    /// seconds (24 h).
+    #[arg(
+        long,
+        env = "IDEMPOTENCY_RETENTION_SECS",
+        default_value_t = 24 * 3600,
+        global = true
+    )]
+    pub idempotency_retention_secs: u64,
     /// Most done jobs kept per queue, whatever their age.
     #[arg(long, env = "JOBS_DONE_MAX", default_value_t = 10_000, global = true)]
     pub jobs_done_max: usize,
@@ -330,6 +351,7 @@ impl Settings {
             claim_idle: Duration::from_millis(self.claim_idle_ms),
             pending_ttl: Duration::from_secs(self.pending_ttl_secs),
             jobs_done_max: self.jobs_done_max,
+            idempotency_retention: Duration::from_secs(self.idempotency_retention_secs.max(1)),
             search: match present(&self.elasticsearch_url) {
                 Some(url) => SearchConfig::Elasticsearch {
                     url,
@@ -378,12 +400,14 @@ impl Settings {
                 max_rows: self.batch_size.max(1),
                 linger: Duration::from_millis(self.batch_linger_ms),
                 writes_in_flight: self.batch_writes_in_flight.max(1),
+                write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
             },
             retry,
             index_retry: RetryPolicy {
                 max_attempts: self.index_max_attempts.max(1),
                 ..retry
             },
+            lease: Duration::from_millis(self.claim_idle_ms.max(1)),
         }
     }
 }

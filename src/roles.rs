@@ -51,7 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         let listener = TcpListener::bind((settings.bind_addr, port)).await?;
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-        let app = chat_api::metrics::router(backends.clone());
+        let app = chat_api::metrics::standalone_router(backends.clone());
         let mut stop = shutdown.clone();
         roles.spawn(async move {
             let served = axum::serve(listener, app)

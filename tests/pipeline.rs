@@ -29,6 +29,7 @@ async fn backends_with_lease(stack: &Stack, lease: Duration) -> Backends {
         claim_idle: lease,
         pending_ttl: Duration::from_secs(3600),
         jobs_done_max: 10_000,
+        idempotency_retention: Duration::from_secs(3600),
         // Not the app's own index directory: these tests never search, and
         // two processes creating one tantivy index at once could collide.
         search: chat_store::search::SearchConfig::Embedded {
@@ -120,7 +121,7 @@ async fn a_twenty_thousand_job_backlog_drains_when_a_worker_starts() {
             async move {
                 for i in 0..N / 16 + i64::from(c < N % 16) {
                     intake
-                        .create_message(app, 1, format!("backlog {c}/{i}"), None)
+                        .create_message(app, 1, format!("backlog {c}/{i}"), Default::default())
                         .await
                         .unwrap();
                 }

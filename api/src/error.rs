@@ -24,11 +24,19 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// Another request under the same `Idempotency-Key` is running: the
+    /// caller adds `Retry-After`.
+    #[error("{0}")]
+    Conflict(String),
     /// Load shed: the caller adds `Retry-After`.
     #[error("{0}")]
     Overloaded(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A write reached storage and its answer was lost: it may have been
+    /// applied. Never "retry later", which could apply it twice.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -62,10 +70,24 @@ impl ApiError {
             }
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "idempotency-key-in-use"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::OutcomeUnknown(_) => (StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
+    }
+}
+
+impl ApiError {
+    /// The answer to a write that may or may not have been applied.
+    pub(crate) fn outcome_unknown() -> Self {
+        ApiError::OutcomeUnknown(
+            "the write reached storage but its outcome could not be confirmed; \
+             send it again with the same Idempotency-Key to learn it, or read the \
+             resource before writing again"
+                .into(),
+        )
     }
 }
 
@@ -102,6 +124,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("resource"),
             // `rate_limit::enforce` answers with the limit's figures.
             StoreError::RateLimited => ApiError::TooManyRequests("rate limit exceeded".into()),
+            StoreError::OutcomeUnknown(e) => {
+                tracing::warn!(error = %e, "a write's outcome is unknown");
+                ApiError::outcome_unknown()
+            }
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "storage unavailable");
                 ApiError::Unavailable("storage is unavailable, retry later".into())

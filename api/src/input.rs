@@ -19,6 +19,13 @@ use crate::error::ApiError;
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimit(pub usize);
 
+/// A request body may be percent-encoded or wrapped in multipart, so the
+/// transport limit leaves room above the message limit; the message limit
+/// itself is checked on the decoded field.
+pub(crate) fn body_limit(config: &crate::ApiConfig) -> BodyLimit {
+    BodyLimit(config.max_message_bytes * 4 + 64 * 1024)
+}
+
 pub struct Input<T>(pub T);
 
 enum Encoding {

@@ -15,7 +15,11 @@
 //! - [`metrics`]: `GET /metrics`, and the timing of every request.
 //! - [`rate_limit`]: per-token and per-address limits, 429 and the
 //!   `RateLimit-*` headers.
-//! - [`overload`]: the concurrency cap and request timeout, answered 503.
+//! - [`overload`]: the concurrency cap and request timeout, answered 503
+//!   (or "outcome unknown" once a write reached storage).
+//! - [`idempotency`]: `Idempotency-Key` on every write: the same request
+//!   under the same key answers its first response and writes nothing new.
+//! - `write`: what a write handler hands to storage besides its row.
 //! - [`request_id`]: `X-Request-Id` on every response.
 //! - `cors`: CORS, off unless origins are configured.
 //! - [`openapi`]: the OpenAPI document, at `/api-docs/openapi.json`, and
@@ -29,6 +33,7 @@ use chat_store::Backends;
 
 mod cors;
 pub mod error;
+pub mod idempotency;
 mod input;
 mod lookup;
 pub mod metrics;
@@ -40,6 +45,7 @@ pub mod request_id;
 mod routes;
 mod send;
 mod views;
+mod write;
 
 pub use error::ApiError;
 
@@ -84,10 +90,7 @@ impl AppState {
 /// The whole HTTP surface: `/api/v1/…`, the health probes, and the
 /// OpenAPI document with Swagger UI.
 pub fn router(state: AppState) -> Router {
-    // A request body may be percent-encoded or wrapped in multipart, so the
-    // transport limit leaves room above the message limit; the message
-    // limit itself is checked on the decoded field.
-    let body_limit = input::BodyLimit(state.config.max_message_bytes * 4 + 64 * 1024);
+    let body_limit = input::body_limit(&state.config);
     let shedder = overload::Shedder::new(&state.config.overload);
     let (routes, mut doc) = openapi::routes().split_for_parts();
     openapi::complete(&mut doc);
@@ -96,6 +99,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(Extension(body_limit))
+        // Inside the limits: a replay counts against them like any request.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::enforce,
+        ))
         // Shedding runs before the limiter, so an overloaded server spends
         // no Redis round trip on a request it turns away.
         .layer(middleware::from_fn_with_state(

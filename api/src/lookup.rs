@@ -52,7 +52,13 @@ impl Lookup {
             repo::chats::find(&backends.db, app_id, number),
             backends.intake.pending_chat(app_id, number)
         );
-        let chat = newest_chat(persisted?, pending?).ok_or(ApiError::NotFound("chat"))?;
+        let (mut persisted, pending) = (persisted?, pending?);
+        if persisted.is_none() && pending.is_none() {
+            // The row may have committed, and its pending entry gone,
+            // between the two reads: the database answers for it now.
+            persisted = repo::chats::find(&backends.db, app_id, number).await?;
+        }
+        let chat = newest_chat(persisted, pending).ok_or(ApiError::NotFound("chat"))?;
         self.remember_chat(app_id, number);
         Ok(chat)
     }

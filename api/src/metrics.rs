@@ -130,6 +130,13 @@ pub fn router(backends: Backends) -> Router {
         .with_state(backends)
 }
 
+/// `/metrics` with the health probes, for a process without the API (a
+/// worker or a scheduler on `METRICS_PORT`), whose readiness also says
+/// whether its workers are paused for a backend.
+pub fn standalone_router(backends: Backends) -> Router {
+    router(backends.clone()).merge(crate::routes::health::probes(backends))
+}
+
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -151,6 +158,9 @@ pub(crate) async fn scrape(State(backends): State<Backends>) -> Response {
                     ("done", s.done),
                 ] {
                     m.queue_jobs(queue.as_str(), state, jobs);
+                }
+                if queue.holds_accepted_writes() {
+                    m.dead_alert(queue.as_str(), s.dead > 0);
                 }
             }
             // The other series still answer; the gauges keep their last value.

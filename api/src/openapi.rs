@@ -42,7 +42,9 @@ const PROBLEM_JSON: &str = "application/problem+json";
         description = "Applications, their numbered chats, and the chats' numbered messages. \
             Writes are accepted at once and persisted in the background; a 2xx write is never lost. \
             Every error is an RFC 9457 problem (`application/problem+json`). \
-            Bodies may be JSON, `application/x-www-form-urlencoded` or `multipart/form-data`.",
+            Bodies may be JSON, `application/x-www-form-urlencoded` or `multipart/form-data`. \
+            Every POST, PUT and PATCH takes an `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header): \
+            sent again with the same key and request within 24 h, it answers its first response and writes nothing new.",
     ),
     paths(crate::metrics::scrape),
     components(schemas(Problem)),
@@ -104,7 +106,11 @@ pub(crate) fn complete(doc: &mut openapi::OpenApi) {
                     problems.push(404);
                 }
                 if writes {
-                    problems.extend([413, 415, 422]);
+                    problems.extend([409, 413, 415, 422]);
+                    operation
+                        .parameters
+                        .get_or_insert_with(Vec::new)
+                        .push(RefOr::T(idempotency_key_parameter()));
                 }
             }
             if path == "/health/ready" {
@@ -225,13 +231,22 @@ fn operations(item: &mut openapi::PathItem) -> Vec<(HttpMethod, &mut openapi::pa
 
 fn problem(status: u16) -> openapi::Response {
     let description = match status {
-        400 => "The path, query string or body is malformed",
+        400 => "The path, query string, body or Idempotency-Key is malformed",
         404 => "The application, chat or message does not exist",
+        409 => {
+            "Another request with this Idempotency-Key is in progress; retry after `Retry-After` seconds"
+        }
         413 => "The body is larger than allowed",
         415 => "The Content-Type is not one of the accepted encodings",
-        422 => "A field is missing or invalid",
+        422 => {
+            "A field is missing or invalid, or the Idempotency-Key was used for a different request"
+        }
         429 => "A rate limit was reached; retry after `Retry-After` seconds",
-        500 => "The server failed to handle the request",
+        500 => {
+            "The server failed to handle the request; or (`/problems/outcome-unknown`) a write \
+                reached storage and its outcome could not be confirmed: send it again with the same \
+                Idempotency-Key to learn it"
+        }
         503 => "Overloaded, timed out or storage unavailable; retry later",
         _ => "A problem",
     };
@@ -239,10 +254,32 @@ fn problem(status: u16) -> openapi::Response {
         PROBLEM_JSON,
         Content::new(Some(Ref::from_schema_name("Problem"))),
     );
-    if matches!(status, 429 | 503) {
+    if matches!(status, 409 | 429 | 503) {
         response = response.header("Retry-After", retry_after_header(status));
     }
     response.build()
+}
+
+/// The optional `Idempotency-Key` request header of every write.
+fn idempotency_key_parameter() -> openapi::path::Parameter {
+    openapi::path::ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(openapi::path::ParameterIn::Header)
+        .required(openapi::Required::False)
+        .description(Some(
+            "A key of the client's choice, unique per intended write (a UUID, say), in the \
+             draft's quoted form (`\"8e03978e-…\"`) or bare; 1 to 255 printable ASCII \
+             characters. The same key with the same request within 24 h answers the first \
+             response again, with the same number, and writes nothing new; with a different \
+             request, 422; while the first is still running, 409.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(257)),
+        ))
+        .build()
 }
 
 fn header(kind: Type, description: &str) -> Header {
@@ -267,10 +304,10 @@ fn trace_id_header() -> Header {
 }
 
 fn retry_after_header(status: u16) -> Header {
-    let when = if status == 429 {
-        "Seconds until the limit lets this request through"
-    } else {
-        "Seconds to wait before retrying, when the server shed the request"
+    let when = match status {
+        429 => "Seconds until the limit lets this request through",
+        409 => "Seconds to wait before sending the request again under its key",
+        _ => "Seconds to wait before retrying, when the server shed the request",
     };
     header(Type::Integer, when)
 }

@@ -2,8 +2,11 @@
 //! handled at once, and one more is answered 503 with `Retry-After` at
 //! once instead of queueing without bound; a request that takes longer
 //! than `timeout` (reading its body included, so a client sending it
-//! slowly is cut off) is answered 503 as well. Health and metrics are
-//! exempt, so probes see a loaded server as alive.
+//! slowly is cut off) is answered 503 as well, unless its write has
+//! already reached storage: "retry later" would then apply it twice, so
+//! the request is given [`OUTCOME_WAIT`] more to learn its outcome, and
+//! otherwise answered "outcome unknown". Health and metrics are exempt,
+//! so probes see a loaded server as alive.
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -14,7 +17,12 @@ use axum::{
 };
 use tokio::sync::Semaphore;
 
-use crate::{ApiError, under_api};
+use crate::{ApiError, under_api, write::Reached};
+
+/// How much longer a timed-out request whose write reached storage waits
+/// for that write's outcome: the intake's own bounds (a Redis restart
+/// waited out, a response timeout) fit in it.
+pub(crate) const OUTCOME_WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug)]
 pub struct OverloadLimits {
@@ -54,15 +62,30 @@ fn unavailable(detail: &str) -> Response {
     response
 }
 
-pub(crate) async fn shed(State(shedder): State<Shedder>, req: Request, next: Next) -> Response {
+pub(crate) async fn shed(State(shedder): State<Shedder>, mut req: Request, next: Next) -> Response {
     if !under_api(req.uri().path()) {
         return next.run(req).await;
     }
     let Ok(_permit) = shedder.permits.clone().try_acquire_owned() else {
         return unavailable("the server is at its limit of concurrent requests");
     };
-    match tokio::time::timeout(shedder.timeout, next.run(req)).await {
+    let reached = Reached::default();
+    req.extensions_mut().insert(reached.clone());
+    let handling = next.run(req);
+    tokio::pin!(handling);
+    match tokio::time::timeout(shedder.timeout, &mut handling).await {
         Ok(response) => response,
+        Err(_) if reached.is_set() => {
+            match tokio::time::timeout(OUTCOME_WAIT, &mut handling).await {
+                Ok(response) => response,
+                Err(_) => {
+                    tracing::warn!(
+                        "a write outlasted its request's deadline; its outcome is unknown"
+                    );
+                    ApiError::outcome_unknown().into_response()
+                }
+            }
+        }
         Err(_) => unavailable("the request took too long"),
     }
 }

@@ -5,10 +5,10 @@
 //! reserve and enqueue in one atomic step, so the two spans cover the
 //! same call; they stay separate because an SRE looks for each by name.
 use chat_observability::propagate;
-use chat_store::{StoreError, queue::QueueName};
+use chat_store::{StoreError, intake::WriteMeta, queue::QueueName};
 use tracing::{Instrument, field::Empty};
 
-use crate::AppState;
+use crate::{AppState, write::WriteContext};
 
 /// What an accept reserves, as its span is named.
 #[derive(Clone, Copy)]
@@ -28,20 +28,22 @@ impl Reserving {
     }
 }
 
-/// Runs `accept` (an intake write, given the `traceparent` for its job)
-/// inside the reserve and send spans; when the request is not sampled
-/// (or nothing is exported), just runs it, and the job carries no trace.
-/// Skipping the unsampled ones matters at a low sampling ratio: building
-/// spans and a `traceparent` that nobody records cost as much per request
-/// as recording them.
+/// Runs `accept` (an intake write, given what its job carries: the
+/// `traceparent` and the idempotency run) inside the reserve and send
+/// spans; when the request is not sampled (or nothing is exported), just
+/// runs it, and the job carries no trace. Skipping the unsampled ones
+/// matters at a low sampling ratio: building spans and a `traceparent`
+/// that nobody records cost as much per request as recording them.
 pub(crate) async fn traced<T>(
     state: &AppState,
+    write: &WriteContext,
     reserving: Reserving,
     queue: QueueName,
-    accept: impl AsyncFnOnce(Option<String>) -> Result<T, StoreError>,
+    accept: impl AsyncFnOnce(WriteMeta) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
+    write.reaching();
     if !propagate::sampled(&tracing::Span::current()) {
-        return accept(None).await;
+        return accept(write.meta(None)).await;
     }
     let reserve = tracing::info_span!(
         "reserve",
@@ -59,7 +61,7 @@ pub(crate) async fn traced<T>(
         messaging.operation.type = "send",
     );
     let trace = propagate::traceparent(&send);
-    let result = accept(trace)
+    let result = accept(write.meta(trace))
         .instrument(send.clone())
         .instrument(reserve.clone())
         .await;

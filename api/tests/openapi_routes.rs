@@ -90,6 +90,7 @@ async fn state() -> (AppState, Backends, DataDir) {
         claim_idle: Duration::from_secs(30),
         pending_ttl: Duration::from_secs(60),
         jobs_done_max: 100,
+        idempotency_retention: Duration::from_secs(3600),
         search: SearchConfig::Embedded {
             dir: dir.join("search"),
         },
@@ -168,8 +169,24 @@ fn every_operation_documents_its_problems_and_encodings() {
     assert_eq!(
         statuses,
         [
-            "201", "400", "404", "413", "415", "422", "429", "500", "503"
+            "201", "400", "404", "409", "413", "415", "422", "429", "500", "503"
         ]
+    );
+    let key = post["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .expect("every write takes an Idempotency-Key");
+    assert_eq!(
+        (&key["in"], &key["required"]),
+        (&"header".into(), &false.into())
+    );
+    assert!(
+        post["responses"]["409"]["headers"]
+            .get("Retry-After")
+            .is_some(),
+        "409 says when to send again"
     );
     let problem = &post["responses"]["429"];
     assert_eq!(

@@ -208,10 +208,10 @@ pub(crate) fn workers_table(workers: &[WorkerBeat]) -> Markup {
     let now = chat_store::now_millis();
     html! {
         table #workers {
-            thead { tr { th { "worker" } th { "queue" } th { "host" } th { "pid" } th { "last heartbeat" } th { "in flight" } th { "processed" } th { "failed" } } }
+            thead { tr { th { "worker" } th { "queue" } th { "host" } th { "pid" } th { "last heartbeat" } th { "in flight" } th { "processed" } th { "failed" } th { "state" } } }
             tbody {
                 @if workers.is_empty() {
-                    tr { td colspan="8" { "No worker is registered." } }
+                    tr { td colspan="9" { "No worker is registered." } }
                 }
                 @for w in workers {
                     @let age = (now - w.beat_at).max(0);
@@ -224,6 +224,12 @@ pub(crate) fn workers_table(workers: &[WorkerBeat]) -> Markup {
                         td { (w.in_flight) }
                         td { (w.processed) }
                         td { (w.failed) }
+                        td data-field="state" {
+                            @match &w.paused {
+                                Some(why) => span.paused { "paused: " (why) },
+                                None => "working",
+                            }
+                        }
                     }
                 }
             }

@@ -72,11 +72,32 @@ pub(crate) async fn overview(
     let figures = figures::load(&d).await?;
     let workers = figures::worker_list(&d).await?;
     let recent = audit::recent(&d.backends.db, 5).await?;
+    let durability = match &d.backends.redis {
+        Some(redis) => Some(redis.durability().await.map_err(DashError::from)?),
+        None => None,
+    };
+    let dead_writes: u64 = rows
+        .iter()
+        .filter(|(q, _)| q.holds_accepted_writes())
+        .map(|(_, s)| s.dead)
+        .sum();
+    let paused: Vec<_> = workers.iter().filter_map(|w| w.paused.as_deref()).collect();
     Ok(layout(
         "Overview",
         Some(&op),
         d.config.read_only,
         html! {
+            @if dead_writes > 0 {
+                p.alert #dead-alert {
+                    (dead_writes) " dead chat and message jobs hold writes that clients were told were accepted, "
+                    "and are not in the database. They are kept until you retry or discard them: "
+                    a href="/admin/queues/messages/dead" { "dead messages" } ", "
+                    a href="/admin/queues/chats/dead" { "dead chats" } "."
+                }
+            }
+            @if let Some(why) = paused.first() {
+                p.alert #paused-alert { "Workers are paused, waiting for a backend: " (why) }
+            }
             h1 { "Queues" }
             p.live {
                 label { input #live-toggle type="checkbox" checked; " live (every 2 s)" }
@@ -112,6 +133,17 @@ pub(crate) async fn overview(
             (figures::lags(&figures))
             h2 { "Workers" }
             (figures::workers_table(&workers))
+            @if let Some(redis) = &durability {
+                h2 { "Redis" }
+                table #redis {
+                    tbody {
+                        tr { th { "append-only file" } td { @if redis.aof { "on" } @else { "off" } } }
+                        tr { th { "appendfsync" } td { (redis.fsync.as_deref().unwrap_or("unknown")) } }
+                        tr { th { "maxmemory-policy" } td { (redis.eviction) } }
+                        tr { th { "a crash loses" } td class=[redis.loses_writes_on_restart().then_some("warn")] { (redis.what_a_crash_loses()) } }
+                    }
+                }
+            }
             h2 { "Recent actions" }
             (audit_table("recent-actions", &recent))
             p { a href="/admin/audit" { "Full audit trail" } }

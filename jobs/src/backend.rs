@@ -28,6 +28,8 @@ use serde::de::DeserializeOwned;
 use tower::layer::util::Identity;
 
 use crate::{
+    lease::Held,
+    outage::Gate,
     pulse::Tally,
     trace::{self, JobOrigin},
 };
@@ -41,8 +43,19 @@ pub struct QueueBackend<T> {
     batch: usize,
     max_attempts: u32,
     tally: Arc<Tally>,
+    gate: Arc<Gate>,
+    held: Arc<Held>,
     stream: Option<BoxStream<'static, Result<Task<T>, StoreError>>>,
     _job: PhantomData<fn() -> T>,
+}
+
+/// What a worker's backend shares with the rest of its queue's pool.
+pub struct Shared {
+    pub tally: Arc<Tally>,
+    /// The backend its jobs write to: no claim while it is down.
+    pub gate: Arc<Gate>,
+    /// Jobs claimed and unsettled, whose leases are renewed.
+    pub held: Arc<Held>,
 }
 
 impl<T> QueueBackend<T> {
@@ -53,14 +66,16 @@ impl<T> QueueBackend<T> {
         name: QueueName,
         batch: usize,
         max_attempts: u32,
-        tally: Arc<Tally>,
+        shared: Shared,
     ) -> Self {
         Self {
             queue,
             name,
             batch,
             max_attempts,
-            tally,
+            tally: shared.tally,
+            gate: shared.gate,
+            held: shared.held,
             stream: None,
             _job: PhantomData,
         }
@@ -74,6 +89,8 @@ struct Feed {
     batch: usize,
     max_attempts: u32,
     tally: Arc<Tally>,
+    gate: Arc<Gate>,
+    held: Arc<Held>,
     buffer: VecDeque<Claimed>,
     failures: u32,
 }
@@ -82,11 +99,27 @@ impl Feed {
     /// The next claimed job. Queue outages are waited out with backoff
     /// rather than returned: an error here would stop the apalis worker,
     /// and a restarted Redis or a locked SQLite file is no reason to stop.
+    /// While the backend the jobs write to is down, nothing is claimed, and
+    /// jobs claimed before it went down are handed back unrun.
     async fn next(&mut self) -> Claimed {
         loop {
+            if self.gate.is_closed() && !self.buffer.is_empty() {
+                self.hand_back_buffer().await;
+            }
             if let Some(job) = self.buffer.pop_front() {
                 return job;
             }
+            if let Some((since_ms, error)) = self.gate.reason() {
+                let since = chrono::DateTime::from_timestamp_millis(since_ms)
+                    .map(|t| t.format("%H:%M:%S UTC").to_string())
+                    .unwrap_or_default();
+                self.tally.pause(Some(format!(
+                    "{} unavailable since {since}: {error}",
+                    self.gate.name()
+                )));
+            }
+            self.gate.wait_open().await;
+            self.tally.pause(None);
             // The claim runs as its own task. apalis stops polling this
             // stream when the worker shuts down but drops it only after the
             // in-flight jobs finish; a claim suspended mid-query would keep
@@ -107,6 +140,7 @@ impl Feed {
             match claimed {
                 Ok(jobs) => {
                     self.failures = 0;
+                    self.held.hold(&jobs);
                     self.buffer.extend(jobs);
                 }
                 Err(e) => {
@@ -117,6 +151,37 @@ impl Feed {
                 }
             }
         }
+    }
+}
+
+impl Feed {
+    /// Claimed jobs no handler has started go back, unrun and at no cost in
+    /// attempts, due when the backend is likely back.
+    async fn hand_back_buffer(&mut self) {
+        let jobs: Vec<Claimed> = self.buffer.drain(..).collect();
+        let delay = self.gate.pause();
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) = self.queue.defer(self.name, &jobs, delay).await {
+            tracing::warn!(queue = self.name.as_str(), error = %e, "could not hand jobs back; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+        tracing::info!(
+            queue = self.name.as_str(),
+            jobs = jobs.len(),
+            "handed back unstarted jobs: their backend is unavailable"
+        );
+        for job in &jobs {
+            self.held.release(&job.id);
+        }
+    }
+
+    /// Buries a job the feed will not hand to a handler.
+    async fn bury(&self, job: &Claimed, reason: &str) {
+        if let Err(e) = self.queue.bury(self.name, job, reason).await {
+            tracing::warn!(error = %e, "could not bury a job; it will be delivered again");
+        }
+        self.held.release(&job.id);
     }
 }
 
@@ -135,9 +200,7 @@ fn feed<T: DeserializeOwned + Send + 'static>(
                     job.attempt - 1
                 );
                 tracing::error!(queue = state.name.as_str(), id = %job.id, %reason);
-                if let Err(e) = state.queue.bury(state.name, &job, &reason).await {
-                    tracing::warn!(error = %e, "could not bury a job that kept killing its worker");
-                }
+                state.bury(&job, &reason).await;
                 continue;
             }
             match serde_json::from_str::<T>(&job.payload) {
@@ -163,9 +226,7 @@ fn feed<T: DeserializeOwned + Send + 'static>(
                         e.column()
                     );
                     tracing::error!(queue = state.name.as_str(), id = %job.id, %reason);
-                    if let Err(e) = state.queue.bury(state.name, &job, &reason).await {
-                        tracing::warn!(error = %e, "could not bury an undecodable job");
-                    }
+                    state.bury(&job, &reason).await;
                 }
             }
         }
@@ -198,6 +259,8 @@ impl<T: DeserializeOwned + Send + 'static> Backend for QueueBackend<T> {
                 batch: self.batch,
                 max_attempts: self.max_attempts,
                 tally: self.tally.clone(),
+                gate: self.gate.clone(),
+                held: self.held.clone(),
                 buffer: VecDeque::new(),
                 failures: 0,
             })

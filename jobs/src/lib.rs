@@ -4,13 +4,19 @@
 //! - [`backend`]: an apalis `Backend` over `chat-store`'s durable queue, so
 //!   apalis drives our own Redis Streams or SQLite queue.
 //! - [`settle`]: what happens after a handler returns: ack after the
-//!   commit, or retry with exponential backoff and jitter, or bury.
+//!   commit, hand back after an outage, or retry with exponential backoff
+//!   and jitter, or bury.
 //! - [`batcher`]: coalesces jobs into one version-ordered bulk upsert per
 //!   batch (up to N jobs or T ms).
 //! - [`persist`]: the two persistence jobs, `PersistChat` and
 //!   `PersistMessage`, and their bulk writers.
 //! - [`index`]: `IndexMessages`, which indexes a committed batch of
 //!   messages for search, in bulk.
+//! - [`outage`]: a gate per backend the workers write to, closed while it
+//!   is down: nothing is claimed, and jobs are handed back unrun, at no
+//!   cost in attempts.
+//! - [`lease`]: renews the leases of the jobs a worker holds, so only a
+//!   dead worker's jobs are taken over.
 //! - [`pool`]: builds and supervises one apalis worker per queue.
 //! - [`pulse`]: the per-minute figures and the heartbeats the dashboard
 //!   reads, written to the database.
@@ -24,6 +30,8 @@
 pub mod backend;
 pub mod batcher;
 pub mod index;
+pub mod lease;
+pub mod outage;
 pub mod persist;
 pub mod pool;
 pub mod pulse;

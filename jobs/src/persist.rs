@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chat_observability::propagate;
 use chat_store::{
     StoreError,
+    intake::Intake,
     model::{ChatRow, MessageRow},
     queue::{JobQueue, QueueName},
     repo,
@@ -72,12 +73,27 @@ impl Coalesce for MessageRow {
     }
 }
 
-pub struct ChatWriter(pub DatabaseConnection);
+/// Writes chats, then forgets their pending entries.
+pub struct ChatWriter {
+    pub db: DatabaseConnection,
+    pub intake: Arc<dyn Intake>,
+}
 
-/// Writes messages, then hands the committed rows to search indexing.
+/// Writes messages, hands the committed rows to search indexing, then
+/// forgets their pending entries.
 pub struct MessageWriter {
     pub db: DatabaseConnection,
     pub queue: Arc<dyn JobQueue>,
+    pub intake: Arc<dyn Intake>,
+}
+
+/// The pending entries of persisted rows go, so the intake's memory follows
+/// the backlog, not the write rate. Best effort: one missed is removed by
+/// its expiry, and reads prefer the database's row at the same version.
+fn forgotten(queue: QueueName, result: Result<(), StoreError>) {
+    if let Err(e) = result {
+        tracing::debug!(queue = queue.as_str(), error = %e, "could not forget pending entries");
+    }
 }
 
 impl MessageWriter {
@@ -108,7 +124,7 @@ impl BulkWriter<ChatRow> for ChatWriter {
     // only add two round trips per batch.
     async fn write(&self, rows: &[ChatRow]) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let result = repo::chats::upsert_all(&self.0, rows).await;
+        let result = repo::chats::upsert_all(&self.db, rows).await;
         record_write(
             QueueName::Chats,
             "persisted",
@@ -116,7 +132,9 @@ impl BulkWriter<ChatRow> for ChatWriter {
             &result,
             rows.iter().map(|r| r.updated_at),
         );
-        result
+        result?;
+        forgotten(QueueName::Chats, self.intake.forget_chats(rows).await);
+        Ok(())
     }
 }
 
@@ -136,7 +154,9 @@ impl BulkWriter<MessageRow> for MessageWriter {
             rows.iter().map(|r| r.updated_at),
         );
         result?;
-        self.send_index(rows).await
+        self.send_index(rows).await?;
+        forgotten(QueueName::Messages, self.intake.forget_messages(rows).await);
+        Ok(())
     }
 }
 

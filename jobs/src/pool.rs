@@ -15,9 +15,11 @@ use chat_store::{
 use tokio::sync::watch;
 
 use crate::{
-    backend::QueueBackend,
+    backend::{QueueBackend, Shared},
     batcher::{BatchConfig, BatchLabel, Batcher, BulkWriter},
     index::{IndexMessages, SearchWriter, index_messages},
+    lease::{self, Held},
+    outage::{Gate, Probe},
     persist::{
         ChatWriter, MessageWriter, PersistChat, PersistMessage, persist_chat, persist_message,
     },
@@ -29,9 +31,40 @@ use crate::{
 pub struct WorkerConfig {
     pub batch: BatchConfig,
     pub retry: RetryPolicy,
-    /// Indexing retries longer than persistence: its jobs wait out a
-    /// search outage rather than die in it.
+    /// Indexing may fail for longer than persistence (a document the index
+    /// refuses); outages spend no attempts on either.
     pub index_retry: RetryPolicy,
+    /// How long a claim lasts unrenewed (`CLAIM_IDLE_MS`): held jobs are
+    /// renewed well within it.
+    pub lease: Duration,
+}
+
+/// The backends the worker pools write to, each behind the gate that
+/// pauses its workers while it is down.
+struct Gates {
+    database: Arc<Gate>,
+    search: Arc<Gate>,
+}
+
+impl Gates {
+    fn new(backends: &Backends) -> Self {
+        let db = backends.writer.clone();
+        let database: Probe = Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await.map_err(Into::into) })
+        });
+        // `ensure` answers only when the index can be written, and
+        // recreates it when the cluster lost it.
+        let search_index = backends.search.clone();
+        let search: Probe = Arc::new(move || {
+            let search_index = search_index.clone();
+            Box::pin(async move { search_index.ensure().await })
+        });
+        Self {
+            database: Gate::new("database", database),
+            search: Gate::new("search", search),
+        }
+    }
 }
 
 fn unique_name(queue: QueueName) -> String {
@@ -52,19 +85,38 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) -> Result<(), std::io::Err
 /// Runs every queue's worker until `shutdown` turns true.
 pub async fn run_pool(backends: &Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
     pulse::install(backends.writer.clone());
-    let chats = run_chats(backends.clone(), config, shutdown.clone());
-    let messages = run_messages(backends.clone(), config, shutdown.clone());
-    let index = run_index(backends.clone(), config, shutdown);
+    let gates = Gates::new(backends);
+    let chats = run_chats(
+        backends.clone(),
+        config,
+        gates.database.clone(),
+        shutdown.clone(),
+    );
+    let messages = run_messages(
+        backends.clone(),
+        config,
+        gates.database.clone(),
+        shutdown.clone(),
+    );
+    let index = run_index(backends.clone(), config, gates.search, shutdown);
     tokio::join!(chats, messages, index);
 }
 
-fn settler(queue: &Arc<dyn JobQueue>, name: QueueName, policy: RetryPolicy) -> Settler {
+fn settler(
+    queue: &Arc<dyn JobQueue>,
+    name: QueueName,
+    policy: RetryPolicy,
+    gate: Arc<Gate>,
+) -> Settler {
+    let held = Arc::new(Held::default());
     Settler {
         queue: queue.clone(),
         name,
-        acker: Acker::spawn(queue.clone(), name),
+        acker: Acker::spawn(queue.clone(), name, held.clone()),
         policy,
         tally: Arc::new(Tally::default()),
+        gate,
+        held,
     }
 }
 
@@ -81,13 +133,17 @@ fn index_jobs_in_hand(_: &WorkerConfig) -> usize {
 }
 
 fn chat_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::ChatRow>> {
-    Arc::new(ChatWriter(b.writer.clone()))
+    Arc::new(ChatWriter {
+        db: b.writer.clone(),
+        intake: b.intake.clone(),
+    })
 }
 
 fn message_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
     Arc::new(MessageWriter {
         db: b.writer.clone(),
         queue: b.queue.clone(),
+        intake: b.intake.clone(),
     })
 }
 
@@ -101,7 +157,12 @@ fn search_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageR
 /// queues.
 macro_rules! run_queue {
     ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident, $policy:ident, $in_hand:expr) => {
-        async fn $fn_name(backends: Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
+        async fn $fn_name(
+            backends: Backends,
+            config: WorkerConfig,
+            gate: Arc<Gate>,
+            shutdown: watch::Receiver<bool>,
+        ) {
             let name = $queue;
             let writer = $writer(&backends);
             let mut batch = config.batch;
@@ -112,10 +173,16 @@ macro_rules! run_queue {
                 queue: name,
                 system: backends.queue.system(),
             };
-            let batcher = Batcher::spawn(writer, batch, label);
+            let batcher = Batcher::spawn(writer, batch, label, gate.clone());
             let policy = config.$policy;
             let in_hand: usize = $in_hand(&config);
-            let settler = settler(&backends.queue, name, policy);
+            let settler = settler(&backends.queue, name, policy, gate);
+            let renewing = lease::keep_renewed(
+                backends.queue.clone(),
+                name,
+                settler.held.clone(),
+                config.lease,
+            );
             while !*shutdown.borrow() {
                 let worker_name = unique_name(name);
                 tracing::info!(worker = %worker_name, "worker starting");
@@ -124,7 +191,11 @@ macro_rules! run_queue {
                     name,
                     in_hand,
                     policy.max_attempts,
-                    settler.tally.clone(),
+                    Shared {
+                        tally: settler.tally.clone(),
+                        gate: settler.gate.clone(),
+                        held: settler.held.clone(),
+                    },
                 );
                 let heartbeat = pulse::heartbeat(
                     backends.writer.clone(),
@@ -142,6 +213,7 @@ macro_rules! run_queue {
                 heartbeat.stop().await;
                 supervise(result, &worker_name, &backends, name, &settler).await;
             }
+            renewing.abort();
         }
     };
 }
@@ -187,8 +259,11 @@ async fn supervise(
             // Acks first, so the hand-back below covers only jobs that never
             // ran rather than finished jobs whose acks were still queued.
             settler.acker.flush().await;
-            if let Err(e) = backends.queue.retire(queue, worker_name).await {
-                tracing::warn!(worker = worker_name, error = %e, "could not retire the consumer");
+            match backends.queue.retire(queue, worker_name).await {
+                Ok(()) => settler.held.release_consumer(worker_name),
+                Err(e) => {
+                    tracing::warn!(worker = worker_name, error = %e, "could not retire the consumer")
+                }
             }
         }
         Err(e) => {

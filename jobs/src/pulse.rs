@@ -96,6 +96,10 @@ pub struct Tally {
     handed: AtomicU64,
     settled: AtomicU64,
     failed: AtomicU64,
+    /// Jobs handed back unrun because their backend was down.
+    returned: AtomicU64,
+    /// Why the worker is paused, if it is: the outage it waits out.
+    paused: Mutex<Option<String>>,
 }
 
 impl Tally {
@@ -112,8 +116,19 @@ impl Tally {
         }
     }
 
+    /// A job handed back unrun: it leaves the worker's hands, but was
+    /// neither processed nor failed.
+    pub(crate) fn handed_back(&self) {
+        self.returned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The worker waits for a backend (`Some(why)`), or works (`None`).
+    pub(crate) fn pause(&self, why: Option<String>) {
+        *self.paused.lock().unwrap() = why;
+    }
+
     fn beat(&self, name: &str, queue: QueueName, started_at: i64) -> WorkerBeat {
-        let settled = self.settled.load(Ordering::Relaxed);
+        let settled = self.settled.load(Ordering::Relaxed) + self.returned.load(Ordering::Relaxed);
         WorkerBeat {
             name: name.to_owned(),
             queue: queue.as_str().to_owned(),
@@ -122,8 +137,9 @@ impl Tally {
             started_at,
             beat_at: chat_store::now_millis(),
             in_flight: self.handed.load(Ordering::Relaxed).saturating_sub(settled) as i64,
-            processed: settled as i64,
+            processed: self.settled.load(Ordering::Relaxed) as i64,
             failed: self.failed.load(Ordering::Relaxed) as i64,
+            paused: self.paused.lock().unwrap().clone(),
         }
     }
 }

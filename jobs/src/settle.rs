@@ -4,10 +4,17 @@
 //!   the handler only returns after its batch committed, so an ack always
 //!   follows the commit. A crash between the two redelivers the job, and
 //!   the version-guarded upsert makes the replay a no-op.
+//! - its backend was down ([`WriteError::Outage`]): the job is handed back
+//!   as it was, due again after the gate's pause. No attempt is spent and
+//!   no failure recorded: an outage says nothing about the job.
 //! - failure with attempts left: the job is retried after an exponential
 //!   backoff with jitter (`RETRY_BASE_MS` doubling up to `RETRY_MAX_MS`,
 //!   each step stretched by a random 0–100% of itself).
 //! - failure on the last attempt: the job is buried with its history.
+//!
+//! Settling talks to the queue, which may itself be down: every settle is
+//! tried again until it lands. Until then the job stays held, and its
+//! lease renewed (see `lease`), so no other worker runs it meanwhile.
 use std::{sync::Arc, time::Duration};
 
 use apalis_core::{error::BoxDynError, task::ExecutionContext, worker::ext::ack::Acknowledge};
@@ -20,6 +27,9 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
+    batcher::WriteError,
+    lease::Held,
+    outage::Gate,
     pulse::{self, Tally},
     trace::{JobOrigin, Origin},
 };
@@ -62,8 +72,39 @@ enum AckMsg {
     Flush(oneshot::Sender<()>),
 }
 
+/// Tries of a settle that fails for another reason than an outage.
+const SETTLE_TRIES: u32 = 5;
+
+/// Runs a settle until it lands, pausing longer after each failure: the
+/// queue may be restarting, and the job stays held meanwhile. A failure
+/// that is not an outage is tried a few times only; the job is then let
+/// go, and once its lease lapses another worker takes it over.
+async fn until_settled<F, Fut>(what: &str, name: QueueName, mut settle: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        match settle().await {
+            Ok(()) => return,
+            Err(e) => {
+                tries += 1;
+                if !e.is_unavailable() && tries >= SETTLE_TRIES {
+                    tracing::error!(queue = name.as_str(), error = %e, "{what} failed {tries} times; letting the job go to be taken over");
+                    return;
+                }
+                tracing::warn!(queue = name.as_str(), error = %e, ?pause, "{what} failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 impl Acker {
-    pub fn spawn(queue: Arc<dyn JobQueue>, name: QueueName) -> Self {
+    pub fn spawn(queue: Arc<dyn JobQueue>, name: QueueName, held: Arc<Held>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<AckMsg>();
         tokio::spawn(async move {
             let mut msgs = Vec::new();
@@ -80,14 +121,11 @@ impl Acker {
                         AckMsg::Flush(done) => flushed.push(done),
                     }
                 }
-                // An ack that fails leaves the job claimed; it is redelivered
-                // after its lease and replayed harmlessly.
                 if !jobs.is_empty() {
-                    match queue.ack(name, &jobs).await {
-                        Ok(()) => pulse::done(name, &jobs),
-                        Err(e) => {
-                            tracing::warn!(queue = name.as_str(), jobs = jobs.len(), error = %e, "ack failed")
-                        }
+                    until_settled("ack", name, || queue.ack(name, &jobs)).await;
+                    pulse::done(name, &jobs);
+                    for job in &jobs {
+                        held.release(&job.id);
                     }
                 }
                 drop(origins);
@@ -116,21 +154,49 @@ pub struct Settler {
     pub policy: RetryPolicy,
     /// The running figures the worker's heartbeat reports.
     pub tally: Arc<Tally>,
+    /// The backend this queue's jobs write to.
+    pub gate: Arc<Gate>,
+    /// The jobs held, whose leases are renewed until they settle.
+    pub held: Arc<Held>,
 }
 
 impl Settler {
-    async fn fail(&self, job: Claimed, origin: JobOrigin, error: String) -> Result<(), StoreError> {
+    async fn fail(&self, job: Claimed, origin: JobOrigin, error: String) {
         pulse::failed(self.name);
+        let (queue, name) = (&self.queue, self.name);
         if job.attempt >= self.policy.max_attempts {
             origin.settled("dead");
-            tracing::error!(queue = self.name.as_str(), id = %job.id, attempt = job.attempt, %error, "job is dead");
-            self.queue.bury(self.name, &job, &error).await
+            tracing::error!(queue = name.as_str(), id = %job.id, attempt = job.attempt, %error, "job is dead");
+            until_settled("bury", name, || queue.bury(name, &job, &error)).await;
         } else {
             origin.settled("retry");
             let delay = self.policy.delay(job.attempt);
-            tracing::warn!(queue = self.name.as_str(), id = %job.id, attempt = job.attempt, ?delay, %error, "job failed; will retry");
-            self.queue.retry(self.name, &job, &error, delay).await
+            tracing::warn!(queue = name.as_str(), id = %job.id, attempt = job.attempt, ?delay, %error, "job failed; will retry");
+            until_settled("retry", name, || queue.retry(name, &job, &error, delay)).await;
         }
+        self.held.release(&job.id);
+    }
+
+    /// Hands a job that met an outage back as it was, due once the gate
+    /// is likely open again (with jitter, so jobs do not come back as one
+    /// burst).
+    async fn defer(&self, job: Claimed, origin: JobOrigin, reason: &str) {
+        origin.settled("deferred");
+        let pause = self.gate.pause();
+        let delay = pause + pause.mul_f64(rand::random::<f64>());
+        tracing::debug!(queue = self.name.as_str(), id = %job.id, ?delay, %reason, "job handed back: its backend is unavailable");
+        let (queue, name) = (&self.queue, self.name);
+        let jobs = std::slice::from_ref(&job);
+        until_settled("hand-back", name, || queue.defer(name, jobs, delay)).await;
+        self.held.release(&job.id);
+    }
+}
+
+/// The outage a handler's error reports, if it is one.
+fn outage(e: &BoxDynError) -> Option<&str> {
+    match e.downcast_ref::<WriteError>() {
+        Some(WriteError::Outage(reason)) => Some(reason),
+        _ => None,
     }
 }
 
@@ -156,11 +222,22 @@ impl Acknowledge<()> for Settler {
                 Box::pin(async { Ok(()) })
             }
             Err(e) => {
-                self.tally.settled(false);
                 let job = job.clone();
                 let this = self.clone();
+                if let Some(reason) = outage(e) {
+                    self.tally.handed_back();
+                    let reason = reason.to_owned();
+                    return Box::pin(async move {
+                        this.defer(job, origin, &reason).await;
+                        Ok(())
+                    });
+                }
+                self.tally.settled(false);
                 let error = e.to_string();
-                Box::pin(async move { this.fail(job, origin, error).await })
+                Box::pin(async move {
+                    this.fail(job, origin, error).await;
+                    Ok(())
+                })
             }
         }
     }
@@ -169,6 +246,16 @@ impl Acknowledge<()> for Settler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_is_told_apart_from_a_failure() {
+        let outage_error: BoxDynError = Box::new(WriteError::Outage("refused".into()));
+        assert_eq!(outage(&outage_error), Some("refused"));
+        let failed: BoxDynError = Box::new(WriteError::Failed("bad row".into()));
+        assert_eq!(outage(&failed), None);
+        let other: BoxDynError = "anything else".into();
+        assert_eq!(outage(&other), None);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -13,6 +13,8 @@ mod m0004_scheduler;
 mod m0005_job_traces;
 mod m0006_admin_audit;
 mod m0007_job_pulse;
+mod m0008_worker_pause;
+mod m0009_idempotency_keys;
 
 pub struct Migrator;
 
@@ -27,6 +29,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_job_traces::Migration),
             Box::new(m0006_admin_audit::Migration),
             Box::new(m0007_job_pulse::Migration),
+            Box::new(m0008_worker_pause::Migration),
+            Box::new(m0009_idempotency_keys::Migration),
         ]
     }
 }

@@ -4,10 +4,12 @@
 //! Owns log formatting (text, or JSON with `LOG_FORMAT=json`) and
 //! filtering (`RUST_LOG`), metric names, units and buckets, OpenTelemetry
 //! export over OTLP ([`otel`]), and carrying trace context through jobs
-//! as an opaque string ([`propagate`]). It must not know about any domain
+//! as an opaque string ([`propagate`]), and which backends this process
+//! is waiting for ([`health`]). It must not know about any domain
 //! type: other crates emit `tracing` spans and events, and never touch an
 //! OpenTelemetry type.
 mod export;
+pub mod health;
 mod log_ids;
 pub mod metrics;
 pub mod otel;

@@ -50,6 +50,8 @@ pub struct Metrics {
     scheduler_runs: Histograms<2>,
     queue_wait: Histograms<1>,
     spans_dropped: Family<Labels<1>, Counter>,
+    backend_up: Family<Labels<1>, Gauge>,
+    dead_alert: Family<Labels<1>, Gauge>,
 }
 
 impl Metrics {
@@ -108,6 +110,18 @@ impl Metrics {
             "Spans that never reached the collector, by reason (queue_full, export_failed)",
             spans_dropped.clone(),
         );
+        let backend_up = Family::<Labels<1>, Gauge>::default();
+        registry.register(
+            "chat_backend_up",
+            "1 while a backend this process's workers depend on answers, 0 while they wait for it (database, search, queue)",
+            backend_up.clone(),
+        );
+        let dead_alert = Family::<Labels<1>, Gauge>::default();
+        registry.register(
+            "chat_queue_dead_alert",
+            "1 while a queue whose jobs hold accepted writes has dead jobs: writes a client was told were accepted, not persisted, kept until an operator retries or discards them",
+            dead_alert.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -118,7 +132,23 @@ impl Metrics {
             scheduler_runs,
             queue_wait,
             spans_dropped,
+            backend_up,
+            dead_alert,
         }
+    }
+
+    /// Whether `backend` answers, as this process's workers last found it.
+    pub fn backend_up(&self, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&[("backend", backend.to_owned())])
+            .set(i64::from(up));
+    }
+
+    /// Whether `queue` holds dead jobs that hold accepted writes.
+    pub fn dead_alert(&self, queue: &str, alert: bool) {
+        self.dead_alert
+            .get_or_create(&[("queue", queue.to_owned())])
+            .set(i64::from(alert));
     }
 
     /// How long a claimed job of `queue` waited since it became ready.

@@ -87,6 +87,9 @@ impl Task {
                 let purged = backends.intake.purge_expired().await?;
                 touched += purged;
                 detail.insert("pending_purged".into(), purged.into());
+                let keys = backends.idempotency.purge_expired().await?;
+                touched += keys;
+                detail.insert("idempotency_keys_purged".into(), keys.into());
                 let figures =
                     pulse::trim(&backends.writer, pulse::minute_now() - PULSE_KEEP_MINUTES).await?;
                 detail.insert("figures_trimmed".into(), figures.into());

@@ -10,9 +10,12 @@ use sea_orm::DatabaseConnection;
 use crate::{
     db,
     error::{Result, StoreError},
+    idempotency::{IdempotencyStore, RedisIdempotency, SqliteIdempotency},
     intake::{Intake, RedisIntake, SqliteIntake},
     queue::{JobQueue, RedisStreamQueue, SqliteQueue},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
+    redis_durability::{Durability, Inspector},
+    redis_link,
     search::{self, SearchConfig, SearchIndex},
 };
 
@@ -30,6 +33,8 @@ pub struct BackendsConfig {
     pub pending_ttl: Duration,
     /// Most done-job records kept per queue, for the dashboard's history.
     pub jobs_done_max: usize,
+    /// How long an `Idempotency-Key` answers with its first response.
+    pub idempotency_retention: Duration,
     pub search: SearchConfig,
 }
 
@@ -53,6 +58,10 @@ pub struct Backends {
     /// The API's rate limits: in Redis when there is one, so every API
     /// process shares them.
     pub limiter: Arc<dyn RateLimiter>,
+    /// `Idempotency-Key` records: in Redis beside the intake, or in SQLite.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Reads what Redis keeps across a crash (distributed profile only).
+    pub redis: Option<Inspector>,
     pub profile: Profile,
 }
 
@@ -70,6 +79,9 @@ impl Backends {
         let search = search::open(&config.search).await?;
         match &config.redis_url {
             Some(url) => {
+                let inspector =
+                    Inspector::new(redis_link::manager(&redis_link::client(url)?).await?);
+                check_durability(&inspector.durability().await?)?;
                 let queue = RedisStreamQueue::connect(url, &config.redis_prefix, config.claim_idle)
                     .await?
                     .with_done_cap(config.jobs_done_max);
@@ -81,6 +93,11 @@ impl Backends {
                     config.pending_ttl,
                 )
                 .await?;
+                let idempotency = RedisIdempotency::new(
+                    redis_link::manager(&redis_link::client(url)?).await?,
+                    &config.redis_prefix,
+                    config.idempotency_retention,
+                );
                 Ok(Self {
                     db,
                     writer,
@@ -88,6 +105,8 @@ impl Backends {
                     queue,
                     search,
                     limiter: Arc::new(RedisRateLimiter::connect(url, &config.redis_prefix).await?),
+                    idempotency: Arc::new(idempotency),
+                    redis: Some(inspector),
                     profile: Profile::Distributed,
                 })
             }
@@ -100,6 +119,8 @@ impl Backends {
                     queue.clone(),
                     config.pending_ttl,
                 );
+                let idempotency =
+                    SqliteIdempotency::new(writer.clone(), config.idempotency_retention);
                 Ok(Self {
                     db,
                     writer,
@@ -107,6 +128,8 @@ impl Backends {
                     queue,
                     search,
                     limiter: Arc::new(MemoryRateLimiter::default()),
+                    idempotency: Arc::new(idempotency),
+                    redis: None,
                     profile: Profile::Embedded,
                 })
             }
@@ -117,4 +140,28 @@ impl Backends {
             )),
         }
     }
+}
+
+/// Refuses a Redis that may evict keys, and says loudly what a Redis
+/// without persistence loses.
+fn check_durability(durability: &Durability) -> Result<()> {
+    if let Some(refusal) = durability.refusal() {
+        return Err(StoreError::Other(refusal));
+    }
+    let loses = durability.what_a_crash_loses();
+    if durability.loses_writes_on_restart() {
+        tracing::warn!(
+            appendonly = durability.aof,
+            eviction = %durability.eviction,
+            "{loses}"
+        );
+    } else {
+        tracing::info!(
+            appendonly = durability.aof,
+            appendfsync = durability.fsync.as_deref().unwrap_or("unknown"),
+            eviction = %durability.eviction,
+            "{loses}"
+        );
+    }
+    Ok(())
 }

@@ -10,6 +10,8 @@
 //!   and recounts, and the scheduler's run history.
 //! - [`intake`]: accepting a chat or message write: reserve its number and
 //!   version, record it for read-your-writes, enqueue its job.
+//! - [`idempotency`]: `Idempotency-Key` records, which the intake's
+//!   writes fill in atomically with themselves.
 //! - [`queue`]: the durable job log (Redis Streams, or a SQLite table),
 //!   with its bounded history of done and dead jobs. Each job carries its
 //!   sender's trace context as an opaque string.
@@ -18,6 +20,10 @@
 //!   (`ratelimit::folded`).
 //! - [`search`]: message search on Elasticsearch or embedded tantivy, and
 //!   keeping the index equal to the database.
+//! - [`redis_link`]: connections to Redis that heal by themselves, and
+//!   what a Redis error says about whether a command ran.
+//! - [`redis_durability`]: what Redis keeps across a crash; an eviction
+//!   policy that could drop keys is refused.
 //! - [`backends`]: picks the profile from the configured URLs.
 //!
 //! This crate must not know about HTTP, apalis or the worker pools: it
@@ -26,10 +32,13 @@ pub mod backends;
 pub mod db;
 pub mod entity;
 pub mod error;
+pub mod idempotency;
 pub mod intake;
 pub mod model;
 pub mod queue;
 pub mod ratelimit;
+pub mod redis_durability;
+pub mod redis_link;
 pub mod repo;
 pub mod search;
 mod time;

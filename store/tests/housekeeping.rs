@@ -1,5 +1,6 @@
 //! Job-record housekeeping on both queues: settled jobs are kept as
-//! history, trimmed after their retention, and bounded under steady load.
+//! history, trimmed after their retention, and bounded under steady load;
+//! dead jobs that hold accepted writes are never trimmed.
 //! One contract, run against the SQLite queue and (with `TEST_REDIS_URL`)
 //! the Redis Streams queue.
 mod support;
@@ -8,7 +9,9 @@ use std::{sync::Arc, time::Duration};
 
 use chat_store::queue::{JobQueue, QueueName, RedisStreamQueue, Retention};
 
-const Q: QueueName = QueueName::Messages;
+/// Index jobs hold no accepted write, so their dead records have a
+/// retention too; see `accepted_writes_stay_dead` for the other queues.
+const Q: QueueName = QueueName::Index;
 const KEEP: Duration = Duration::from_secs(3600);
 const KEEP_ALL: Retention = Retention {
     done: KEEP,
@@ -187,7 +190,7 @@ async fn redis_job_keys_stay_bounded_under_steady_load() {
 
     // A done record keeps at most DONE_PAYLOAD_MAX bytes of payload.
     let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(format!("{prefix}{{q:messages}}:done"))
+        .arg(format!("{prefix}{{q:{}}}:done", Q.as_str()))
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -227,4 +230,53 @@ async fn sqlite_history_stays_bounded_under_steady_load() {
     }
     assert_eq!(max_done, CAP);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A dead chat or message job holds a write a client was told was
+/// accepted: no retention removes it, only an operator's discard.
+async fn accepted_writes_stay_dead(q: &dyn JobQueue) {
+    let queue = QueueName::Messages;
+    for i in 0..4 {
+        q.enqueue(queue, format!("{{\"i\":{i}}}")).await.unwrap();
+    }
+    let claimed = q
+        .claim(queue, "hk", 10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 4);
+    for job in &claimed {
+        q.bury(queue, job, "bad row").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let none = Retention {
+        done: Duration::ZERO,
+        dead: Duration::ZERO,
+    };
+    let trimmed = q.trim(queue, none).await.unwrap();
+    assert_eq!(trimmed.dead, 0, "no dead message job is trimmed");
+    let dead = q.dead_jobs(queue, 10).await.unwrap();
+    assert_eq!(dead.len(), 4);
+    assert!(q.discard(queue, &dead[0].id).await.unwrap());
+    assert_eq!(
+        q.stats(queue).await.unwrap().dead,
+        3,
+        "an operator's discard removes one"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_dead_jobs_holding_accepted_writes_are_never_trimmed() {
+    let (q, dir) = sqlite_queue(10_000).await;
+    accepted_writes_stay_dead(q.as_ref()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn redis_dead_jobs_holding_accepted_writes_are_never_trimmed() {
+    let Some((q, prefix)) = redis_queue(10_000).await else {
+        eprintln!("TEST_REDIS_URL unset: skipped");
+        return;
+    };
+    accepted_writes_stay_dead(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
 }

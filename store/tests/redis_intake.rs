@@ -77,7 +77,7 @@ async fn concurrent_accepts_number_exactly_and_queue_what_they_answer() {
         let intake = s.intake.clone();
         tokio::spawn(async move {
             intake
-                .create_message(1, 1 + i % CHATS, format!("body {i}"), None)
+                .create_message(1, 1 + i % CHATS, format!("body {i}"), Default::default())
                 .await
         })
     });
@@ -128,7 +128,7 @@ async fn concurrent_accepts_number_exactly_and_queue_what_they_answer() {
     let first = answered[0].clone();
     let updated = s
         .intake
-        .update_message(&first, "edited".into(), None)
+        .update_message(&first, "edited".into(), Default::default())
         .await
         .unwrap();
     assert!(updated.version > *versions.last().unwrap());
@@ -165,7 +165,7 @@ async fn a_pending_entry_left_as_a_hash_by_an_older_version_reads_as_absent() {
     // A new accept overwrites it with the current form.
     let row = s
         .intake
-        .create_message(1, 1, "hello".into(), None)
+        .create_message(1, 1, "hello".into(), Default::default())
         .await
         .unwrap();
     assert_eq!(row.number, 1);
@@ -201,16 +201,22 @@ async fn folded_limits_are_checked_and_counted_in_the_accept() {
     }];
     let mut verdicts = Vec::new();
     for _ in 0..2 {
-        let (row, verdict) =
-            folded::within(limits.clone(), s.intake.create_chat(7, None, None)).await;
+        let (row, verdict) = folded::within(
+            limits.clone(),
+            s.intake.create_chat(7, None, Default::default()),
+        )
+        .await;
         row.unwrap();
         verdicts.push(verdict.expect("the accept checked the limits"));
     }
     assert!(verdicts.iter().all(|v| v.allowed && v.limit == 2));
     assert_eq!((verdicts[0].remaining, verdicts[1].remaining), (1, 0));
 
-    let (refused, verdict) =
-        folded::within(limits.clone(), s.intake.create_chat(7, None, None)).await;
+    let (refused, verdict) = folded::within(
+        limits.clone(),
+        s.intake.create_chat(7, None, Default::default()),
+    )
+    .await;
     assert!(
         matches!(refused, Err(StoreError::RateLimited)),
         "{refused:?}"
@@ -219,7 +225,11 @@ async fn folded_limits_are_checked_and_counted_in_the_accept() {
     assert!(!verdict.allowed && verdict.retry_after > Duration::ZERO);
 
     // Outside `within` nothing is checked; the refused write spent no number.
-    let next = s.intake.create_chat(7, None, None).await.unwrap();
+    let next = s
+        .intake
+        .create_chat(7, None, Default::default())
+        .await
+        .unwrap();
     assert_eq!(next.number, 3);
     let queued = s
         .queue

@@ -210,8 +210,9 @@ async fn jobs_of_a_dead_consumer_are_taken_over_after_the_lease() {
     support::drop_keys(&prefix).await;
 }
 
-/// Unbounded key growth: acked jobs leave no trace, and the dead-letter
-/// stream is capped.
+/// Unbounded key growth: acked and buried jobs leave the stream. The
+/// dead-letter stream keeps every buried message job (each holds an
+/// accepted write, for an operator to retry or discard).
 #[tokio::test]
 async fn settled_jobs_do_not_accumulate() {
     let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
@@ -226,7 +227,7 @@ async fn settled_jobs_do_not_accumulate() {
         .await
         .unwrap();
         drop(q);
-        fresh.with_dead_cap(100)
+        fresh
     };
     for i in 0..1_500 {
         q.enqueue(Q, format!("{{\"i\":{i}}}")).await.unwrap();
@@ -261,9 +262,9 @@ async fn settled_jobs_do_not_accumulate() {
         stream_len, 0,
         "acked and buried entries are deleted from the stream"
     );
-    assert!(
-        dead_len < 750,
-        "dead stream is trimmed near its cap, got {dead_len}"
+    assert_eq!(
+        dead_len, 750,
+        "every dead message job is kept: each holds an accepted write"
     );
     support::drop_keys(&prefix).await;
 }
@@ -454,6 +455,25 @@ async fn dead_jobs_can_be_revived_or_discarded() {
         return;
     };
     support::dead_jobs_can_be_revived_or_discarded(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
+}
+
+#[tokio::test]
+async fn a_deferred_job_spends_no_attempt() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    support::a_deferred_job_spends_no_attempt(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
+}
+
+#[tokio::test]
+async fn a_renewed_job_is_not_taken_over() {
+    let lease = Duration::from_millis(400);
+    let Some((q, prefix)) = queue(lease).await else {
+        return;
+    };
+    support::a_renewed_job_is_not_taken_over(q.as_ref(), lease).await;
     support::drop_keys(&prefix).await;
 }
 

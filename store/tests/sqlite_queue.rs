@@ -145,6 +145,21 @@ async fn dead_jobs_can_be_revived_or_discarded() {
 }
 
 #[tokio::test]
+async fn a_deferred_job_spends_no_attempt() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    support::a_deferred_job_spends_no_attempt(q.as_ref()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_renewed_job_is_not_taken_over() {
+    let lease = Duration::from_millis(400);
+    let (q, dir) = queue(lease).await;
+    support::a_renewed_job_is_not_taken_over(q.as_ref(), lease).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
 async fn jobs_are_listed_by_state_and_found() {
     let (q, dir) = queue(Duration::from_secs(30)).await;
     support::jobs_are_listed_by_state_and_found(q.as_ref()).await;

@@ -198,6 +198,7 @@ impl Pipeline {
             claim_idle: Duration::from_secs(15),
             pending_ttl: Duration::from_secs(3600),
             jobs_done_max: 10_000,
+            idempotency_retention: Duration::from_secs(3600),
             search: SearchConfig::Embedded {
                 dir: dir.join("unused-search"),
             },
@@ -215,12 +216,14 @@ impl Pipeline {
                 max_rows: 100,
                 linger: Duration::from_millis(10),
                 writes_in_flight: 1,
+                write_timeout: Duration::from_secs(10),
             },
             retry,
             index_retry: RetryPolicy {
                 max_attempts: 1_000,
                 ..retry
             },
+            lease: Duration::from_secs(15),
         };
         let (stop, shutdown) = watch::channel(false);
         let workers = {
@@ -243,7 +246,7 @@ impl Pipeline {
         let chat = self
             .backends
             .intake
-            .create_chat(app.id, Some("c".into()), None)
+            .create_chat(app.id, Some("c".into()), Default::default())
             .await
             .unwrap();
         (app.id, chat.number)
@@ -252,7 +255,7 @@ impl Pipeline {
     pub async fn write(&self, app: i64, chat: i64, body: &str) {
         self.backends
             .intake
-            .create_message(app, chat, body.into(), None)
+            .create_message(app, chat, body.into(), Default::default())
             .await
             .unwrap();
     }

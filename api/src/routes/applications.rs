@@ -18,6 +18,7 @@ use crate::{
     input::{Input, MaybeInput},
     params::{ApplicationPath, Segments},
     views::ApplicationJson,
+    write::WriteContext,
 };
 
 const TAG: &str = "applications";
@@ -58,10 +59,22 @@ struct ApplicationChanges {
 )]
 async fn create(
     State(state): State<AppState>,
+    write: WriteContext,
     Input(input): Input<ApplicationInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = validate::required_name(input.name)?;
-    let app = repo::applications::create(&state.backends.writer, &name).await?;
+    // Under an Idempotency-Key, every run of the request uses the token the
+    // first run made up, so a run after a lost answer finds the
+    // application instead of creating a second one.
+    let token = match write.idempotency() {
+        Some(link) => {
+            let proposal = repo::applications::new_token();
+            state.backends.idempotency.plan(link, &proposal).await?
+        }
+        None => repo::applications::new_token(),
+    };
+    write.reaching();
+    let app = repo::applications::create_as(&state.backends.writer, &name, &token).await?;
     let location = format!("/api/v1/applications/{}", app.token);
     Ok((
         StatusCode::CREATED,
@@ -110,6 +123,7 @@ async fn show(
 )]
 async fn replace(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     MaybeInput(input): MaybeInput<ApplicationInput>,
 ) -> Result<Json<ApplicationJson>, ApiError> {
@@ -118,6 +132,7 @@ async fn replace(
         return Ok(Json(app.into()));
     };
     let name = validate::required_name(input.name)?;
+    write.reaching();
     Ok(Json(
         repo::applications::rename(&state.backends.writer, app.id, &name)
             .await?
@@ -137,16 +152,18 @@ async fn replace(
 )]
 async fn amend(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     Input(input): Input<ApplicationChanges>,
 ) -> Result<Json<ApplicationJson>, ApiError> {
     let app = find(&state, path.token()).await?;
     match validate::optional_name(input.name)? {
-        Some(name) => Ok(Json(
+        Some(name) => Ok(Json({
+            write.reaching();
             repo::applications::rename(&state.backends.writer, app.id, &name)
                 .await?
-                .into(),
-        )),
+                .into()
+        })),
         None => Ok(Json(app.into())),
     }
 }

@@ -19,6 +19,7 @@ use crate::{
     params::{ApplicationPath, ChatPath, PageQuery, PageRequest, Segments},
     send::{self, Reserving},
     views::{ChatJson, ListJson},
+    write::WriteContext,
 };
 
 const TAG: &str = "chats";
@@ -53,6 +54,7 @@ struct ChatInput {
 )]
 async fn create(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     Input(input): Input<ChatInput>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -60,9 +62,10 @@ async fn create(
     let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
     let row = send::traced(
         &state,
+        &write,
         Reserving::ChatNumber,
         QueueName::Chats,
-        async |trace| state.backends.intake.create_chat(app_id, name, trace).await,
+        async |meta| state.backends.intake.create_chat(app_id, name, meta).await,
     )
     .await?;
     state.lookup.remember_chat(app_id, row.number);
@@ -119,17 +122,24 @@ async fn show(State(state): State<AppState>, path: Segments) -> Result<Json<Chat
 
 async fn update(
     state: &AppState,
+    write: &WriteContext,
     path: &Segments,
     name: Option<String>,
 ) -> Result<ChatJson, ApiError> {
     let current = find(state, path).await?;
-    let row = send::traced(state, Reserving::Version, QueueName::Chats, async |trace| {
-        state
-            .backends
-            .intake
-            .update_chat(&current.row, name, trace)
-            .await
-    })
+    let row = send::traced(
+        state,
+        write,
+        Reserving::Version,
+        QueueName::Chats,
+        async |meta| {
+            state
+                .backends
+                .intake
+                .update_chat(&current.row, name, meta)
+                .await
+        },
+    )
     .await?;
     Ok(ChatView {
         row,
@@ -151,11 +161,12 @@ async fn update(
 )]
 async fn replace(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     Input(input): Input<ChatInput>,
 ) -> Result<Json<ChatJson>, ApiError> {
     let name = validate::optional_name(input.name)?;
-    Ok(Json(update(&state, &path, name).await?))
+    Ok(Json(update(&state, &write, &path, name).await?))
 }
 
 /// PATCH changes only the fields given.
@@ -171,11 +182,12 @@ async fn replace(
 )]
 async fn amend(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     Input(input): Input<ChatInput>,
 ) -> Result<Json<ChatJson>, ApiError> {
     match validate::optional_name(input.name)? {
-        Some(name) => Ok(Json(update(&state, &path, Some(name)).await?)),
+        Some(name) => Ok(Json(update(&state, &write, &path, Some(name)).await?)),
         None => Ok(Json(find(&state, &path).await?.into())),
     }
 }

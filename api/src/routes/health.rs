@@ -1,5 +1,9 @@
 //! Liveness and readiness probes for orchestrators.
+use std::time::Duration;
+
 use axum::{Json, extract::State};
+use chat_observability::health;
+use chat_store::Backends;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -34,7 +38,8 @@ async fn live() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// 200 only when both the database and the queue answer.
+/// 200 only when the database and the queue answer, and no worker of this
+/// process is waiting for a backend.
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -43,12 +48,53 @@ async fn live() -> Json<Status> {
     responses((status = 200, description = "The database and the queue answer", body = Status))
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    let (db, queue) = tokio::join!(state.backends.db.ping(), state.backends.queue.ping());
-    if let Err(e) = db {
-        return Err(ApiError::Unavailable(format!("database: {e}")));
+    readiness(&state.backends).await
+}
+
+/// How long a probe waits for each backend: a frozen server must make the
+/// probe fail, not hang it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The readiness answer of any role: its backends answer within
+/// [`PROBE_TIMEOUT`], and none of its workers is paused for a backend.
+async fn readiness(backends: &Backends) -> Result<Json<Status>, ApiError> {
+    let timed = |what: &'static str, e: Option<String>| {
+        e.map(|e| ApiError::Unavailable(format!("{what}: {e}")))
+    };
+    let (db, queue) = tokio::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, backends.db.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, backends.queue.ping())
+    );
+    let db = match db {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 2 s".into()),
+    };
+    let queue = match queue {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer within 2 s".into()),
+    };
+    if let Some(e) = timed("database", db).or(timed("queue", queue)) {
+        return Err(e);
     }
-    if let Err(e) = queue {
-        return Err(ApiError::Unavailable(format!("queue: {e}")));
+    if let Some(outage) = health::current().into_iter().next() {
+        return Err(ApiError::Unavailable(format!(
+            "workers are paused: {} unavailable: {}",
+            outage.backend, outage.error
+        )));
     }
     Ok(Json(Status { status: "ready" }))
+}
+
+/// Liveness and readiness for a process without the API (`chat worker`,
+/// `chat scheduler`), served beside its `/metrics`.
+pub(crate) fn probes(backends: Backends) -> axum::Router {
+    axum::Router::new()
+        .route("/health/live", axum::routing::get(live))
+        .route(
+            "/health/ready",
+            axum::routing::get(|State(b): State<Backends>| async move { readiness(&b).await }),
+        )
+        .with_state(backends)
 }

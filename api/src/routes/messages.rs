@@ -22,6 +22,7 @@ use crate::{
     params::{ChatPath, MessagePath, PageQuery, PageRequest, Segments},
     send::{self, Reserving},
     views::{ListJson, MessageJson},
+    write::WriteContext,
 };
 
 const TAG: &str = "messages";
@@ -65,14 +66,22 @@ pub(super) async fn chat_of(state: &AppState, path: &Segments) -> Result<(i64, i
 async fn find(state: &AppState, path: &Segments) -> Result<MessageRow, ApiError> {
     let number = path.number("message")?;
     let (app_id, chat_number) = chat_of(state, path).await?;
+    let db = &state.backends.db;
     let (persisted, pending) = tokio::join!(
-        repo::messages::find(&state.backends.db, app_id, chat_number, number),
+        repo::messages::find(db, app_id, chat_number, number),
         state
             .backends
             .intake
             .pending_message(app_id, chat_number, number)
     );
-    newest_message(persisted?, pending?).ok_or(ApiError::NotFound("message"))
+    let (persisted, pending) = (persisted?, pending?);
+    if persisted.is_none() && pending.is_none() {
+        // The row may have committed, and its pending entry gone, between
+        // the two reads: the database answers for it now.
+        let again = repo::messages::find(db, app_id, chat_number, number).await?;
+        return again.ok_or(ApiError::NotFound("message"));
+    }
+    newest_message(persisted, pending).ok_or(ApiError::NotFound("message"))
 }
 
 /// Reserves the chat's next message number and queues the write. The
@@ -91,6 +100,7 @@ async fn find(state: &AppState, path: &Segments) -> Result<MessageRow, ApiError>
 )]
 async fn create(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     Input(input): Input<MessageInput>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -98,13 +108,12 @@ async fn create(
     let (app_id, chat_number) = chat_of(&state, &path).await?;
     let row = send::traced(
         &state,
+        &write,
         Reserving::MessageNumber,
         QueueName::Messages,
-        async |trace| {
+        async |meta| {
             let intake = &state.backends.intake;
-            intake
-                .create_message(app_id, chat_number, body, trace)
-                .await
+            intake.create_message(app_id, chat_number, body, meta).await
         },
     )
     .await?;
@@ -164,18 +173,20 @@ async fn show(
 
 async fn update(
     state: &AppState,
+    write: &WriteContext,
     current: &MessageRow,
     body: String,
 ) -> Result<Json<MessageJson>, ApiError> {
     let row = send::traced(
         state,
+        write,
         Reserving::Version,
         QueueName::Messages,
-        async |trace| {
+        async |meta| {
             state
                 .backends
                 .intake
-                .update_message(current, body, trace)
+                .update_message(current, body, meta)
                 .await
         },
     )
@@ -195,12 +206,13 @@ async fn update(
 )]
 async fn replace(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     Input(input): Input<MessageInput>,
 ) -> Result<Json<MessageJson>, ApiError> {
     let body = validate::body(input.body, state.config.max_message_bytes)?;
     let current = find(&state, &path).await?;
-    update(&state, &current, body).await
+    update(&state, &write, &current, body).await
 }
 
 /// PATCH without a body leaves the message as it is.
@@ -216,6 +228,7 @@ async fn replace(
 )]
 async fn amend(
     State(state): State<AppState>,
+    write: WriteContext,
     path: Segments,
     Input(input): Input<MessageChanges>,
 ) -> Result<Json<MessageJson>, ApiError> {
@@ -224,7 +237,7 @@ async fn amend(
         None => Ok(Json(current.into())),
         body => {
             let body = validate::body(body, state.config.max_message_bytes)?;
-            update(&state, &current, body).await
+            update(&state, &write, &current, body).await
         }
     }
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::{
     error::Result,
+    idempotency::Link,
     model::{ChatRow, MessageRow},
 };
 
@@ -24,9 +25,22 @@ mod sqlite;
 pub use self::redis::RedisIntake;
 pub use self::sqlite::SqliteIntake;
 
-/// Every write takes `trace`, the W3C `traceparent` of the span that
-/// sends its job (`None` when untraced); the job carries it opaquely, so
-/// the worker's spans continue the request's trace.
+/// What a write carries besides its row.
+#[derive(Clone, Debug, Default)]
+pub struct WriteMeta {
+    /// The W3C `traceparent` of the span that sends the write's job
+    /// (`None` when untraced); the job carries it opaquely, so the
+    /// worker's spans continue the request's trace.
+    pub trace: Option<String>,
+    /// The `Idempotency-Key` run the write belongs to. The write records
+    /// its accepted state there, atomically with itself; and when an
+    /// earlier run under the key already made it, the intake returns that
+    /// state and writes nothing.
+    pub idempotency: Option<Link>,
+}
+
+/// Every write returns the row state it accepted: the one it wrote, or,
+/// under an `Idempotency-Key` an earlier run already wrote with, that one.
 #[async_trait]
 pub trait Intake: Send + Sync + 'static {
     /// Reserves the next chat number and enqueues the new chat.
@@ -34,7 +48,7 @@ pub trait Intake: Send + Sync + 'static {
         &self,
         app_id: i64,
         name: Option<String>,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<ChatRow>;
 
     /// Enqueues a new state for an existing chat.
@@ -42,7 +56,7 @@ pub trait Intake: Send + Sync + 'static {
         &self,
         current: &ChatRow,
         name: Option<String>,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<ChatRow>;
 
     /// Reserves the next message number in a chat and enqueues the message.
@@ -51,7 +65,7 @@ pub trait Intake: Send + Sync + 'static {
         app_id: i64,
         chat_number: i64,
         body: String,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<MessageRow>;
 
     /// Enqueues a new state for an existing message.
@@ -59,8 +73,16 @@ pub trait Intake: Send + Sync + 'static {
         &self,
         current: &MessageRow,
         body: String,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<MessageRow>;
+
+    /// Forgets the pending entries of rows now persisted, unless a newer
+    /// state of the row is pending: the database answers for them now, and
+    /// entries kept until they expire would make memory grow with the
+    /// write rate rather than with the backlog.
+    async fn forget_chats(&self, persisted: &[ChatRow]) -> Result<()>;
+
+    async fn forget_messages(&self, persisted: &[MessageRow]) -> Result<()>;
 
     /// The newest accepted state of a chat that may not be persisted yet.
     async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>>;

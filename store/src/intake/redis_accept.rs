@@ -7,7 +7,7 @@
 //! one `EVALSHA` carries dozens of accepts, which divides Redis's per-call
 //! cost (parsing, Lua set-up, the reply) among them; when idle, a request
 //! goes alone at once and waits for nobody.
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use redis::{Script, aio::ConnectionManager};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -15,16 +15,18 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::{
     error::{Result, StoreError},
     ratelimit::GCRA_LUA,
+    redis_link::{self, Outcome},
 };
 
 /// Per accept: KEYS number counter ('' for an update), version counter,
-/// queue stream (fields as `RedisStreamQueue::enqueue` writes them), and
-/// two rate-limit keys ('' when unused); ARGV pending key (a create
-/// appends its number), the row's JSON without its opening brace, the
-/// sender's traceparent ('' when untraced), which rides in the job as
-/// field `t`, and each limit key's cost and period in µs. ARGV[1] is the
-/// pending lifetime. Returns the time used, then per accept: number,
-/// version, the limits' wait, and the two limit keys' TATs.
+/// queue stream (fields as `RedisStreamQueue::enqueue` writes them), two
+/// rate-limit keys, the idempotency record and the number ceiling (each ''
+/// when unused); ARGV pending key (a create appends its number), the row's
+/// JSON without its opening brace, the sender's traceparent ('' when
+/// untraced), which rides in the job as field `t`, and each limit key's
+/// cost and period in µs. ARGV[1] is the pending lifetime. Returns the
+/// time used, then per accept: number, version, the limits' wait, the two
+/// limit keys' TATs, and the numbers left below the ceiling.
 ///
 /// The version is `max(last + 1, now in µs)`: it grows per application, and
 /// if Redis loses the key it restarts above every version handed out
@@ -32,17 +34,24 @@ use crate::{
 /// application passes through its counter here, the one being stored is
 /// always the newest, and the pending entry is overwritten unconditionally.
 ///
-/// A missing number counter yields -1 instead of starting at 1: the caller
-/// seeds it from the database and retries. A write the limits refuse
-/// yields -2 and writes nothing. Both come before anything is counted, so
-/// a refused or retried write spends no number and no limit.
+/// Special numbers, each returned before anything is counted or written,
+/// so such a write spends no number and no limit:
+/// - -1: the number counter is missing; the caller seeds it and retries;
+/// - -2: the limits refuse the write;
+/// - -3: an earlier run under the same idempotency record already wrote
+///   this request; its state is in the record's field `a`;
+/// - -4: the next number would pass the ceiling, the highest number the
+///   database has recorded as possibly handed out; the caller raises it
+///   there first, so that a counter seeded again after Redis lost its data
+///   never hands out a number twice.
 ///
 /// The pending key is built here because the number is only known here;
-/// it shares the counter's hash tag. The stream and the limit keys do not,
-/// so this script needs a single Redis node (a cluster would need the
-/// queue sharded by application).
+/// it shares the counter's hash tag, as do the idempotency record and the
+/// ceiling. The stream and the limit keys do not, so this script needs a
+/// single Redis node (a cluster would need the queue sharded by
+/// application).
 /// Rate-limit keys each accept carries, used or not; the script's `KEYS`
-/// and `ARGV` strides (5 and 7) count them.
+/// and `ARGV` strides (7 and 7) count them.
 pub(super) const LIMITS_PER_ACCEPT: usize = 2;
 
 const ACCEPT: &str = r#"
@@ -50,21 +59,28 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ttl = ARGV[1]
 local out = {now}
-for i = 0, #KEYS / 5 - 1 do
-  local counter, seq, stream = KEYS[5 * i + 1], KEYS[5 * i + 2], KEYS[5 * i + 3]
+for i = 0, #KEYS / 7 - 1 do
+  local counter, seq, stream = KEYS[7 * i + 1], KEYS[7 * i + 2], KEYS[7 * i + 3]
+  local idem, ceil = KEYS[7 * i + 6], KEYS[7 * i + 7]
   local pending, tail, trace = ARGV[7 * i + 2], ARGV[7 * i + 3], ARGV[7 * i + 4]
   local limits, costs, periods = {}, {}, {}
   for j = 0, 1 do
-    if KEYS[5 * i + 4 + j] ~= '' then
-      limits[#limits + 1] = KEYS[5 * i + 4 + j]
+    if KEYS[7 * i + 4 + j] ~= '' then
+      limits[#limits + 1] = KEYS[7 * i + 4 + j]
       costs[#limits] = tonumber(ARGV[7 * i + 5 + 2 * j])
       periods[#limits] = tonumber(ARGV[7 * i + 6 + 2 * j])
     end
   end
-  local n, head = 0, nil
-  if counter ~= '' then
+  local n, head, room = 0, nil, 0
+  if idem ~= '' and redis.call('HEXISTS', idem, 'a') == 1 then
+    n = -3
+  elseif counter ~= '' then
     local last = redis.call('GET', counter)
     if last then n = tonumber(last) + 1 else n = -1 end
+    if n > 0 then
+      room = tonumber(redis.call('GET', ceil) or '0') - n
+      if room < 0 then n = -4 end
+    end
   end
   local wait, tats = 0, {}
   if n >= 0 then
@@ -91,21 +107,29 @@ for i = 0, #KEYS / 5 - 1 do
     if counter ~= '' then redis.call('SET', counter, string.format('%d', n)) end
     redis.call('SET', seq, string.format('%d', v))
     redis.call('SET', pending, state, 'EX', ttl)
+    if idem ~= '' then redis.call('HSET', idem, 'a', state) end
     out[#out + 1] = n
     out[#out + 1] = v
   end
   out[#out + 1] = wait
   out[#out + 1] = tats[1] or 0
   out[#out + 1] = tats[2] or 0
+  out[#out + 1] = room
 end
 return out
 "#;
+
+/// Values the script answers per accept.
+const STRIDE: usize = 6;
 
 /// Accepts per script call, at most: bounds the time Redis spends in one
 /// script (and so blocks other clients) to well under a millisecond.
 const MAX_GROUP: usize = 64;
 /// Script calls in flight at once.
 const MAX_CALLS: usize = 4;
+/// How long a group that Redis refused to run is sent again before its
+/// requests are told that storage is unavailable.
+const NOT_RUN_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) struct Accept {
     pub counter_key: String,
@@ -116,13 +140,17 @@ pub(super) struct Accept {
     pub trace: Option<String>,
     /// Up to two limits to check first: Redis key, cost and period in µs.
     pub limits: Vec<(String, i64, i64)>,
+    /// The idempotency record to check first and to record the state in.
+    pub idempotency_key: Option<String>,
+    /// The ceiling of the number counter (creates only).
+    pub ceiling_key: Option<String>,
 }
 
 /// What the script answered for one accept.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Accepted {
-    /// The reserved number; 0 for an update, -1 when the counter is
-    /// missing, -2 when the limits refused the write.
+    /// The reserved number; 0 for an update, and the special numbers the
+    /// script describes (-1 to -4).
     pub number: i64,
     pub version: i64,
     /// The limits' wait in µs (0 when admitted), the script's clock, and
@@ -130,6 +158,8 @@ pub(super) struct Accepted {
     pub wait: i64,
     pub now: i64,
     pub tats: [i64; LIMITS_PER_ACCEPT],
+    /// Numbers the counter may still hand out below its ceiling.
+    pub room: i64,
 }
 
 type Reply = oneshot::Sender<Result<Accepted>>;
@@ -180,14 +210,16 @@ async fn dispatch(mut rx: mpsc::Receiver<(Accept, Reply)>, conn: ConnectionManag
                     }
                 }
                 Err(e) => {
-                    let unavailable = e.is_unavailable();
                     let message = e.to_string();
+                    let each = || match &e {
+                        StoreError::Redis(r) if redis_link::Outcome::of(r) == Outcome::Unknown => {
+                            StoreError::OutcomeUnknown(message.clone())
+                        }
+                        e if e.is_unavailable() => StoreError::Unavailable(message.clone()),
+                        _ => StoreError::Other(message.clone()),
+                    };
                     for reply in replies {
-                        let _ = reply.send(Err(if unavailable {
-                            StoreError::Unavailable(message.clone())
-                        } else {
-                            StoreError::Other(message.clone())
-                        }));
+                        let _ = reply.send(Err(each()));
                     }
                 }
             }
@@ -198,7 +230,7 @@ async fn dispatch(mut rx: mpsc::Receiver<(Accept, Reply)>, conn: ConnectionManag
 
 async fn call(
     script: &Script,
-    mut conn: ConnectionManager,
+    conn: ConnectionManager,
     ttl: u64,
     accepts: &[Accept],
 ) -> Result<Vec<Accepted>> {
@@ -218,9 +250,20 @@ async fn call(
                 None => invocation.key("").arg(0).arg(0),
             };
         }
+        invocation
+            .key(a.idempotency_key.as_deref().unwrap_or(""))
+            .key(a.ceiling_key.as_deref().unwrap_or(""));
     }
-    let flat: Vec<i64> = invocation.invoke_async(&mut conn).await?;
-    if flat.len() != 1 + accepts.len() * 5 {
+    // A group that never ran (Redis restarting: refused, then loading) is
+    // sent again until it runs; one whose answer was lost is not, since it
+    // may have run: its requests learn that the outcome is unknown.
+    let flat: Vec<i64> = redis_link::until_run(NOT_RUN_WAIT, || {
+        let mut conn = conn.clone();
+        let invocation = &invocation;
+        async move { invocation.invoke_async(&mut conn).await }
+    })
+    .await?;
+    if flat.len() != 1 + accepts.len() * STRIDE {
         return Err(StoreError::Other(format!(
             "the accept script answered {} values for {} accepts",
             flat.len(),
@@ -229,13 +272,14 @@ async fn call(
     }
     let now = flat[0];
     Ok(flat[1..]
-        .chunks(5)
+        .chunks(STRIDE)
         .map(|a| Accepted {
             number: a[0],
             version: a[1],
             wait: a[2],
             now,
             tats: [a[3], a[4]],
+            room: a[5],
         })
         .collect())
 }

@@ -16,9 +16,10 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Intake, chat_scope, message_scope};
+use super::{Intake, WriteMeta, chat_scope, message_scope};
 use crate::{
     error::{Result, StoreError},
+    idempotency::{self, Link},
     model::{ChatRow, MessageRow},
     queue::{QueueName, SqliteQueue},
     repo,
@@ -58,12 +59,33 @@ enum Op {
 enum Accepted {
     Chat(ChatRow),
     Message(MessageRow),
+    /// The state an earlier run under the same idempotency record wrote.
+    Earlier(String),
+}
+
+impl Accepted {
+    fn chat(self) -> Result<ChatRow> {
+        match self {
+            Accepted::Chat(row) => Ok(row),
+            Accepted::Earlier(state) => Ok(serde_json::from_str(&state)?),
+            Accepted::Message(_) => unreachable!("a chat op yields a chat"),
+        }
+    }
+
+    fn message(self) -> Result<MessageRow> {
+        match self {
+            Accepted::Message(row) => Ok(row),
+            Accepted::Earlier(state) => Ok(serde_json::from_str(&state)?),
+            Accepted::Chat(_) => unreachable!("a message op yields a message"),
+        }
+    }
 }
 
 struct Request {
     op: Op,
-    /// The sender's traceparent, stored with the job.
-    trace: Option<String>,
+    /// The sender's traceparent, stored with the job, and the idempotency
+    /// run the write belongs to.
+    meta: WriteMeta,
     reply: oneshot::Sender<Result<Accepted>>,
 }
 
@@ -102,15 +124,38 @@ impl SqliteIntake {
         }
     }
 
-    async fn submit(&self, op: Op, trace: Option<String>) -> Result<Accepted> {
+    async fn submit(&self, op: Op, meta: WriteMeta) -> Result<Accepted> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { op, trace, reply })
+            .send(Request { op, meta, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the intake has stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the intake dropped the request".into()))?
+    }
+
+    /// Deletes each pending entry whose version is at most the persisted
+    /// one, in one statement per 400 entries.
+    async fn forget(&self, entries: &[(String, i64)]) -> Result<()> {
+        for chunk in entries.chunks(400) {
+            let pairs = vec!["(?, ?)"; chunk.len()].join(", ");
+            let values = chunk
+                .iter()
+                .flat_map(|(scope, version)| [scope.clone().into(), (*version).into()])
+                .collect();
+            self.writer
+                .execute_raw(stmt(
+                    &format!(
+                        "DELETE FROM pending_rows WHERE rowid IN (SELECT p.rowid \
+                         FROM pending_rows p JOIN (VALUES {pairs}) AS v \
+                         ON p.scope = v.column1 AND p.version <= v.column2)"
+                    ),
+                    values,
+                ))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn recall<T: serde::de::DeserializeOwned>(&self, scope: &str) -> Result<Option<T>> {
@@ -143,8 +188,7 @@ impl Committer {
     }
 
     async fn commit(&self, group: Vec<Request>) {
-        let ops: Vec<(&Op, Option<&str>)> =
-            group.iter().map(|r| (&r.op, r.trace.as_deref())).collect();
+        let ops: Vec<(&Op, &WriteMeta)> = group.iter().map(|r| (&r.op, &r.meta)).collect();
         match self.apply_all(&ops).await {
             Ok(results) => {
                 self.queue.notify();
@@ -160,7 +204,7 @@ impl Committer {
                 tracing::warn!(requests = group.len(), error = %e, "intake group failed; retrying one by one");
                 for request in group {
                     let result = self
-                        .apply_all(&[(&request.op, request.trace.as_deref())])
+                        .apply_all(&[(&request.op, &request.meta)])
                         .await
                         .map(|mut r| r.remove(0));
                     if result.is_ok() {
@@ -173,11 +217,23 @@ impl Committer {
     }
 
     /// Applies every op in one transaction, or none of them.
-    async fn apply_all(&self, ops: &[(&Op, Option<&str>)]) -> Result<Vec<Accepted>> {
+    async fn apply_all(&self, ops: &[(&Op, &WriteMeta)]) -> Result<Vec<Accepted>> {
         let txn = self.writer.begin().await?;
         let mut out = Vec::with_capacity(ops.len());
-        for (op, trace) in ops {
-            out.push(self.apply(&txn, op, *trace).await?);
+        for (op, meta) in ops {
+            let link = meta.idempotency.as_ref();
+            if let Some(state) = match link {
+                Some(link) => earlier(&txn, link).await?,
+                None => None,
+            } {
+                out.push(Accepted::Earlier(state));
+                continue;
+            }
+            let accepted = self.apply(&txn, op, meta.trace.as_deref()).await?;
+            if let Some(link) = link {
+                record(&txn, link, &accepted).await?;
+            }
+            out.push(accepted);
         }
         txn.commit().await?;
         Ok(out)
@@ -314,6 +370,39 @@ async fn next(
     Ok(first)
 }
 
+/// The state an earlier run under this idempotency record accepted.
+async fn earlier(txn: &DatabaseTransaction, link: &Link) -> Result<Option<String>> {
+    #[derive(FromQueryResult)]
+    struct Earlier {
+        accepted: Option<String>,
+    }
+    let (scope, key) = idempotency::sqlite_record_id(&link.key);
+    let row = Earlier::find_by_statement(stmt(
+        "SELECT accepted FROM idempotency_keys WHERE scope = ? AND key = ?",
+        vec![scope.into(), key.into()],
+    ))
+    .one(txn)
+    .await?;
+    Ok(row.and_then(|r| r.accepted))
+}
+
+/// Records the accepted state in the idempotency record, in the write's
+/// own transaction.
+async fn record(txn: &DatabaseTransaction, link: &Link, accepted: &Accepted) -> Result<()> {
+    let state = match accepted {
+        Accepted::Chat(row) => serde_json::to_string(row)?,
+        Accepted::Message(row) => serde_json::to_string(row)?,
+        Accepted::Earlier(state) => state.clone(),
+    };
+    let (scope, key) = idempotency::sqlite_record_id(&link.key);
+    txn.execute_raw(stmt(
+        "UPDATE idempotency_keys SET accepted = ? WHERE scope = ? AND key = ?",
+        vec![state.into(), scope.into(), key.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// The application's next version: `max(last + 1, now in µs)`.
 async fn version(txn: &DatabaseTransaction, app_id: i64) -> Result<i64> {
     let now = crate::time::now_micros();
@@ -352,28 +441,24 @@ impl Intake for SqliteIntake {
         &self,
         app_id: i64,
         name: Option<String>,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<ChatRow> {
-        match self.submit(Op::CreateChat { app_id, name }, trace).await? {
-            Accepted::Chat(row) => Ok(row),
-            Accepted::Message(_) => unreachable!("a chat op yields a chat"),
-        }
+        self.submit(Op::CreateChat { app_id, name }, meta)
+            .await?
+            .chat()
     }
 
     async fn update_chat(
         &self,
         current: &ChatRow,
         name: Option<String>,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<ChatRow> {
         let op = Op::UpdateChat {
             current: current.clone(),
             name,
         };
-        match self.submit(op, trace).await? {
-            Accepted::Chat(row) => Ok(row),
-            Accepted::Message(_) => unreachable!("a chat op yields a chat"),
-        }
+        self.submit(op, meta).await?.chat()
     }
 
     async fn create_message(
@@ -381,33 +466,48 @@ impl Intake for SqliteIntake {
         app_id: i64,
         chat_number: i64,
         body: String,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<MessageRow> {
         let op = Op::CreateMessage {
             app_id,
             chat_number,
             body,
         };
-        match self.submit(op, trace).await? {
-            Accepted::Message(row) => Ok(row),
-            Accepted::Chat(_) => unreachable!("a message op yields a message"),
-        }
+        self.submit(op, meta).await?.message()
     }
 
     async fn update_message(
         &self,
         current: &MessageRow,
         body: String,
-        trace: Option<String>,
+        meta: WriteMeta,
     ) -> Result<MessageRow> {
         let op = Op::UpdateMessage {
             current: current.clone(),
             body,
         };
-        match self.submit(op, trace).await? {
-            Accepted::Message(row) => Ok(row),
-            Accepted::Chat(_) => unreachable!("a message op yields a message"),
-        }
+        self.submit(op, meta).await?.message()
+    }
+
+    async fn forget_chats(&self, persisted: &[ChatRow]) -> Result<()> {
+        let entries: Vec<(String, i64)> = persisted
+            .iter()
+            .map(|r| (chat_scope(r.application_id, r.number), r.version))
+            .collect();
+        self.forget(&entries).await
+    }
+
+    async fn forget_messages(&self, persisted: &[MessageRow]) -> Result<()> {
+        let entries: Vec<(String, i64)> = persisted
+            .iter()
+            .map(|r| {
+                (
+                    message_scope(r.application_id, r.chat_number, r.number),
+                    r.version,
+                )
+            })
+            .collect();
+        self.forget(&entries).await
     }
 
     async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>> {

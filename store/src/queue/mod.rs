@@ -27,7 +27,6 @@ mod sqlite_table;
 
 pub use listing::{JobPage, JobRecord, JobSearch, JobState, Resource};
 
-pub(crate) use redis_streams::connection_manager as redis_connection_manager;
 pub use redis_streams::{DONE_PAYLOAD_MAX, RedisStreamQueue};
 pub use sqlite_table::SqliteQueue;
 
@@ -49,6 +48,15 @@ impl QueueName {
             QueueName::Messages => "messages",
             QueueName::Index => "index",
         }
+    }
+
+    /// Whether a job of this queue can hold the only copy of a write a
+    /// client was told was accepted (a chat or message not yet in the
+    /// database). Such a job is never dropped by a retention or a cap: once
+    /// dead, it waits for an operator. An index job only repeats what the
+    /// database already holds (the drift check repairs the index).
+    pub fn holds_accepted_writes(self) -> bool {
+        matches!(self, QueueName::Chats | QueueName::Messages)
     }
 
     /// The name of a span that sends a job here, in OpenTelemetry's
@@ -246,6 +254,18 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Settles a job as failed for good, keeping its failure history.
     async fn bury(&self, queue: QueueName, job: &Claimed, error: &str) -> Result<()>;
 
+    /// Hands jobs back to be claimed again after `delay`, as they were: no
+    /// attempt is spent and no failure recorded. For jobs that could not
+    /// run because a backend they need is down, which says nothing about
+    /// the jobs themselves.
+    async fn defer(&self, queue: QueueName, jobs: &[Claimed], delay: Duration) -> Result<()>;
+
+    /// Extends the lease of jobs `consumer` still holds, so a job that waits
+    /// longer than the lease (a slow batch, a backend outage) is not taken
+    /// over from a live worker. Jobs no longer held by `consumer` are left
+    /// alone. Returns how many were renewed.
+    async fn renew(&self, queue: QueueName, consumer: &str, ids: &[String]) -> Result<usize>;
+
     async fn stats(&self, queue: QueueName) -> Result<QueueStats>;
 
     /// The newest buried jobs, newest first.
@@ -290,9 +310,11 @@ pub trait JobQueue: Send + Sync + 'static {
         scan_newest(self, queue, search, scan, limit).await
     }
 
-    /// Removes done and dead records older than their retention (and, for
-    /// a backend that does not cap them as it writes, done records beyond
-    /// the cap).
+    /// Removes done records older than their retention (and, for a backend
+    /// that does not cap them as it writes, done records beyond the cap),
+    /// and dead records older than theirs, except on queues whose jobs
+    /// [hold accepted writes](QueueName::holds_accepted_writes): those stay
+    /// until an operator retries or discards them.
     async fn trim(&self, queue: QueueName, retention: Retention) -> Result<Trimmed>;
 
     /// Answers when the queue's server answers.

@@ -25,7 +25,7 @@ use std::{
 use async_trait::async_trait;
 use redis::{
     AsyncCommands, Client, Script, Value,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    aio::{ConnectionManager, MultiplexedConnection},
     streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
 };
 use serde::{Deserialize, Serialize};
@@ -34,7 +34,10 @@ use super::{
     Claimed, DeadJob, Failure, JobPage, JobQueue, JobRecord, JobState, QueueName, QueueStats,
     Retention, Trimmed,
 };
-use crate::error::{Result, StoreError};
+use crate::{
+    error::{Result, StoreError},
+    redis_link,
+};
 
 const GROUP: &str = "workers";
 /// How many due retries one promotion call moves back to the stream.
@@ -81,30 +84,54 @@ return #ids
 /// failures, trace, enqueued at, worker, started (claimed) at, ready at.
 const DONE_FIELDS: usize = 8;
 
-/// Moves a failed job to the retry set, atomically with its ack, so it is
-/// never both pending and scheduled.
-const RETRY: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-return 1
+/// Moves jobs to the retry set, each atomically with its ack, so a job is
+/// never both pending and scheduled. ARGV: group, then per job its id, due
+/// time and retry-set member. Only a job this consumer group still holds
+/// is moved: one settled meanwhile (taken over and acked) stays settled.
+const LATER: &str = r#"
+local n = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n
 "#;
 
-/// Moves a job to the dead stream with its history. ARGV: group, id, cap,
-/// then the record's fields as name, value pairs; empty values are left
-/// out.
+/// Moves a job to the dead stream with its history. ARGV: group, id, then
+/// the record's fields as name, value pairs; empty values are left out.
+/// Uncapped: a dead job may hold an accepted write, and only an operator
+/// may drop one (`trim` applies the retention where none is held).
 const BURY: &str = r#"
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 local fields = {'id', ARGV[2]}
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   if ARGV[i + 1] ~= '' then
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
   end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
+"#;
+
+/// Resets the idle time of the entries ARGV[3..] that consumer ARGV[2]
+/// still owns in group ARGV[1], so they are not taken over; `JUSTID`
+/// leaves their delivery count alone. Entries owned by another consumer
+/// (taken over already) or settled are skipped.
+const RENEW: &str = r#"
+local n = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
 "#;
 
 /// Re-appends unsettled entries as fresh ones (same payload, attempt and
@@ -182,7 +209,6 @@ pub struct RedisStreamQueue {
     conn: ConnectionManager,
     prefix: String,
     claim_idle: Duration,
-    dead_cap: usize,
     done_cap: usize,
     /// Consumers that own nothing and have been idle this long are removed
     /// from the group, so names from past processes do not pile up.
@@ -199,7 +225,8 @@ pub struct RedisStreamQueue {
 struct Scripts {
     ack: Script,
     handback: Script,
-    retry: Script,
+    later: Script,
+    renew: Script,
     bury: Script,
     promote: Script,
     revive: Script,
@@ -207,21 +234,21 @@ struct Scripts {
 
 impl RedisStreamQueue {
     pub async fn connect(url: &str, prefix: &str, claim_idle: Duration) -> Result<Arc<Self>> {
-        let client = Client::open(url)?;
-        let conn = connection_manager(&client).await?;
+        let client = redis_link::client(url)?;
+        let conn = redis_link::manager(&client).await?;
         Ok(Arc::new(Self {
             client,
             conn,
             prefix: prefix.to_owned(),
             claim_idle,
-            dead_cap: 100_000,
             done_cap: 10_000,
             prune_idle: Duration::from_secs(600),
             last_prune: Mutex::new(HashMap::new()),
             scripts: Scripts {
                 ack: Script::new(ACK),
                 handback: Script::new(HANDBACK),
-                retry: Script::new(RETRY),
+                later: Script::new(LATER),
+                renew: Script::new(RENEW),
                 bury: Script::new(BURY),
                 promote: Script::new(PROMOTE),
                 revive: Script::new(REVIVE),
@@ -230,14 +257,6 @@ impl RedisStreamQueue {
             last_sweep: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
         }))
-    }
-
-    /// Caps the dead-letter stream at about `cap` entries (default 100,000).
-    pub fn with_dead_cap(mut self: Arc<Self>, cap: usize) -> Arc<Self> {
-        Arc::get_mut(&mut self)
-            .expect("set the cap before sharing")
-            .dead_cap = cap;
-        self
     }
 
     /// Caps the done stream at about `cap` entries (default 10,000); 0
@@ -294,16 +313,11 @@ impl RedisStreamQueue {
         Ok(())
     }
 
-    async fn reader(&self, consumer: &str) -> Result<MultiplexedConnection> {
+    async fn reader(&self, consumer: &str, wait: Duration) -> Result<MultiplexedConnection> {
         if let Some(c) = self.readers.lock().unwrap().get(consumer) {
             return Ok(c.clone());
         }
-        // No response timeout: the read blocks on purpose, bounded by BLOCK.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = redis_link::dedicated(&self.client, wait).await?;
         self.readers
             .lock()
             .unwrap()
@@ -388,6 +402,34 @@ impl RedisStreamQueue {
         }
     }
 
+    /// Moves each job to the retry set, due after `delay`, as the member
+    /// it becomes: its payload, the attempt it will run as, and its
+    /// failures.
+    async fn later(
+        &self,
+        queue: QueueName,
+        jobs: &[(&Claimed, u32, String)],
+        delay: Duration,
+    ) -> Result<()> {
+        let due = crate::now_millis() + delay.as_millis() as i64;
+        let mut call = self.scripts.later.key(self.stream_key(queue));
+        call.key(self.key(queue, "retry")).arg(GROUP);
+        for (job, attempt, failures) in jobs {
+            let member = serde_json::to_string(&RetryMember {
+                p: &job.payload,
+                a: attempt.to_string(),
+                f: failures.clone(),
+                t: job.trace.as_deref(),
+                e: job.enqueued_at.to_string(),
+                u: &job.id,
+            })?;
+            call.arg(&job.id).arg(due).arg(member);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = call.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
     async fn take_over_expired(
         &self,
         q: QueueName,
@@ -447,8 +489,8 @@ impl RedisStreamQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Claimed>> {
-        let mut conn = self.reader(consumer).await?;
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        let mut conn = self.reader(consumer, wait).await?;
+        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
             .arg(consumer)
@@ -460,7 +502,16 @@ impl RedisStreamQueue {
             .arg(self.stream_key(q))
             .arg(">")
             .query_async(&mut conn)
-            .await?;
+            .await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                // This connection is dedicated and never reconnects by
+                // itself: after any failure, the next read opens a new one.
+                self.readers.lock().unwrap().remove(consumer);
+                return Err(e.into());
+            }
+        };
         let Some(reply) = reply else {
             return Ok(Vec::new());
         };
@@ -471,16 +522,6 @@ impl RedisStreamQueue {
             .map(|e| decode_entry(e, consumer))
             .collect()
     }
-}
-
-pub(crate) async fn connection_manager(client: &Client) -> Result<ConnectionManager> {
-    // redis-rs defaults to a 500 ms response timeout, which turns one slow
-    // script into a fatal error; allow a few seconds instead.
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(3);
-    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
 }
 
 fn field(entry: &StreamId, name: &str) -> Result<String> {
@@ -882,28 +923,32 @@ impl JobQueue for RedisStreamQueue {
         delay: Duration,
     ) -> Result<()> {
         let failures = serde_json::to_string(&job.with_failure(error))?;
-        let member = serde_json::to_string(&RetryMember {
-            p: &job.payload,
-            a: (job.attempt + 1).to_string(),
-            f: failures,
-            t: job.trace.as_deref(),
-            e: job.enqueued_at.to_string(),
-            u: &job.id,
-        })?;
-        let due = crate::now_millis() + delay.as_millis() as i64;
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .scripts
-            .retry
-            .key(self.stream_key(queue))
-            .key(self.key(queue, "retry"))
-            .arg(GROUP)
-            .arg(&job.id)
-            .arg(due)
-            .arg(member)
-            .invoke_async(&mut conn)
-            .await?;
+        self.later(queue, &[(job, job.attempt + 1, failures)], delay)
+            .await
+    }
+
+    async fn defer(&self, queue: QueueName, jobs: &[Claimed], delay: Duration) -> Result<()> {
+        let mut later = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let failures = serde_json::to_string(&job.failures)?;
+            later.push((job, job.attempt, failures));
+        }
+        for chunk in later.chunks(500) {
+            self.later(queue, chunk, delay).await?;
+        }
         Ok(())
+    }
+
+    async fn renew(&self, queue: QueueName, consumer: &str, ids: &[String]) -> Result<usize> {
+        let mut renewed = 0;
+        let mut conn = self.conn.clone();
+        for chunk in ids.chunks(500) {
+            let mut call = self.scripts.renew.key(self.stream_key(queue));
+            call.arg(GROUP).arg(consumer).arg(chunk);
+            let n: usize = call.invoke_async(&mut conn).await?;
+            renewed += n;
+        }
+        Ok(renewed)
     }
 
     async fn bury(&self, queue: QueueName, job: &Claimed, error: &str) -> Result<()> {
@@ -916,7 +961,6 @@ impl JobQueue for RedisStreamQueue {
             .key(self.key(queue, "dead"))
             .arg(GROUP)
             .arg(&job.id)
-            .arg(self.dead_cap)
             .arg(
                 &[
                     "p",
@@ -975,12 +1019,16 @@ impl JobQueue for RedisStreamQueue {
         let mut conn = self.conn.clone();
         // Exact MINID, not `~`: an approximate trim keeps whole radix nodes,
         // so records past their retention could linger indefinitely.
-        let (done, dead): (u64, u64) = redis::pipe()
-            .cmd("XTRIM")
+        let done: u64 = redis::cmd("XTRIM")
             .arg(self.key(queue, "done"))
             .arg("MINID")
             .arg(cutoff(retention.done))
-            .cmd("XTRIM")
+            .query_async(&mut conn)
+            .await?;
+        if queue.holds_accepted_writes() {
+            return Ok(Trimmed { done, dead: 0 });
+        }
+        let dead: u64 = redis::cmd("XTRIM")
             .arg(self.key(queue, "dead"))
             .arg("MINID")
             .arg(cutoff(retention.dead))

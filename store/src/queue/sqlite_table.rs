@@ -417,6 +417,58 @@ impl JobQueue for SqliteQueue {
         .await
     }
 
+    async fn defer(&self, _queue: QueueName, jobs: &[Claimed], delay: Duration) -> Result<()> {
+        let run_at = crate::now_millis() + delay.as_millis() as i64;
+        for chunk in jobs.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut values: Vec<Value> = vec![run_at.into()];
+            values.extend(
+                chunk
+                    .iter()
+                    .map(|job| job.id.parse::<i64>().unwrap_or(-1).into()),
+            );
+            // Clearing the lease owner is what keeps the next claim from
+            // counting this delivery as an attempt.
+            self.exec(
+                &format!(
+                    "UPDATE queue_jobs SET run_at = ?, lease_owner = NULL, lease_until = NULL \
+                     WHERE id IN ({marks}) AND dead = {LIVE}"
+                ),
+                values,
+            )
+            .await?;
+        }
+        self.notify();
+        Ok(())
+    }
+
+    async fn renew(&self, _queue: QueueName, consumer: &str, ids: &[String]) -> Result<usize> {
+        let until = crate::now_millis() + self.lease.as_millis() as i64;
+        let mut renewed = 0;
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut values: Vec<Value> = vec![until.into(), consumer.into()];
+            values.extend(
+                chunk
+                    .iter()
+                    .map(|id| id.parse::<i64>().unwrap_or(-1).into()),
+            );
+            let done = self
+                .writer
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    format!(
+                        "UPDATE queue_jobs SET lease_until = ? \
+                         WHERE lease_owner = ? AND dead = {LIVE} AND id IN ({marks})"
+                    ),
+                    values,
+                ))
+                .await?;
+            renewed += done.rows_affected() as usize;
+        }
+        Ok(renewed)
+    }
+
     async fn bury(&self, _queue: QueueName, job: &Claimed, error: &str) -> Result<()> {
         let failures = serde_json::to_string(&job.with_failure(error))?;
         self.exec(
@@ -483,6 +535,9 @@ impl JobQueue for SqliteQueue {
             .trim_settled(queue, DONE, cutoff(retention.done))
             .await?;
         done += self.trim_beyond_cap(queue).await?;
+        if queue.holds_accepted_writes() {
+            return Ok(Trimmed { done, dead: 0 });
+        }
         let dead = self
             .trim_settled(queue, DEAD, cutoff(retention.dead))
             .await?;

@@ -2,7 +2,7 @@
 //! all of a request's keys checked by one script against Redis's own
 //! clock, so API processes on different hosts agree.
 use async_trait::async_trait;
-use redis::{Client, Script, aio::ConnectionManager};
+use redis::{Script, aio::ConnectionManager};
 
 use super::{Limit, RateLimiter, Verdict, verdict};
 use crate::error::Result;
@@ -63,9 +63,9 @@ pub struct RedisRateLimiter {
 
 impl RedisRateLimiter {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client = Client::open(url)?;
+        let client = crate::redis_link::client(url)?;
         Ok(Self {
-            conn: crate::queue::redis_connection_manager(&client).await?,
+            conn: crate::redis_link::manager(&client).await?,
             prefix: prefix.to_owned(),
             script: Script::new(&format!("{GCRA_LUA}{CHECK}")),
         })

@@ -43,9 +43,31 @@ fn view(m: application::Model) -> ApplicationView {
 }
 
 pub async fn create(db: &DatabaseConnection, name: &str) -> Result<ApplicationView> {
+    create_as(db, name, &new_token()).await
+}
+
+/// Creates the application with this token, or returns the one that has
+/// it: a request sent again under its `Idempotency-Key` plans the same
+/// token, and must find the application its first run created.
+pub async fn create_as(
+    db: &DatabaseConnection,
+    name: &str,
+    token: &str,
+) -> Result<ApplicationView> {
+    if let Some(app) = find_by_token(db, token).await? {
+        return Ok(app);
+    }
+    match insert(db, name, token).await {
+        Ok(app) => Ok(app),
+        // The first run's insert landed meanwhile.
+        Err(e) => find_by_token(db, token).await?.ok_or(e),
+    }
+}
+
+async fn insert(db: &DatabaseConnection, name: &str, token: &str) -> Result<ApplicationView> {
     let now = crate::now();
     let model = application::ActiveModel {
-        token: Set(new_token()),
+        token: Set(token.to_owned()),
         name: Set(name.to_owned()),
         chats_count: Set(0),
         created_at: Set(now),

@@ -8,6 +8,7 @@
 //! forward`) is spelled differently on MySQL and SQLite.
 pub mod applications;
 pub mod audit;
+pub mod ceilings;
 pub mod chats;
 pub mod counts;
 pub mod messages;

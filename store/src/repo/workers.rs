@@ -23,6 +23,9 @@ pub struct WorkerBeat {
     /// Jobs settled since the worker started, failures included.
     pub processed: i64,
     pub failed: i64,
+    /// Why the worker is not claiming work, while it waits out an outage of
+    /// a backend it writes to ("database unavailable since …: …").
+    pub paused: Option<String>,
 }
 
 /// Inserts or refreshes the worker's row.
@@ -32,19 +35,19 @@ pub async fn beat(db: &impl ConnectionTrait, w: &WorkerBeat) -> Result<()> {
         DbBackend::Sqlite => {
             "ON CONFLICT (name) DO UPDATE SET beat_at = excluded.beat_at, \
              in_flight = excluded.in_flight, processed = excluded.processed, \
-             failed = excluded.failed"
+             failed = excluded.failed, paused = excluded.paused"
         }
         _ => {
             "ON DUPLICATE KEY UPDATE beat_at = VALUES(beat_at), in_flight = VALUES(in_flight), \
-             processed = VALUES(processed), failed = VALUES(failed)"
+             processed = VALUES(processed), failed = VALUES(failed), paused = VALUES(paused)"
         }
     };
     db.execute_raw(Statement::from_sql_and_values(
         backend,
         format!(
             "INSERT INTO job_workers \
-               (name, queue, host, pid, started_at, beat_at, in_flight, processed, failed) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {upsert}"
+               (name, queue, host, pid, started_at, beat_at, in_flight, processed, failed, paused) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {upsert}"
         ),
         [
             w.name.clone().into(),
@@ -56,6 +59,7 @@ pub async fn beat(db: &impl ConnectionTrait, w: &WorkerBeat) -> Result<()> {
             w.in_flight.into(),
             w.processed.into(),
             w.failed.into(),
+            w.paused.clone().into(),
         ],
     ))
     .await?;
@@ -77,7 +81,7 @@ pub async fn gone(db: &impl ConnectionTrait, name: &str) -> Result<()> {
 pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<WorkerBeat>> {
     Ok(WorkerBeat::find_by_statement(Statement::from_string(
         db.get_database_backend(),
-        "SELECT name, queue, host, pid, started_at, beat_at, in_flight, processed, failed \
+        "SELECT name, queue, host, pid, started_at, beat_at, in_flight, processed, failed, paused \
          FROM job_workers ORDER BY queue, name",
     ))
     .all(db)

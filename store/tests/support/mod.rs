@@ -331,7 +331,72 @@ pub async fn jobs_are_listed_by_state_and_found(q: &dyn chat_store::queue::JobQu
     let stats = q.stats(Q).await.unwrap();
     assert_eq!(
         (stats.done, stats.dead),
-        (0, 0),
-        "trimmed records leave the counts"
+        (0, 1),
+        "trimmed done records leave the counts; a dead message job stays"
     );
+}
+
+/// A job handed back because its backend was down comes back unchanged:
+/// same attempt, no failure recorded, and claimable once its delay passed.
+pub async fn a_deferred_job_spends_no_attempt(q: &dyn chat_store::queue::JobQueue) {
+    use chat_store::queue::QueueName;
+    const Q: QueueName = QueueName::Messages;
+    q.enqueue(Q, "{\"deferred\":1}".into()).await.unwrap();
+    let wait = Duration::from_millis(100);
+    let jobs = q.claim(Q, "a", 10, wait).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    q.defer(Q, &jobs, Duration::from_millis(300)).await.unwrap();
+    assert!(
+        q.claim(Q, "a", 10, wait).await.unwrap().is_empty(),
+        "not claimable before its delay"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut again = Vec::new();
+    for _ in 0..20 {
+        again = q.claim(Q, "b", 10, wait).await.unwrap();
+        if !again.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(again.len(), 1, "claimable once its delay passed");
+    assert_eq!(again[0].payload, "{\"deferred\":1}");
+    assert_eq!(again[0].attempt, 1, "a hand-back spends no attempt");
+    assert!(again[0].failures.is_empty(), "and records no failure");
+    q.ack(Q, &again).await.unwrap();
+}
+
+/// A renewed lease keeps a job from being taken over, and renewing a job
+/// another consumer holds leaves it with that consumer.
+pub async fn a_renewed_job_is_not_taken_over(q: &dyn chat_store::queue::JobQueue, lease: Duration) {
+    use chat_store::queue::QueueName;
+    const Q: QueueName = QueueName::Chats;
+    q.enqueue(Q, "{\"held\":1}".into()).await.unwrap();
+    let wait = Duration::from_millis(50);
+    let held = q.claim(Q, "holder", 10, wait).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let ids = vec![held[0].id.clone()];
+    let until = std::time::Instant::now() + lease * 3;
+    while std::time::Instant::now() < until {
+        assert_eq!(q.renew(Q, "holder", &ids).await.unwrap(), 1);
+        let taken = q.claim(Q, "thief", 10, wait).await.unwrap();
+        assert!(taken.is_empty(), "a renewed job was taken over");
+        tokio::time::sleep(lease / 4).await;
+    }
+    // Left alone, the lease lapses and another consumer takes it over.
+    tokio::time::sleep(lease + lease / 2).await;
+    let mut taken = Vec::new();
+    for _ in 0..20 {
+        taken = q.claim(Q, "thief", 10, wait).await.unwrap();
+        if !taken.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(taken.len(), 1, "an unrenewed lease lapses");
+    assert_eq!(taken[0].attempt, 2, "a takeover counts as an attempt");
+    assert_eq!(
+        q.renew(Q, "holder", &ids).await.unwrap(),
+        0,
+        "the old holder cannot renew a job taken from it"
+    );
+    q.ack(Q, &taken).await.unwrap();
 }

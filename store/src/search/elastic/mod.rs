@@ -35,8 +35,9 @@ pub mod mapping;
 const FIRST_GENERATION: &str = "g1";
 /// Numbers listed per request when comparing a chat with the database.
 const NUMBERS_PAGE: usize = 5_000;
-/// A hung node must not hold an index job forever: it fails and retries.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A hung node must not hold an index job for long: the request fails as
+/// an outage, and the index workers pause until the node answers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Elastic {
     client: Elasticsearch,
@@ -55,12 +56,15 @@ struct Reply {
 impl Reply {
     fn ok(self, what: &str) -> Result<Value> {
         if self.status.is_success() {
-            Ok(self.body)
+            return Ok(self.body);
+        }
+        let message = format!("{what}: {} {}", self.status, self.body);
+        // Overloaded or failing nodes pass; anything else is about the
+        // request.
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error() {
+            Err(StoreError::SearchUnavailable(message))
         } else {
-            Err(StoreError::Search(format!(
-                "{what}: {} {}",
-                self.status, self.body
-            )))
+            Err(StoreError::Search(message))
         }
     }
 
@@ -98,6 +102,16 @@ impl Elastic {
     }
 
     async fn send(&self, method: Method, path: &str, body: Option<String>) -> Result<Reply> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Result<Reply> {
         let mut headers = HeaderMap::new();
         if path.ends_with("_bulk") {
             headers.insert(
@@ -107,7 +121,14 @@ impl Elastic {
         }
         let response = self
             .client
-            .send(method, path, headers, None::<&()>, body, None)
+            .send(
+                method,
+                path,
+                headers,
+                (!query.is_empty()).then_some(query),
+                body,
+                None,
+            )
             .await
             .map_err(|e| StoreError::Unavailable(format!("elasticsearch: {e}")))?;
         let status = response.status_code();
@@ -170,8 +191,16 @@ impl Elastic {
             db.operation.batch.size = rows.len() as i64,
             http.request.method = "POST",
         );
+        // Writes through the alias require it to be an alias: on a wiped
+        // cluster, a write to the bare name would otherwise create a
+        // concrete index of that name with a guessed mapping.
+        let query: &[(&str, &str)] = if index == self.alias {
+            &[("require_alias", "true")]
+        } else {
+            &[]
+        };
         let reply = self
-            .send(Method::Post, "/_bulk", Some(dsl::bulk(index, rows)))
+            .send_with(Method::Post, "/_bulk", query, Some(dsl::bulk(index, rows)))
             .instrument(span.clone())
             .await;
         let body = reply.and_then(|r| r.ok("bulk"));
@@ -183,6 +212,7 @@ impl Elastic {
             return Ok(());
         }
         let mut missing_index = false;
+        let mut overloaded = false;
         let mut failures = Vec::new();
         for item in body["items"].as_array().into_iter().flatten() {
             let result = &item["index"];
@@ -195,6 +225,7 @@ impl Elastic {
                     if result["error"]["type"] == "index_not_found_exception" {
                         missing_index = true;
                     }
+                    overloaded |= status == 429 || status >= 500;
                     failures.push(result["error"].to_string());
                 }
             }
@@ -205,12 +236,20 @@ impl Elastic {
         if missing_index {
             self.ensured.store(false, Ordering::Relaxed);
         }
-        Err(StoreError::Search(format!(
+        let message = format!(
             "bulk: {} of {} documents failed, first: {}",
             failures.len(),
             rows.len(),
             failures[0]
-        )))
+        );
+        // A wiped cluster (the alias gone) or an overloaded one is an
+        // outage: the next `ensure` recreates the index, and the jobs wait
+        // without spending attempts.
+        if missing_index || overloaded {
+            Err(StoreError::SearchUnavailable(message))
+        } else {
+            Err(StoreError::Search(message))
+        }
     }
 }
 

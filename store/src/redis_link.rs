@@ -1,0 +1,184 @@
+//! Connections to Redis that heal, and what a Redis error means for the
+//! request that met it.
+//!
+//! Every connection this crate opens:
+//! - speaks RESP3, so a connection the server closed (a restart, a
+//!   `CLIENT KILL`) is noticed as soon as its socket reads end-of-file and
+//!   replaced in the background, before the next command needs it: over
+//!   RESP2 the next command would fail first, with an error that cannot
+//!   tell "never sent" from "sent, and the answer lost";
+//! - has TCP keepalive and `TCP_USER_TIMEOUT`, so a peer that vanished
+//!   without closing the socket is noticed even by an idle connection;
+//! - has a response timeout, so a frozen server cannot hang a caller.
+//!
+//! [`Outcome`] sorts errors into "nothing ran" (safe to send again),
+//! "unknown" (the command may have run) and the rest.
+use std::{future::Future, time::Duration};
+
+use redis::{
+    Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisError, ServerErrorKind,
+    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    io::tcp::{TcpSettings, socket2::TcpKeepalive},
+};
+
+use crate::error::{Result, StoreError};
+
+/// How long a command may wait for its answer. Long enough for a large
+/// script (an accept group, a housekeeping trim), short enough that a
+/// frozen server shows up as an outage within seconds.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long reconnecting may take per attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client whose connections carry the settings above.
+pub fn client(url: &str) -> Result<Client> {
+    let info: ConnectionInfo = url.into_connection_info()?;
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    // Data sent but not acknowledged for this long fails the connection:
+    // the kernel would otherwise retransmit to a vanished host for ~15 min.
+    let tcp = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(15));
+    let redis = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let info = info.set_tcp_settings(tcp).set_redis_settings(redis);
+    Ok(Client::open(info)?)
+}
+
+/// A shared, self-reconnecting connection for ordinary commands.
+pub async fn manager(client: &Client) -> Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(1))
+        .set_number_of_retries(2);
+    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
+}
+
+/// A connection of its own, for a blocking read that would stall every
+/// other command sharing it. `block` is how long the read may block; the
+/// answer may take that much longer than an ordinary one.
+pub async fn dedicated(client: &Client, block: Duration) -> Result<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+/// What a failed command did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing ran: the connection could not be made, or the server
+    /// refused the command before running it (loading its data, a replica,
+    /// out of memory, busy). Sending it again is safe.
+    NotRun,
+    /// The command was sent and its answer never came: it may have run.
+    Unknown,
+    /// The server ran it and answered with an error, or the answer could
+    /// not be read: a fault of the command or of this code.
+    Failed,
+}
+
+impl Outcome {
+    pub fn of(e: &RedisError) -> Outcome {
+        if e.is_connection_refusal() {
+            return Outcome::NotRun;
+        }
+        if let redis::ErrorKind::Server(kind) = e.kind()
+            && refused_before_running(kind)
+        {
+            return Outcome::NotRun;
+        }
+        if matches!(e.code(), Some("OOM" | "MISCONF" | "BUSY" | "NOREPLICAS")) {
+            return Outcome::NotRun;
+        }
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            return Outcome::Unknown;
+        }
+        Outcome::Failed
+    }
+}
+
+fn refused_before_running(kind: ServerErrorKind) -> bool {
+    matches!(
+        kind,
+        ServerErrorKind::BusyLoading
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::ReadOnly
+    )
+}
+
+/// Whether Redis is out of reach or not serving, as opposed to a fault of
+/// the command: the request may be tried again later.
+pub fn is_outage(e: &RedisError) -> bool {
+    Outcome::of(e) != Outcome::Failed
+}
+
+/// Runs `op` until it succeeds, fails with anything but [`Outcome::NotRun`],
+/// or `within` has passed: a restart of Redis (refused connections, then
+/// `LOADING` while it reads its data back) costs the caller a wait, not an
+/// error.
+pub async fn until_run<T, F, Fut>(within: Duration, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Outcome::of(&e) == Outcome::NotRun => {
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return Err(StoreError::Unavailable(format!("redis: {e}")));
+                }
+                tracing::debug!(error = %e, ?pause, "redis refused a command before running it; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: &str) -> RedisError {
+        redis::make_extension_error(code.to_owned(), Some("x".into()))
+    }
+
+    #[test]
+    fn refusals_before_running_are_safe_to_send_again() {
+        let refused: RedisError =
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert_eq!(Outcome::of(&refused), Outcome::NotRun);
+        assert_eq!(Outcome::of(&server_error("OOM")), Outcome::NotRun);
+        assert_eq!(Outcome::of(&server_error("MISCONF")), Outcome::NotRun);
+    }
+
+    #[test]
+    fn a_lost_answer_is_an_unknown_outcome() {
+        let dropped: RedisError = std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
+        assert_eq!(Outcome::of(&dropped), Outcome::Unknown);
+        let timeout: RedisError = std::io::Error::from(std::io::ErrorKind::TimedOut).into();
+        assert_eq!(Outcome::of(&timeout), Outcome::Unknown);
+    }
+
+    #[test]
+    fn a_script_error_is_a_failure() {
+        assert_eq!(Outcome::of(&server_error("WRONGTYPE")), Outcome::Failed);
+    }
+}
