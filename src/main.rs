@@ -15,13 +15,25 @@ mod roles;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long the runtime may take to wind down once every role has stopped
+/// (or been abandoned at `SHUTDOWN_TIMEOUT_SECS`): a blocking task still
+/// running (a search index commit, say) must not hold the exit.
+const RUNTIME_WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn main() -> anyhow::Result<()> {
     let cli = config::Cli::parse();
-    let telemetry =
-        chat_observability::init("info,sqlx=warn,sea_orm=warn", cli.settings.log_format());
-    let outcome = roles::run(cli).await;
-    // The batch processor's flush blocks; keep it off the runtime's workers.
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let telemetry =
+            chat_observability::init("info,sqlx=warn,sea_orm=warn", cli.settings.log_format());
+        let outcome = roles::run(cli).await;
+        // The batch processor's flush blocks; keep it off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        outcome
+    });
+    // Dropping a runtime waits for its blocking tasks without end.
+    runtime.shutdown_timeout(RUNTIME_WIND_DOWN);
     outcome
 }

@@ -226,6 +226,28 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
         let cookie = log_in(&app, "Grace <ops>").await;
         let (_, overview) = page(&app, &cookie, "/admin").await;
         assert!(overview.contains("data-field=\"dead\""));
+        // A dead message job holds an accepted write: the overview says so,
+        // and so does /metrics, for an alert.
+        assert!(overview.contains("id=\"dead-alert\""), "{overview}");
+        let metrics = app
+            .http
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("chat_queue_dead_alert{queue=\"messages\"} 1"),
+            "{metrics}"
+        );
+        // The distributed profile shows what Redis keeps across a crash.
+        assert_eq!(
+            overview.contains("id=\"redis\""),
+            profile == common::Profile::Distributed,
+            "{profile:?}"
+        );
         let (_, list) = page(&app, &cookie, "/admin/queues/messages/dead").await;
         let detail_path = format!("/admin/queues/messages/dead/{id}");
         assert!(list.contains(&detail_path), "{list}");

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p bench -- --profile embedded|distributed`
 //! `cargo run --release -p bench -- [--profile …] search|counts|overview`
+//! `cargo run --release -p bench -- faults [--messages N]`
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -112,6 +113,17 @@ enum Internal {
         #[arg(long, default_value_t = 50)]
         renders: usize,
     },
+    /// The fault suite of `tests/faults.rs`, long: `--messages` writes from
+    /// 64 clients while Redis, MariaDB, search and the workers fail in
+    /// cycles; prints each fault's figures and whether every accepted write
+    /// was persisted exactly once. Needs `OSMEM_SERVER`.
+    Faults {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        /// Keep the scenario's work dir (logs, data).
+        #[arg(long)]
+        keep: bool,
+    },
     /// The bare handler the POST path is compared with (started by the bench).
     #[command(hide = true)]
     LimitServer {
@@ -169,6 +181,22 @@ async fn main() -> anyhow::Result<()> {
             for r in &reports {
                 counts::print(r, chats, *messages);
             }
+            return Ok(());
+        }
+        Some(Internal::Faults { messages, keep }) => {
+            chat_faults::available().map_err(anyhow::Error::msg)?;
+            let osmem = std::env::var("OSMEM_SERVER")
+                .map_err(|_| anyhow::anyhow!("set OSMEM_SERVER (see README, Testing)"))?;
+            let chat = system::chat_binary(cli.chat_bin.clone())?;
+            let mut config = chat_faults::Config::long(chat, osmem, *messages);
+            config.keep_dir = *keep;
+            let report = chat_faults::run(config).await?;
+            println!("{report}");
+            anyhow::ensure!(
+                report.failures().is_empty(),
+                "{} properties violated",
+                report.failures().len()
+            );
             return Ok(());
         }
         Some(Internal::Overview { jobs, renders }) => {

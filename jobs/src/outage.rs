@@ -25,7 +25,9 @@ use tokio::time::Instant;
 /// The first pause before probing a backend found down; it doubles up to
 /// [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(250);
-const MAX_PAUSE: Duration = Duration::from_secs(15);
+/// Probes are one ping: cheap enough to keep a backend's return from
+/// waiting long for its workers.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How long a probe may take: a frozen server must fail it, not hang it.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -38,8 +38,7 @@ async fn live() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// 200 only when the database and the queue answer, and no worker of this
-/// process is waiting for a backend.
+/// 200 only when the database and the queue answer.
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -48,7 +47,9 @@ async fn live() -> Json<Status> {
     responses((status = 200, description = "The database and the queue answer", body = Status))
 )]
 async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    readiness(&state.backends).await
+    // Not the workers' pauses: an API that takes writes stays in rotation
+    // while search, say, is down (`/metrics` and the dashboard show those).
+    readiness(&state.backends, false).await
 }
 
 /// How long a probe waits for each backend: a frozen server must make the
@@ -56,8 +57,9 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The readiness answer of any role: its backends answer within
-/// [`PROBE_TIMEOUT`], and none of its workers is paused for a backend.
-async fn readiness(backends: &Backends) -> Result<Json<Status>, ApiError> {
+/// [`PROBE_TIMEOUT`], and, with `workers`, none of this process's workers
+/// is paused for a backend.
+async fn readiness(backends: &Backends, workers: bool) -> Result<Json<Status>, ApiError> {
     let timed = |what: &'static str, e: Option<String>| {
         e.map(|e| ApiError::Unavailable(format!("{what}: {e}")))
     };
@@ -78,7 +80,7 @@ async fn readiness(backends: &Backends) -> Result<Json<Status>, ApiError> {
     if let Some(e) = timed("database", db).or(timed("queue", queue)) {
         return Err(e);
     }
-    if let Some(outage) = health::current().into_iter().next() {
+    if let Some(outage) = health::current().into_iter().find(|_| workers) {
         return Err(ApiError::Unavailable(format!(
             "workers are paused: {} unavailable: {}",
             outage.backend, outage.error
@@ -94,7 +96,9 @@ pub(crate) fn probes(backends: Backends) -> axum::Router {
         .route("/health/live", axum::routing::get(live))
         .route(
             "/health/ready",
-            axum::routing::get(|State(b): State<Backends>| async move { readiness(&b).await }),
+            axum::routing::get(
+                |State(b): State<Backends>| async move { readiness(&b, true).await },
+            ),
         )
         .with_state(backends)
 }

@@ -31,6 +31,12 @@ pub(crate) struct Injector {
     pub prober: Arc<Prober>,
     pub t0: Instant,
     pub stop: Flag,
+    /// The workers' `METRICS_PORT` bases, asked during an outage whether
+    /// they report it.
+    pub workers: Vec<String>,
+    pub http: reqwest::Client,
+    /// What the workers said during the search outage.
+    pub outage_seen: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Injector {
@@ -131,8 +137,13 @@ impl Injector {
                 "SIGCONT".to_owned()
             }
             FaultKind::SearchDown => {
+                let seen = self.workers_report("search").await;
+                *self.outage_seen.lock().unwrap() = seen.clone();
                 self.servers.search.up().await?;
-                "SIGSTOP, then SIGCONT".to_owned()
+                format!(
+                    "SIGSTOP, then SIGCONT; workers said: {}",
+                    seen.as_deref().unwrap_or("nothing")
+                )
             }
             _ => unreachable!("instant faults are hits"),
         };
@@ -141,5 +152,28 @@ impl Injector {
         self.prober
             .spawn(window, ended, kind == FaultKind::SearchDown);
         Ok(())
+    }
+}
+
+impl Injector {
+    /// Whether a worker reports `backend` as down, in `/health/ready` (503
+    /// naming it) and in `/metrics` (`chat_backend_up` 0): what it said, or
+    /// `None` when no worker did.
+    async fn workers_report(&self, backend: &str) -> Option<String> {
+        let gauge = format!("chat_backend_up{{backend=\"{backend}\"}} 0");
+        for base in &self.workers {
+            let ready = self.http.get(format!("{base}/health/ready")).send().await;
+            let Ok(ready) = ready else { continue };
+            let status = ready.status().as_u16();
+            let body = ready.text().await.unwrap_or_default();
+            let metrics = match self.http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => continue,
+            };
+            if status == 503 && body.contains(backend) && metrics.contains(&gauge) {
+                return Some(format!("/health/ready {status}, {gauge}"));
+            }
+        }
+        None
     }
 }

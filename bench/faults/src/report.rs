@@ -90,6 +90,10 @@ pub struct Report {
 
     pub redis_before: RedisStats,
     pub redis_after: RedisStats,
+    /// With a search outage in the timeline: what a worker reported during
+    /// it (`/health/ready` 503 naming search, `chat_backend_up` 0), or
+    /// `Some(None)` when none did.
+    pub search_outage_reported: Option<Option<String>>,
     /// Jobs in each queue's dead state at the end, from `/metrics`.
     pub dead_jobs: BTreeMap<String, u64>,
     pub worker_kills: usize,
@@ -127,6 +131,9 @@ impl Report {
         );
         if self.accepted == 0 {
             out.push("no write was accepted at all".into());
+        }
+        if self.search_outage_reported == Some(None) {
+            out.push("no worker reported the search outage in /health/ready and /metrics".into());
         }
         match self.indexed {
             None => out.push("the search index could not be counted".into()),

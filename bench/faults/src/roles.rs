@@ -106,11 +106,21 @@ impl Roles {
             wait_http(&mut roles.apis[i].proc, http, &url).await?;
         }
         for w in &mut roles.workers {
-            // A worker has no health route; its metrics answer once it runs.
-            let url = format!("http://127.0.0.1:{}/metrics", w.port.unwrap_or_default());
+            let url = format!(
+                "http://127.0.0.1:{}/health/live",
+                w.port.unwrap_or_default()
+            );
             wait_http(&mut w.proc, http, &url).await?;
         }
         Ok(roles)
+    }
+
+    /// Where each worker serves `/metrics` and its health probes.
+    pub fn worker_bases(&self) -> Vec<String> {
+        self.workers
+            .iter()
+            .map(|w| format!("http://127.0.0.1:{}", w.port.unwrap_or_default()))
+            .collect()
     }
 
     pub fn api_bases(&self) -> Vec<String> {

@@ -79,6 +79,8 @@ pub async fn run(config: Config) -> Result<Report> {
     let windows = Arc::new(Windows::new(t0));
     let prober = Arc::new(Prober::new(api.clone(), ledger.clone(), probe_chat, t0));
     let stop = Flag::new();
+    let outage_seen = Arc::new(std::sync::Mutex::new(None));
+    let searched = timeline.search_outage > Duration::ZERO;
     let injector = Guarded::spawn(
         Injector {
             servers: Servers { redis, db, search },
@@ -86,6 +88,9 @@ pub async fn run(config: Config) -> Result<Report> {
             prober: prober.clone(),
             t0,
             stop: stop.clone(),
+            workers: roles.worker_bases(),
+            http: http.clone(),
+            outage_seen: outage_seen.clone(),
         }
         .run(timeline.plan()),
     );
@@ -209,6 +214,7 @@ pub async fn run(config: Config) -> Result<Report> {
     }
     report.redis_before = redis_before;
     report.redis_after = redis_after;
+    report.search_outage_reported = searched.then(|| outage_seen.lock().unwrap().clone());
     report.dead_jobs = dead_jobs;
     report_restart_errors(&supervision);
     report.worker_kills = supervision.worker_kills;

@@ -72,13 +72,20 @@ pub struct RedisIntake {
     raising: Arc<Mutex<HashSet<String>>>,
 }
 
-/// How far past `number` a counter's ceiling is raised: half the number
-/// again, between 16 and 1,024. A loss of Redis data skips at most this
-/// many numbers, so a small chat skips few; a busy counter costs one
-/// database write per 1,024 numbers.
+/// How far past `number` a counter's ceiling is raised: the number again,
+/// between 32 and 4,096. A loss of Redis data skips at most this many
+/// numbers, so a small chat skips few; a busy counter costs one database
+/// write per 4,096 numbers; and since a ceiling is raised when half a step
+/// is left, a counter can go on for at least half a step while the
+/// database is down.
 fn ceiling_step(number: i64) -> i64 {
-    (number / 2).clamp(16, 1_024)
+    number.clamp(32, 4_096)
 }
+
+/// Longest a write waits for the database to raise its ceiling; past it,
+/// the write is refused (nothing was written) instead of hanging on a
+/// database that does not answer.
+const CEILING_WAIT: Duration = Duration::from_secs(2);
 
 /// Tries of one accept through seeding and ceiling raises.
 const MAX_ACCEPT_TRIES: usize = 16;
@@ -237,7 +244,7 @@ impl RedisIntake {
                     // A ceiling running low is raised in the background, so
                     // a busy counter never waits for the database.
                     if let Some(counter) = &counter
-                        && accepted.room < ceiling_step(n)
+                        && accepted.room < ceiling_step(n) / 2
                     {
                         self.raise_ahead(counter, n);
                     }
@@ -319,7 +326,13 @@ impl RedisIntake {
             .await?;
         let next = current.unwrap_or(0) + 1;
         let target = next + ceiling_step(next);
-        let ceiling = repo::ceilings::raise(&self.db, &counter.ceiling_scope(), target).await?;
+        let scope = counter.ceiling_scope();
+        let raise = repo::ceilings::raise(&self.db, &scope, target);
+        let ceiling = tokio::time::timeout(CEILING_WAIT, raise)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("the database did not record a number ceiling".into())
+            })??;
         let _: i64 = Script::new(RAISE)
             .key(self.ceiling_key(counter))
             .arg(ceiling)
@@ -605,8 +618,8 @@ mod tests {
 
     #[test]
     fn small_counters_skip_little_and_busy_ones_write_rarely() {
-        assert_eq!(ceiling_step(1), 16);
-        assert_eq!(ceiling_step(100), 50);
-        assert_eq!(ceiling_step(1_000_000), 1_024);
+        assert_eq!(ceiling_step(1), 32);
+        assert_eq!(ceiling_step(100), 100);
+        assert_eq!(ceiling_step(1_000_000), 4_096);
     }
 }
