@@ -8,28 +8,33 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use chat_store::{
-    Backends, BackendsConfig,
+    Backends,
     idempotency::{Begin, Key, Scope},
     intake::WriteMeta,
 };
 use common::{App, Stack, profiles};
 use serde_json::{Value, json};
 
-async fn backends(stack: &Stack) -> Backends {
-    Backends::open(&BackendsConfig {
-        database_url: stack.database_url.clone(),
-        redis_url: stack.redis_url.clone(),
-        redis_prefix: stack.redis_prefix.clone(),
-        claim_idle: Duration::from_secs(15),
-        pending_ttl: Duration::from_secs(3600),
-        jobs_done_max: 10_000,
-        idempotency_retention: Duration::from_secs(3600),
-        search: chat_store::search::SearchConfig::Embedded {
-            dir: stack.data_dir.join("search-of-test"),
-        },
-    })
-    .await
-    .unwrap()
+/// Storage handles of the stack, and the id of the application `token`.
+async fn storage(stack: &Stack, token: &str) -> (Backends, i64) {
+    let b = stack.backends(Duration::from_secs(15)).await;
+    let id = chat_store::repo::applications::find_by_token(&b.db, token)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    (b, id)
+}
+
+/// The fingerprint the API computes for a JSON POST of `body` to `path`.
+fn print_of(path: &str, body: &Value) -> String {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    chat_api::idempotency::fingerprint(&Method::POST, &format!("/api/v1{path}"), &headers, &bytes)
 }
 
 async fn post(app: &App, path: &str, key: &str, body: &Value) -> reqwest::Response {
@@ -99,20 +104,8 @@ async fn a_key_in_use_answers_409_and_a_bad_key_400() {
         let chat = app.create_chat(&token).await;
         let path = format!("/applications/{token}/chats/{chat}/messages");
         let body = json!({ "body": "held" });
-        let bytes = serde_json::to_vec(&body).unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let print = chat_api::idempotency::fingerprint(
-            &Method::POST,
-            &format!("/api/v1{path}"),
-            &headers,
-            &bytes,
-        );
-        let b = backends(&stack).await;
-        let app_id = app_id_of(&b, &token).await;
+        let print = print_of(&path, &body);
+        let (b, app_id) = storage(&stack, &token).await;
         // Another process's run holds the key.
         let key = Key::new(Scope::Application(app_id), "held-key");
         let held = b
@@ -145,20 +138,8 @@ async fn a_write_whose_answer_was_lost_is_not_made_twice() {
         let chat = app.create_chat(&token).await;
         let path = format!("/applications/{token}/chats/{chat}/messages");
         let body = json!({ "body": "written once" });
-        let bytes = serde_json::to_vec(&body).unwrap();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let print = chat_api::idempotency::fingerprint(
-            &Method::POST,
-            &format!("/api/v1{path}"),
-            &headers,
-            &bytes,
-        );
-        let b = backends(&stack).await;
-        let app_id = app_id_of(&b, &token).await;
+        let print = print_of(&path, &body);
+        let (b, app_id) = storage(&stack, &token).await;
         let key = Key::new(Scope::Application(app_id), "lost-answer");
         let Begin::Run(link) = b
             .idempotency
@@ -227,12 +208,4 @@ async fn an_application_created_again_under_its_key_is_the_same_application() {
         assert_eq!(n, 1, "{profile:?}");
         stack.cleanup().await;
     }
-}
-
-async fn app_id_of(b: &Backends, token: &str) -> i64 {
-    chat_store::repo::applications::find_by_token(&b.db, token)
-        .await
-        .unwrap()
-        .unwrap()
-        .id
 }

@@ -8,36 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chat_store::{Backends, BackendsConfig, model::MessageRow, queue::QueueName};
+use chat_store::{Backends, model::MessageRow, queue::QueueName};
 use common::{App, Profile, Stack, numbers, profiles};
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 async fn backends(stack: &Stack) -> Backends {
-    backends_with_lease(stack, Duration::from_secs(15)).await
-}
-
-/// Storage handles as a process of the stack would open them; `lease` is
-/// how long claims made through them last (on SQLite it is stamped on the
-/// row at claim time).
-async fn backends_with_lease(stack: &Stack, lease: Duration) -> Backends {
-    Backends::open(&BackendsConfig {
-        database_url: stack.database_url.clone(),
-        redis_url: stack.redis_url.clone(),
-        redis_prefix: stack.redis_prefix.clone(),
-        claim_idle: lease,
-        pending_ttl: Duration::from_secs(3600),
-        jobs_done_max: 10_000,
-        idempotency_retention: Duration::from_secs(3600),
-        // Not the app's own index directory: these tests never search, and
-        // two processes creating one tantivy index at once could collide.
-        search: chat_store::search::SearchConfig::Embedded {
-            dir: stack.data_dir.join("search-of-test"),
-        },
-    })
-    .await
-    .unwrap()
+    stack.backends(Duration::from_secs(15)).await
 }
 
 async fn app_id(db: &DatabaseConnection, token: &str) -> i64 {
@@ -448,7 +426,7 @@ async fn messages_persist_while_their_chat_job_is_still_queued() {
                 .await;
         }
         // Hold the chat's job as a consumer that never settles it.
-        let b = backends_with_lease(&stack, Duration::from_secs(4)).await;
+        let b = stack.backends(Duration::from_secs(4)).await;
         let held = b
             .queue
             .claim(
@@ -495,7 +473,7 @@ async fn messages_persist_while_their_chat_job_is_still_queued() {
 async fn a_job_that_keeps_killing_its_worker_ends_dead() {
     for profile in profiles() {
         let stack = Stack::new(profile).await;
-        let b = backends_with_lease(&stack, Duration::from_millis(100)).await;
+        let b = stack.backends(Duration::from_millis(100)).await;
         let now = chat_store::now();
         let row = MessageRow {
             application_id: 1,

@@ -19,6 +19,7 @@ use apalis_core::{
     task::{Task, builder::TaskBuilder, task_id::RandomId},
     worker::context::WorkerContext,
 };
+use chat_observability::health;
 use chat_store::{
     StoreError,
     queue::{Claimed, JobQueue, QueueName},
@@ -36,6 +37,8 @@ use crate::{
 
 /// How long one claim waits for work before asking again.
 const CLAIM_WAIT: Duration = Duration::from_millis(500);
+/// The queue's name where outages are reported (`/health/ready`, `/metrics`).
+const QUEUE_BACKEND: &str = "queue";
 
 pub struct QueueBackend<T> {
     queue: Arc<dyn JobQueue>,
@@ -139,11 +142,17 @@ impl Feed {
                 .unwrap_or_else(|e| Err(StoreError::Other(format!("claim task failed: {e}"))));
             match claimed {
                 Ok(jobs) => {
+                    if self.failures > 0 {
+                        health::up(QUEUE_BACKEND);
+                    }
                     self.failures = 0;
                     self.held.hold(&jobs);
                     self.buffer.extend(jobs);
                 }
                 Err(e) => {
+                    if self.failures == 0 {
+                        health::down(QUEUE_BACKEND, chat_store::now_millis(), &e.to_string());
+                    }
                     self.failures += 1;
                     let pause = Duration::from_millis(100 * 2u64.pow(self.failures.min(6)));
                     tracing::warn!(queue = self.name.as_str(), error = %e, ?pause, "claim failed");

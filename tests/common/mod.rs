@@ -98,6 +98,29 @@ impl Stack {
         }
     }
 
+    /// Storage handles as a process of the stack would open them; `lease`
+    /// is how long claims made through them last (on SQLite it is stamped
+    /// on the row at claim time).
+    pub async fn backends(&self, lease: Duration) -> chat_store::Backends {
+        chat_store::Backends::open(&chat_store::BackendsConfig {
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            claim_idle: lease,
+            pending_ttl: Duration::from_secs(3600),
+            jobs_done_max: 10_000,
+            idempotency_retention: Duration::from_secs(3600),
+            // Not the app's own index directory: these tests never search,
+            // and two processes creating one tantivy index at once could
+            // collide.
+            search: chat_store::search::SearchConfig::Embedded {
+                dir: self.data_dir.join("search-of-test"),
+            },
+        })
+        .await
+        .unwrap()
+    }
+
     pub async fn db(&self) -> DatabaseConnection {
         Database::connect(self.database_url.clone()).await.unwrap()
     }

@@ -12,6 +12,13 @@ use crate::record::{Failure, Tag, Window};
 pub struct RedisStats {
     pub keys: u64,
     pub used_memory: u64,
+    /// Keys that are pending read-your-writes entries: they must go once
+    /// their rows are persisted.
+    pub pending_keys: u64,
+    /// Keys that are `Idempotency-Key` records, kept for their retention
+    /// by design, and the bytes they take (sampled).
+    pub idempotency_keys: u64,
+    pub idempotency_bytes: u64,
 }
 
 /// One fault as it ran. Times are seconds since the load started.
@@ -176,6 +183,7 @@ impl Report {
              wrong_body={} all_listed_s={} indexed={} indexed_s={} search_alias={} \
              faults={} unresumed={} resumed_max_s={} worker_kills={} self_exits={} \
              redis_keys_before={} redis_keys_after={} redis_mem_before={} redis_mem_after={} \
+             redis_pending_after={} redis_idempotency_after={} redis_idempotency_bytes={} \
              load_s={:.1} total_s={:.1} failures={}",
             self.run_id,
             self.accepted,
@@ -205,6 +213,9 @@ impl Report {
             self.redis_after.keys,
             self.redis_before.used_memory,
             self.redis_after.used_memory,
+            self.redis_after.pending_keys,
+            self.redis_after.idempotency_keys,
+            self.redis_after.idempotency_bytes,
             self.load_secs,
             self.total_secs,
             self.failures().len(),
@@ -287,11 +298,14 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "redis: keys {} -> {}, used_memory {} -> {} bytes",
+            "redis: keys {} -> {}, used_memory {} -> {} bytes; after: {} pending entries, {} Idempotency-Key records (~{} bytes, kept for their retention by design)",
             self.redis_before.keys,
             self.redis_after.keys,
             self.redis_before.used_memory,
-            self.redis_after.used_memory
+            self.redis_after.used_memory,
+            self.redis_after.pending_keys,
+            self.redis_after.idempotency_keys,
+            self.redis_after.idempotency_bytes,
         )?;
         writeln!(
             f,

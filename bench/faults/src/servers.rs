@@ -86,13 +86,54 @@ impl Redis {
             .context("INFO memory has no used_memory")?
             .trim()
             .parse()?;
-        Ok(RedisStats { keys, used_memory })
+        // The one place this crate looks at key names: to tell the
+        // idempotency records, which stay for their retention by design,
+        // from the pending entries, which must go once persisted.
+        let pending = self.scan("*:pending:*").await?;
+        let idempotency = self.scan("*:idem:*").await?;
+        let mut sampled = 0u64;
+        let sample: Vec<&String> = idempotency.iter().take(200).collect();
+        for key in &sample {
+            sampled += self
+                .cli(&["MEMORY", "USAGE", key])
+                .await?
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0);
+        }
+        let idempotency_bytes = match sample.len() {
+            0 => 0,
+            n => sampled * idempotency.len() as u64 / n as u64,
+        };
+        Ok(RedisStats {
+            keys,
+            used_memory,
+            pending_keys: pending.len() as u64,
+            idempotency_keys: idempotency.len() as u64,
+            idempotency_bytes,
+        })
+    }
+
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        // A million keys take seconds to walk.
+        let out = self
+            .cli_within(&["--scan", "--pattern", pattern], Duration::from_secs(300))
+            .await?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     async fn cli(&self, args: &[&str]) -> Result<String> {
+        self.cli_within(args, Duration::from_secs(10)).await
+    }
+
+    async fn cli_within(&self, args: &[&str], within: Duration) -> Result<String> {
         let mut all = vec!["-p".to_owned(), self.port.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
-        output(&self.cli, &all, &[], Duration::from_secs(10)).await
+        output(&self.cli, &all, &[], within).await
     }
 
     /// Until PING answers PONG: while it replays the AOF, Redis accepts
