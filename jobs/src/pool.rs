@@ -53,12 +53,15 @@ impl Gates {
             let db = db.clone();
             Box::pin(async move { db.ping().await.map_err(Into::into) })
         });
-        // `ensure` answers only when the index can be written, and
-        // recreates it when the cluster lost it.
+        // The server must answer; then `ensure` recreates the index if the
+        // cluster lost it.
         let search_index = backends.search.clone();
         let search: Probe = Arc::new(move || {
             let search_index = search_index.clone();
-            Box::pin(async move { search_index.ensure().await })
+            Box::pin(async move {
+                search_index.ping().await?;
+                search_index.ensure().await
+            })
         });
         Self {
             database: Gate::new("database", database),

@@ -125,9 +125,36 @@ impl Injector {
     fn begin(&mut self, kind: FaultKind) -> Result<()> {
         match kind {
             FaultKind::DbFreeze => self.servers.db.freeze(),
-            FaultKind::SearchDown => self.servers.search.down(),
+            FaultKind::SearchDown => {
+                self.servers.search.down()?;
+                self.watch_reports("search");
+                Ok(())
+            }
             _ => unreachable!("instant faults are hits"),
         }
+    }
+
+    /// Asks the workers every few seconds, from a while into the outage,
+    /// whether they report it, and keeps the first answer that does: a
+    /// worker killed and restarted during the outage needs a moment to
+    /// find the backend down again.
+    fn watch_reports(&self, backend: &'static str) {
+        let (http, workers, seen) = (
+            self.http.clone(),
+            self.workers.clone(),
+            self.outage_seen.clone(),
+        );
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            while !stop.is_set() && seen.lock().unwrap().is_none() {
+                if let Some(said) = workers_report(&http, &workers, backend).await {
+                    *seen.lock().unwrap() = Some(said);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
     }
 
     async fn end(&mut self, kind: FaultKind, window: usize, prefix: &str) -> Result<()> {
@@ -137,8 +164,7 @@ impl Injector {
                 "SIGCONT".to_owned()
             }
             FaultKind::SearchDown => {
-                let seen = self.workers_report("search").await;
-                *self.outage_seen.lock().unwrap() = seen.clone();
+                let seen = self.outage_seen.lock().unwrap().clone();
                 self.servers.search.up().await?;
                 format!(
                     "SIGSTOP, then SIGCONT; workers said: {}",
@@ -155,25 +181,28 @@ impl Injector {
     }
 }
 
-impl Injector {
-    /// Whether a worker reports `backend` as down, in `/health/ready` (503
-    /// naming it) and in `/metrics` (`chat_backend_up` 0): what it said, or
-    /// `None` when no worker did.
-    async fn workers_report(&self, backend: &str) -> Option<String> {
-        let gauge = format!("chat_backend_up{{backend=\"{backend}\"}} 0");
-        for base in &self.workers {
-            let ready = self.http.get(format!("{base}/health/ready")).send().await;
-            let Ok(ready) = ready else { continue };
-            let status = ready.status().as_u16();
-            let body = ready.text().await.unwrap_or_default();
-            let metrics = match self.http.get(format!("{base}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(_) => continue,
-            };
-            if status == 503 && body.contains(backend) && metrics.contains(&gauge) {
-                return Some(format!("/health/ready {status}, {gauge}"));
-            }
+/// Whether a worker reports `backend` as down, in `/health/ready` (503
+/// naming it) and in `/metrics` (`chat_backend_up` 0): what it said, or
+/// `None` when no worker did.
+async fn workers_report(
+    http: &reqwest::Client,
+    workers: &[String],
+    backend: &str,
+) -> Option<String> {
+    let gauge = format!("chat_backend_up{{backend=\"{backend}\"}} 0");
+    for base in workers {
+        let Ok(ready) = http.get(format!("{base}/health/ready")).send().await else {
+            continue;
+        };
+        let status = ready.status().as_u16();
+        let body = ready.text().await.unwrap_or_default();
+        let metrics = match http.get(format!("{base}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => continue,
+        };
+        if status == 503 && body.contains(backend) && metrics.contains(&gauge) {
+            return Some(format!("/health/ready {status}, {gauge}"));
         }
-        None
     }
+    None
 }

@@ -104,8 +104,13 @@ pub trait SearchIndex: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// Creates what the live index needs (template, first index, alias)
-    /// when it is missing. Cheap when everything exists.
+    /// when it is missing. Cheap when everything exists: it may answer
+    /// without asking the server.
     async fn ensure(&self) -> Result<()>;
+
+    /// Answers when the search server does (one small request; always for
+    /// an embedded index).
+    async fn ping(&self) -> Result<()>;
 
     /// Indexes the rows, keeping for each message whichever of the stored
     /// and the given document has the higher version.
@@ -154,10 +159,18 @@ pub async fn open(config: &SearchConfig) -> Result<Arc<dyn SearchIndex>> {
             Arc::new(elastic::Elastic::connect(url, alias)?)
         }
     };
-    // An unreachable Elasticsearch must not stop the API or the workers:
-    // indexing retries until it returns, and ensure runs again then.
-    if let Err(e) = index.ensure().await {
-        tracing::warn!(backend = index.kind(), error = %e, "search index not ready yet");
+    // An unreachable Elasticsearch must not stop the API or the workers,
+    // nor hold their start for long: indexing waits until it returns, and
+    // ensure runs again then.
+    match tokio::time::timeout(std::time::Duration::from_secs(3), index.ensure()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(backend = index.kind(), error = %e, "search index not ready yet")
+        }
+        Err(_) => tracing::warn!(
+            backend = index.kind(),
+            "search index not ready yet: no answer"
+        ),
     }
     Ok(index)
 }

@@ -49,6 +49,10 @@ impl SearchIndex for Switch {
         self.check()?;
         self.inner.ensure().await
     }
+    async fn ping(&self) -> Result<()> {
+        self.check()?;
+        self.inner.ping().await
+    }
     async fn index(&self, target: &Target, rows: &[MessageRow]) -> Result<()> {
         self.check()?;
         self.inner.index(target, rows).await

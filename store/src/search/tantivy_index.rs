@@ -455,6 +455,10 @@ impl SearchIndex for Tantivy {
         "tantivy"
     }
 
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn ensure(&self) -> Result<()> {
         Ok(())
     }

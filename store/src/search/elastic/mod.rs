@@ -259,6 +259,11 @@ impl SearchIndex for Elastic {
         "elasticsearch"
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.send(Method::Get, "/", None).await?.ok("ping")?;
+        Ok(())
+    }
+
     async fn ensure(&self) -> Result<()> {
         if self.ensured.load(Ordering::Relaxed) {
             return Ok(());
