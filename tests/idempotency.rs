@@ -120,6 +120,16 @@ async fn a_key_in_use_answers_409_and_a_bad_key_400() {
         assert_eq!(busy.headers()["retry-after"], "1");
         let bad = post(&app, &path, "\"unterminated", &body).await;
         assert_eq!(bad.status(), 400);
+        // A method the path does not serve is a 405, key or not.
+        let put = app
+            .http
+            .put(app.url(&path))
+            .header("idempotency-key", "held-key")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 405, "{profile:?}");
         let long = post(&app, &path, &"k".repeat(256), &body).await;
         assert_eq!(long.status(), 400);
         stack.cleanup().await;

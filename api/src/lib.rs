@@ -95,15 +95,16 @@ pub fn router(state: AppState) -> Router {
     let (routes, mut doc) = openapi::routes().split_for_parts();
     openapi::complete(&mut doc);
     let routes = routes
+        // On routed requests only: a method a path does not serve is a 405,
+        // whatever key it carries.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::enforce,
+        ))
         .merge(openapi::ui(doc))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(Extension(body_limit))
-        // Inside the limits: a replay counts against them like any request.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::enforce,
-        ))
         // Shedding runs before the limiter, so an overloaded server spends
         // no Redis round trip on a request it turns away.
         .layer(middleware::from_fn_with_state(
