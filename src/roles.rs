@@ -12,7 +12,7 @@ use crate::config::{Cli, Command, Settings};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     let settings = cli.settings;
-    let backends = Backends::open(&settings.backends()?).await?;
+    let backends = open_backends(&settings.backends()?).await?;
     tracing::info!(profile = ?backends.profile, role = ?command, "backends ready");
     match command {
         Command::Migrate => {
@@ -105,6 +105,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 roles.abort_all();
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Opens the backends, waiting (with a capped, doubling pause) while one
+/// is out of reach: a role started during an outage, or restarted by an
+/// orchestrator in one, comes up when the backend does instead of exiting.
+/// Anything else (a refused configuration, bad credentials) ends the role.
+async fn open_backends(config: &chat_store::BackendsConfig) -> anyhow::Result<Backends> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match Backends::open(config).await {
+            Ok(backends) => return Ok(backends),
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, ?pause, "a backend is out of reach; waiting for it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

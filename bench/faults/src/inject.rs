@@ -42,7 +42,15 @@ pub(crate) struct Injector {
 impl Injector {
     /// Runs the plan until it is done or the load stops; hands the servers
     /// back for the check.
-    pub async fn run(mut self, plan: Vec<Planned>) -> Result<Servers> {
+    pub async fn run(self, plan: Vec<Planned>) -> Result<Servers> {
+        let outcome = self.inject(plan).await;
+        if let Err(e) = &outcome {
+            eprintln!("chat-faults: fault injection failed: {e:#}");
+        }
+        outcome
+    }
+
+    async fn inject(mut self, plan: Vec<Planned>) -> Result<Servers> {
         let mut steps: Vec<(Duration, u8, usize, Step)> = Vec::new();
         for (i, p) in plan.iter().enumerate() {
             if p.lasts.is_zero() {

@@ -124,9 +124,15 @@ pub async fn run(config: Config) -> Result<Report> {
         .map(|h| Guarded(Some(h)))
         .collect();
 
+    // The faults end early only by failing (a server that would not come
+    // back, a panic): stop the load then, rather than write on for the
+    // rest of the timeline against servers that are gone.
     tokio::select! {
         _ = tokio::time::sleep(timeline.load()) => {}
         _ = load.target_reached.wait() => {}
+        _ = injector.finished() => {
+            eprintln!("chat-faults: the fault injector ended early; stopping the load");
+        }
     }
     stop.set();
     let load_secs = t0.elapsed().as_secs_f64();
@@ -362,6 +368,13 @@ impl<T: Send + 'static> Guarded<T> {
 
     fn is_finished(&self) -> bool {
         self.0.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Returns once the task has ended (without taking its result).
+    async fn finished(&self) {
+        while self.0.as_ref().is_some_and(|h| !h.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn join(mut self) -> Result<T> {
