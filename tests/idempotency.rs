@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use chat_store::{
     Backends,
-    idempotency::{Begin, Key, Scope},
+    idempotency::{Begin, Key, Link, Scope},
     intake::WriteMeta,
 };
 use common::{App, Stack, profiles};
@@ -45,6 +45,25 @@ async fn post(app: &App, path: &str, key: &str, body: &Value) -> reqwest::Respon
         .send()
         .await
         .unwrap()
+}
+
+/// The field names, sorted, of the one idempotency record of application
+/// `app_id` in Redis.
+async fn completed_record_fields(redis: &redis::Client, prefix: &str, app_id: i64) -> Vec<String> {
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}{{app:{app_id}}}:idem:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    fields.sort();
+    fields
 }
 
 /// Status, Location and JSON body of a response.
@@ -159,9 +178,8 @@ async fn a_write_whose_answer_was_lost_is_not_made_twice() {
         else {
             panic!("a fresh key runs");
         };
-        let first = b
-            .intake
-            .create_message(
+        let write_under = |link: Link| {
+            b.intake.create_message(
                 app_id,
                 chat,
                 "written once".into(),
@@ -170,8 +188,8 @@ async fn a_write_whose_answer_was_lost_is_not_made_twice() {
                     idempotency: Some(link),
                 },
             )
-            .await
-            .unwrap();
+        };
+        let first = write_under(link.clone()).await.unwrap();
 
         let (status, location, json) = answer(post(&app, &path, "lost-answer", &body).await).await;
         assert_eq!(status, 201, "{profile:?}: {json}");
@@ -183,6 +201,26 @@ async fn a_write_whose_answer_was_lost_is_not_made_twice() {
         // And from now on the stored response is replayed.
         let replay = answer(post(&app, &path, "lost-answer", &body).await).await;
         assert_eq!(replay.2, json);
+
+        // The first run, had it only stalled, writes nothing when it wakes:
+        // it learns the first number, or (where the completed record no
+        // longer holds the run's state) that the outcome is not its own.
+        let stale = write_under(link).await;
+        match stale {
+            Ok(state) => assert_eq!(state.number, first.number, "{profile:?}"),
+            Err(e) => assert!(
+                matches!(e, chat_store::error::StoreError::OutcomeUnknown(_)),
+                "{profile:?}: {e}"
+            ),
+        }
+        if let Some(redis) = stack.redis() {
+            let fields = completed_record_fields(&redis, &stack.redis_prefix, app_id).await;
+            assert_eq!(
+                fields,
+                ["b", "f", "h", "s"],
+                "a completed record keeps what a replay reads"
+            );
+        }
 
         let listed = app.wait_listed(&path, 1, Duration::from_secs(20)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;

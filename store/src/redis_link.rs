@@ -129,7 +129,33 @@ pub fn is_outage(e: &RedisError) -> bool {
 /// or `within` has passed: a restart of Redis (refused connections, then
 /// `LOADING` while it reads its data back) costs the caller a wait, not an
 /// error.
-pub async fn until_run<T, F, Fut>(within: Duration, mut op: F) -> Result<T>
+pub async fn until_run<T, F, Fut>(within: Duration, op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    resending(within, op, |outcome| outcome == Outcome::NotRun).await
+}
+
+/// Runs an idempotent `op` until it succeeds, fails as a fault of the
+/// command ([`Outcome::Failed`]), or `within` has passed. Unlike
+/// [`until_run`] it also sends `op` again when its answer was lost
+/// ([`Outcome::Unknown`]): running it twice must change nothing.
+pub async fn until_done_idempotent<T, F, Fut>(within: Duration, op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    resending(within, op, |outcome| outcome != Outcome::Failed).await
+}
+
+/// Sends `op` again, with a doubling pause, while it fails with an outcome
+/// `resend` accepts and `within` has not passed.
+async fn resending<T, F, Fut>(
+    within: Duration,
+    mut op: F,
+    resend: impl Fn(Outcome) -> bool,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = redis::RedisResult<T>>,
@@ -137,18 +163,23 @@ where
     let deadline = tokio::time::Instant::now() + within;
     let mut pause = Duration::from_millis(20);
     loop {
-        match op().await {
+        let e = match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if Outcome::of(&e) == Outcome::NotRun => {
-                if tokio::time::Instant::now() + pause >= deadline {
-                    return Err(StoreError::Unavailable(format!("redis: {e}")));
-                }
-                tracing::debug!(error = %e, ?pause, "redis refused a command before running it; trying again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => e,
+        };
+        let outcome = Outcome::of(&e);
+        if !resend(outcome) {
+            return Err(e.into());
         }
+        if tokio::time::Instant::now() + pause >= deadline {
+            return Err(match outcome {
+                Outcome::NotRun => StoreError::Unavailable(format!("redis: {e}")),
+                _ => e.into(),
+            });
+        }
+        tracing::debug!(error = %e, ?outcome, ?pause, "sending a redis command again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -180,5 +211,49 @@ mod tests {
     #[test]
     fn a_script_error_is_a_failure() {
         assert_eq!(Outcome::of(&server_error("WRONGTYPE")), Outcome::Failed);
+    }
+
+    /// Runs `retry` over an op that fails with `errors` in turn, then
+    /// succeeds; returns what it ended with and how many calls it made.
+    async fn calls_until<Fut>(
+        errors: Vec<RedisError>,
+        retry: impl FnOnce(Box<dyn FnMut() -> BoxedCall>) -> Fut,
+    ) -> (bool, usize)
+    where
+        Fut: Future<Output = Result<u8>>,
+    {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(errors));
+        let counted = calls.clone();
+        let op = Box::new(move || -> BoxedCall {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = errors.lock().unwrap().pop();
+            Box::pin(async move { next.map_or(Ok(1), Err) })
+        });
+        let ok = retry(op).await.is_ok();
+        (ok, calls.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    type BoxedCall = std::pin::Pin<Box<dyn Future<Output = redis::RedisResult<u8>> + Send>>;
+
+    fn dropped() -> RedisError {
+        std::io::Error::from(std::io::ErrorKind::BrokenPipe).into()
+    }
+
+    #[tokio::test]
+    async fn only_an_idempotent_command_is_sent_again_after_a_lost_answer() {
+        let within = Duration::from_secs(2);
+        let (ok, calls) = calls_until(vec![dropped()], |op| until_run(within, op)).await;
+        assert_eq!((ok, calls), (false, 1), "a lost answer may have run");
+        let (ok, calls) = calls_until(vec![dropped(), dropped()], |op| {
+            until_done_idempotent(within, op)
+        })
+        .await;
+        assert_eq!((ok, calls), (true, 3));
+        let (ok, calls) = calls_until(vec![server_error("WRONGTYPE")], |op| {
+            until_done_idempotent(within, op)
+        })
+        .await;
+        assert_eq!((ok, calls), (false, 1), "a fault of the command is final");
     }
 }

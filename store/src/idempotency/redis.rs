@@ -4,8 +4,9 @@
 //!
 //! Fields: `f` fingerprint, `o` owner of the current run, `l` its lease's
 //! end (ms), `a` the accepted state a write left, `t` a planned token,
-//! `s`/`h`/`b` the stored response's status, headers (JSON) and body. The
-//! hash expires with the retention; nothing else removes it.
+//! `s`/`h`/`b` the stored response's status, headers (JSON) and body. A
+//! completed record holds only `f`, `s`, `h` and `b`. The hash expires with
+//! the retention; nothing else removes it.
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,10 +37,13 @@ return {'run'}
 "#;
 
 /// KEYS: the record. ARGV: owner, status, headers, body. Only the run that
-/// holds the record may complete it.
+/// holds the record may complete it. A completed record keeps only what a
+/// replay reads: it lives for the whole retention, one per keyed write, so
+/// the run's fields (a third of it) would be most of Redis's memory.
 const COMPLETE: &str = r#"
 if redis.call('HGET', KEYS[1], 'o') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', ARGV[2], 'h', ARGV[3], 'b', ARGV[4], 'l', '0')
+redis.call('HDEL', KEYS[1], 'o', 'l', 'a', 't')
+redis.call('HSET', KEYS[1], 's', ARGV[2], 'h', ARGV[3], 'b', ARGV[4])
 return 1
 "#;
 

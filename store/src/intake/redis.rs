@@ -87,6 +87,10 @@ fn ceiling_step(number: i64) -> i64 {
 /// database that does not answer.
 const CEILING_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a worker keeps trying to remove the pending entries of rows it
+/// persisted, within its write's timeout; past it they expire on their own.
+const FORGET_WAIT: Duration = Duration::from_secs(2);
+
 /// Tries of one accept through seeding and ceiling raises.
 const MAX_ACCEPT_TRIES: usize = 16;
 
@@ -280,7 +284,13 @@ impl RedisIntake {
             }
         })
         .await?;
-        state.ok_or_else(|| StoreError::Other("idempotency record lost its state".into()))
+        // Completed records drop the state: this run lost its lease to
+        // another that wrote and answered, and a resend gets that answer.
+        state.ok_or_else(|| {
+            StoreError::OutcomeUnknown(
+                "another request under this Idempotency-Key completed the write".into(),
+            )
+        })
     }
 
     /// Seeds a missing counter above every number it may have handed out:
@@ -402,13 +412,19 @@ impl RedisIntake {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
         for chunk in entries.chunks(500) {
             let mut call = self.forget.prepare_invoke();
             for (key, version) in chunk {
                 call.key(key).arg(version);
             }
-            let _: i64 = call.invoke_async(&mut conn).await?;
+            // A cut connection would otherwise leave the batch's entries
+            // to their TTL; the guarded delete can run twice.
+            let _: i64 = redis_link::until_done_idempotent(FORGET_WAIT, || {
+                let mut conn = self.conn.clone();
+                let call = &call;
+                async move { call.invoke_async(&mut conn).await }
+            })
+            .await?;
         }
         Ok(())
     }

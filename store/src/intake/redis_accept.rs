@@ -39,7 +39,8 @@ use crate::{
 /// - -1: the number counter is missing; the caller seeds it and retries;
 /// - -2: the limits refuse the write;
 /// - -3: an earlier run under the same idempotency record already wrote
-///   this request; its state is in the record's field `a`;
+///   this request; its state is in the record's field `a`, or the record
+///   is already completed (`s`) and its response is what a resend gets;
 /// - -4: the next number would pass the ceiling, the highest number the
 ///   database has recorded as possibly handed out; the caller raises it
 ///   there first, so that a counter seeded again after Redis lost its data
@@ -72,7 +73,8 @@ for i = 0, #KEYS / 7 - 1 do
     end
   end
   local n, head, room = 0, nil, 0
-  if idem ~= '' and redis.call('HEXISTS', idem, 'a') == 1 then
+  if idem ~= '' and (redis.call('HEXISTS', idem, 'a') == 1
+      or redis.call('HEXISTS', idem, 's') == 1) then
     n = -3
   elseif counter ~= '' then
     local last = redis.call('GET', counter)
