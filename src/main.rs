@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How long the runtime may take to wind down once every role has stopped
 /// (or been abandoned at `SHUTDOWN_TIMEOUT_SECS`): a blocking task still
 /// running (a search index commit, say) must not hold the exit.
-const RUNTIME_WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const RUNTIME_WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn main() -> anyhow::Result<()> {
     let cli = config::Cli::parse();

@@ -76,7 +76,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             ("scheduler", Ok(()))
         });
     }
-    let deadline = Duration::from_secs(settings.shutdown_timeout_secs);
+    // The runtime's wind-down comes after the roles; both fit in the
+    // deadline an orchestrator was promised.
+    let deadline = Duration::from_secs(settings.shutdown_timeout_secs)
+        .saturating_sub(crate::RUNTIME_WIND_DOWN);
     let mut stopping = shutdown.clone();
     let past_deadline = async move {
         let _ = stopping.wait_for(|stop| *stop).await;

@@ -20,6 +20,15 @@ use serde_json::json;
 
 const INTERVAL_SECS: u64 = 2;
 
+/// A scheduler that runs the incremental counts every second, and nothing
+/// else within a test's time.
+const ONLY_COUNTS_EVERY_SECOND: [(&str, &str); 4] = [
+    ("COUNTS_INTERVAL_SECS", "1"),
+    ("COUNTS_FULL_INTERVAL_SECS", "3600"),
+    ("HOUSEKEEPING_INTERVAL_SECS", "3600"),
+    ("SEARCH_DRIFT_INTERVAL_SECS", "0"),
+];
+
 /// Posts `per_chat[i]` messages to chat i+1 of `token`, concurrently.
 async fn post_messages(app: &App, token: &str, per_chat: &[usize]) {
     let posts = per_chat.iter().enumerate().flat_map(|(i, &n)| {
@@ -187,13 +196,8 @@ async fn three_schedulers_run_each_tick_once_and_survive_a_killed_one() {
         let stack = Stack::new(profile).await;
         // Apply migrations first, so the schedulers start together.
         assert!(stack.run_chat(&["migrate"]).status.success());
-        let env = [
-            ("COUNTS_INTERVAL_SECS", "1"),
-            ("COUNTS_FULL_INTERVAL_SECS", "3600"),
-            ("HOUSEKEEPING_INTERVAL_SECS", "3600"),
-            ("SEARCH_DRIFT_INTERVAL_SECS", "0"),
-            ("RUST_LOG", "chat_scheduler=debug"),
-        ];
+        let mut env = ONLY_COUNTS_EVERY_SECOND.to_vec();
+        env.push(("RUST_LOG", "chat_scheduler=debug"));
         let logs: Vec<_> = ["a", "b", "c", "victim"]
             .iter()
             .map(|n| stack.data_dir.join(format!("{n}.log")))
@@ -518,6 +522,48 @@ async fn every_task_runs_on_its_schedule_and_leaves_a_record() {
         assert!(
             !health.contains("not run yet"),
             "every check has run: {health}"
+        );
+        stack.cleanup().await;
+    }
+}
+
+/// SIGTERM in the middle of a run: the scheduler stops it (the next tick
+/// repeats it) and exits at once, not at its shutdown deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduler_stopped_during_a_run_exits_at_once() {
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        assert!(stack.run_chat(&["migrate"]).status.success());
+        let mut env = ONLY_COUNTS_EVERY_SECOND.to_vec();
+        // Every run takes a minute, and so would the deadline.
+        env.extend([
+            ("SCHEDULER_HOLD_MS", "60000"),
+            ("SHUTDOWN_TIMEOUT_SECS", "60"),
+        ]);
+        let scheduler = stack.spawn("scheduler", &env).await;
+        let db = stack.db().await;
+        let tick = wait_for("a run in progress", Duration::from_secs(30), async || {
+            runs_of(&db, "counts")
+                .await
+                .into_iter()
+                .find(|r| r.outcome == "running")
+                .map(|r| r.tick_at)
+        })
+        .await;
+        let asked = Instant::now();
+        assert!(
+            scheduler.terminate(Duration::from_secs(10)).await,
+            "{profile:?}: the scheduler did not exit within 10 s of SIGTERM"
+        );
+        println!("{profile:?}: exited {:?} after SIGTERM", asked.elapsed());
+        let run = runs_of(&db, "counts")
+            .await
+            .into_iter()
+            .find(|r| r.tick_at == tick)
+            .unwrap();
+        assert_ne!(
+            run.outcome, "running",
+            "{profile:?}: the stopped run is recorded"
         );
         stack.cleanup().await;
     }

@@ -91,7 +91,7 @@ async fn run_task(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let Some(tick) = tick else { return };
-        if let Err(e) = run_tick(&backends, &config, task, tick).await {
+        if let Err(e) = run_tick(&backends, &config, task, tick, &mut shutdown).await {
             tracing::warn!(task = task.name(), tick, error = %e, "scheduler bookkeeping failed");
         }
     }
@@ -103,6 +103,7 @@ async fn run_tick(
     config: &SchedulerConfig,
     task: Task,
     tick: i64,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> chat_store::error::Result<()> {
     let db = &backends.writer;
     let stale = chat_store::now_millis() - STALE_AFTER.as_millis() as i64;
@@ -128,6 +129,14 @@ async fn run_tick(
     let outcome = loop {
         tokio::select! {
             outcome = &mut work => break outcome,
+            // Every task is a recomputation that the next tick repeats, and
+            // a transaction left unfinished rolls back: a long recount must
+            // not hold the process past its shutdown deadline.
+            _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
+                break Err(chat_store::error::StoreError::Other(
+                    "stopped by shutdown before it finished; the next tick runs it again".into(),
+                ));
+            }
             _ = beat.tick() => {
                 if let Err(e) = runs::heartbeat(db, run).await {
                     tracing::warn!(task = task.name(), error = %e, "heartbeat failed");
