@@ -47,13 +47,13 @@ pub async fn run(
     let app = 1;
     let mut runs = Vec::new();
 
-    let (took, r) = timed(counts::recount_dirty(&db, 10_000, 1_000)).await?;
+    let (took, r) = timed(counts::recount_dirty(&db, 10_000)).await?;
     runs.push(("incremental, every chat dirty (after seeding)", took, r));
     let (took, r) = timed(counts::recount_all(&db, 1_000)).await?;
     runs.push(("full, nothing drifted", took, r));
 
     counts::mark_chats(&db, [(app, (chats_n as i64 + 1) / 2)]).await?;
-    let (took, r) = timed(counts::recount_dirty(&db, 10_000, 1_000)).await?;
+    let (took, r) = timed(counts::recount_dirty(&db, 10_000)).await?;
     anyhow::ensure!(
         r.chats_checked == 1 && r.applications_checked == 0,
         "one marked chat, but the run checked {r:?}"
@@ -61,7 +61,7 @@ pub async fn run(
     runs.push(("incremental, 1 dirty chat", took, r));
 
     counts::mark_chats(&db, (1..=100).map(|c| (app, c))).await?;
-    let (took, r) = timed(counts::recount_dirty(&db, 10_000, 1_000)).await?;
+    let (took, r) = timed(counts::recount_dirty(&db, 10_000)).await?;
     runs.push(("incremental, 100 dirty chats", took, r));
 
     db.execute_raw(Statement::from_string(

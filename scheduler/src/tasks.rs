@@ -10,11 +10,13 @@ use serde_json::json;
 
 use crate::SchedulerConfig;
 
-/// Marks consumed per incremental round, and rounds per run: a run
-/// recounts at most a million marks' parents, and leaves the rest to the
-/// next tick instead of running unbounded.
+/// Marks read per incremental round; a run goes on for as many rounds as
+/// the marks that existed when it started need, so the table cannot
+/// outgrow what one interval adds.
 const MARKS_PER_ROUND: u64 = 10_000;
-const MAX_ROUNDS: usize = 100;
+/// Messages persisted this recently are still on their way through the
+/// index queue: the drift check leaves them to their jobs.
+const DRIFT_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Parents per statement in a full recount.
 const FULL_RECOUNT_BATCH: i64 = 1_000;
 /// Minutes of job figures kept: the dashboard charts the last hour.
@@ -62,8 +64,7 @@ impl Task {
     pub async fn run(self, backends: &Backends, config: &SchedulerConfig) -> Result<Done> {
         match self {
             Task::Counts => {
-                let report =
-                    counts::recount_dirty(&backends.writer, MARKS_PER_ROUND, MAX_ROUNDS).await?;
+                let report = counts::recount_dirty(&backends.writer, MARKS_PER_ROUND).await?;
                 Ok(Done {
                     rows_touched: report.repaired(),
                     detail: serde_json::to_value(report)?,
@@ -105,14 +106,21 @@ impl Task {
                 })
             }
             Task::SearchDrift => {
-                let report =
-                    maintenance::check_drift(&backends.db, backends.search.as_ref(), true).await?;
+                let report = maintenance::check_drift(
+                    &backends.db,
+                    backends.search.as_ref(),
+                    true,
+                    DRIFT_SETTLE,
+                )
+                .await?;
                 Ok(Done {
-                    rows_touched: report.repaired,
+                    rows_touched: report.resent + report.removed,
                     detail: json!({
                         "chats_checked": report.chats_checked,
                         "drifted": report.drifted.len(),
                         "repaired": report.repaired,
+                        "resent": report.resent,
+                        "removed": report.removed,
                     }),
                 })
             }

@@ -66,10 +66,16 @@ pub async fn max_number(db: &impl ConnectionTrait, app_id: i64) -> Result<i64> {
 }
 
 /// Writes every row in one statement; each row only moves forward.
-/// Writes the rows (version-guarded), then marks their applications for
-/// the next count recount; see `messages::upsert_all` for why the mark
-/// needs no transaction.
+/// Writes the rows (version-guarded), then marks their applications and
+/// the chats themselves for the next count recount: a chat's messages may
+/// have been persisted, and their marks consumed, before its own row
+/// existed to take the count. See `messages::upsert_all` for why the marks
+/// need no transaction.
 pub async fn upsert_all(db: &impl ConnectionTrait, rows: &[ChatRow]) -> Result<()> {
     upsert::chats(db, rows).await?;
-    super::counts::mark_applications(db, rows.iter().map(|r| r.application_id)).await
+    super::counts::mark_chats_and_applications(
+        db,
+        rows.iter().map(|r| (r.application_id, r.number)),
+    )
+    .await
 }

@@ -3,12 +3,19 @@
 //! Every bulk write also appends *count marks*: one row in `count_marks`
 //! per parent whose count it may have changed (chat number 0 stands for
 //! the application's `chats_count`). An incremental recount reads a batch
-//! of marks, recounts exactly those parents, then deletes the marks it
-//! read, by id. A write that lands meanwhile appends a mark with a higher
-//! id, so it is never deleted unseen: the next run picks it up. Because
-//! marks live in the database, a Redis restart cannot lose them, and a
-//! write that commits without its mark (the worker died in between) is
-//! redelivered and marks again before its job is acked.
+//! of marks, recounts exactly those parents, then deletes exactly the
+//! marks it read, by their ids. Not "every id up to the last one read":
+//! InnoDB hands out auto-increment ids before commit, so a mark with a
+//! lower id can become visible after the read, and such a range delete
+//! would remove it unseen. Because marks live in the database, a Redis
+//! restart cannot lose them, and a write that commits without its mark
+//! (the worker died in between) is redelivered and marks again before its
+//! job is acked.
+//!
+//! A run consumes every mark that existed when it started (up to the
+//! highest id then), whatever their number, so the table holds at most
+//! what the writes add in one interval plus one run; marks that arrive
+//! during a run wait for the next, so a run always ends.
 //!
 //! Every recount is one statement per batch of parents, on both backends,
 //! and only rewrites a count that differs, so its affected rows are the
@@ -67,6 +74,20 @@ pub async fn mark_applications(
     insert_marks(db, applications.into_iter().map(|a| (a, 0)).collect()).await
 }
 
+/// Marks these chats' `messages_count` and their applications'
+/// `chats_count`, in one statement.
+pub async fn mark_chats_and_applications(
+    db: &impl ConnectionTrait,
+    chats: impl IntoIterator<Item = (i64, i64)>,
+) -> Result<()> {
+    let mut marks = BTreeSet::new();
+    for (application, chat) in chats {
+        marks.insert((application, chat));
+        marks.insert((application, 0));
+    }
+    insert_marks(db, marks).await
+}
+
 async fn insert_marks(db: &impl ConnectionTrait, marks: BTreeSet<(i64, i64)>) -> Result<()> {
     let marks: Vec<_> = marks.into_iter().collect();
     for chunk in marks.chunks(PARENTS_PER_STATEMENT) {
@@ -90,20 +111,26 @@ struct Mark {
     chat_number: i64,
 }
 
-/// Consumes up to `limit` marks: recounts the parents they name and
-/// deletes them. Returns what it did; `marks == 0` means none were left.
-pub async fn recount_marked(db: &impl ConnectionTrait, limit: u64) -> Result<RecountReport> {
+/// Consumes up to `limit` marks with an id up to `ceiling` (all of them
+/// with `None`): recounts the parents they name and deletes them. Returns
+/// what it did; `marks < limit` means none were left below the ceiling.
+pub async fn recount_marked(
+    db: &impl ConnectionTrait,
+    limit: u64,
+    ceiling: Option<i64>,
+) -> Result<RecountReport> {
     let backend = db.get_database_backend();
     let marks = Mark::find_by_statement(Statement::from_sql_and_values(
         backend,
-        "SELECT id, application_id, chat_number FROM count_marks ORDER BY id LIMIT ?",
-        [(limit as i64).into()],
+        "SELECT id, application_id, chat_number FROM count_marks WHERE id <= ? \
+         ORDER BY id LIMIT ?",
+        [ceiling.unwrap_or(i64::MAX).into(), (limit as i64).into()],
     ))
     .all(db)
     .await?;
-    let Some(last) = marks.last().map(|m| m.id) else {
+    if marks.is_empty() {
         return Ok(RecountReport::default());
-    };
+    }
     let mut chats = BTreeSet::new();
     let mut applications = BTreeSet::new();
     for m in &marks {
@@ -133,31 +160,45 @@ pub async fn recount_marked(db: &impl ConnectionTrait, limit: u64) -> Result<Rec
     }
     // Only after the recounts committed: a failure above leaves every mark
     // in place for the next run.
-    exec(
-        db,
-        "DELETE FROM count_marks WHERE id <= ?",
-        vec![last.into()],
-    )
-    .await?;
+    let ids: Vec<i64> = marks.iter().map(|m| m.id).collect();
+    for chunk in ids.chunks(PARENTS_PER_STATEMENT) {
+        exec(
+            db,
+            &format!(
+                "DELETE FROM count_marks WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            ),
+            chunk.iter().map(|&id| id.into()).collect(),
+        )
+        .await?;
+    }
     Ok(report)
 }
 
-/// Consumes marks until none are left, at most `max_rounds` batches of
-/// `batch` (so a flood of marks cannot make one run unbounded).
-pub async fn recount_dirty(
-    db: &impl ConnectionTrait,
-    batch: u64,
-    max_rounds: usize,
-) -> Result<RecountReport> {
+/// Consumes every mark that existed when it was called, in batches of
+/// `batch`.
+pub async fn recount_dirty(db: &impl ConnectionTrait, batch: u64) -> Result<RecountReport> {
     let mut total = RecountReport::default();
-    for _ in 0..max_rounds {
-        let round = recount_marked(db, batch).await?;
+    let Some(ceiling) = highest_mark(db).await? else {
+        return Ok(total);
+    };
+    loop {
+        let round = recount_marked(db, batch, Some(ceiling)).await?;
         total.add(round);
         if round.marks < batch {
-            break;
+            return Ok(total);
         }
     }
-    Ok(total)
+}
+
+async fn highest_mark(db: &impl ConnectionTrait) -> Result<Option<i64>> {
+    let range = Range::find_by_statement(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT MIN(id) AS lo, MAX(id) AS hi FROM count_marks",
+    ))
+    .one(db)
+    .await?;
+    Ok(range.and_then(|r| r.hi))
 }
 
 /// Sets every `messages_count` and `chats_count` to what the tables hold,
