@@ -11,18 +11,34 @@ use crate::config::ReindexArgs;
 pub async fn run(backends: &Backends, args: ReindexArgs) -> anyhow::Result<()> {
     let search = backends.search.as_ref();
     if args.check {
-        let report = maintenance::check_drift(&backends.db, search, !args.dry_run).await?;
+        // An operator asks now: every persisted message counts, however
+        // recent (re-sending one still in flight is harmless).
+        let report = maintenance::check_drift(
+            &backends.db,
+            search,
+            !args.dry_run,
+            std::time::Duration::ZERO,
+        )
+        .await?;
         for d in &report.drifted {
             println!(
-                "chat {}:{} has {} messages in the database and {} in the index",
-                d.chat.application_id, d.chat.chat_number, d.in_database, d.in_index
+                "chat {}:{} has {} messages in the database and {} in the index \
+                 ({} missing, {} extra)",
+                d.chat.application_id,
+                d.chat.chat_number,
+                d.in_database,
+                d.in_index,
+                d.missing,
+                d.extra
             );
         }
         println!(
-            "checked {} chats: {} drifted, {} repaired",
+            "checked {} chats: {} drifted, {} repaired ({} messages re-sent, {} documents removed)",
             report.chats_checked,
             report.drifted.len(),
-            report.repaired
+            report.repaired,
+            report.resent,
+            report.removed
         );
         return Ok(());
     }

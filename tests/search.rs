@@ -267,7 +267,9 @@ async fn the_drift_check_finds_and_repairs_chats_that_differ() {
             .collect();
         index_all(&engine, &partial).await;
         let i = engine.index.as_ref();
-        let report = maintenance::check_drift(&db, i, true).await.unwrap();
+        let report = maintenance::check_drift(&db, i, true, Duration::ZERO)
+            .await
+            .unwrap();
         assert_eq!(report.chats_checked, 3, "{kind:?}");
         let mut drifted: Vec<(i64, u64, u64)> = report
             .drifted
@@ -277,10 +279,68 @@ async fn the_drift_check_finds_and_repairs_chats_that_differ() {
         drifted.sort_unstable();
         assert_eq!(drifted, [(1, 10, 11), (2, 10, 3), (3, 10, 0)], "{kind:?}");
         assert_eq!(report.repaired, 3);
+        // Only what was missing is sent again, and only the ghost removed.
+        assert_eq!((report.resent, report.removed), (7 + 10, 1), "{kind:?}");
         engine.refresh().await;
-        let again = maintenance::check_drift(&db, i, false).await.unwrap();
+        let again = maintenance::check_drift(&db, i, false, Duration::ZERO)
+            .await
+            .unwrap();
         assert!(again.drifted.is_empty(), "{kind:?}: {:?}", again.drifted);
         assert!(numbers(i, CHAT, "ghost").await.is_empty());
+        engine.cleanup().await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+#[tokio::test]
+async fn the_drift_check_never_removes_a_message_written_while_it_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for kind in engines() {
+        let engine = Engine::start(kind).await;
+        let rows: Vec<MessageRow> = (1..=10)
+            .map(|n| row(1, 1, n, 1, &format!("steady {n}")))
+            .collect();
+        let (db, dir) = database_with(&rows).await;
+        index_all(&engine, &rows).await;
+        // Messages persisted, then indexed, one after another, as the
+        // workers do, all through the checks below.
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (db, index, stop) = (db.clone(), engine.index.clone(), stop.clone());
+            async move {
+                let mut last = 10;
+                while !stop.load(Ordering::SeqCst) {
+                    last += 1;
+                    let r = row(1, 1, last, 1, &format!("live {last}"));
+                    chat_store::repo::messages::upsert_all(&db, std::slice::from_ref(&r))
+                        .await
+                        .unwrap();
+                    index.index(&Target::Live, &[r]).await.unwrap();
+                }
+                last
+            }
+        });
+        for round in 0..10 {
+            // Documents the database lacks: every round finds the chat
+            // drifted, compares it and removes what it must.
+            let ghosts: Vec<MessageRow> = (0..3)
+                .map(|k| row(1, 1, 1_000_000 + round * 10 + k, 1, "ghost"))
+                .collect();
+            index_all(&engine, &ghosts).await;
+            let report = maintenance::check_drift(&db, engine.index.as_ref(), true, Duration::ZERO)
+                .await
+                .unwrap();
+            assert!(report.removed >= 3, "{kind:?}: {report:?}");
+        }
+        stop.store(true, Ordering::SeqCst);
+        let last = writer.await.unwrap();
+        engine.refresh().await;
+        let indexed = engine.index.numbers(CHAT).await.unwrap();
+        assert_eq!(
+            indexed,
+            (1..=last).collect::<Vec<_>>(),
+            "{kind:?}: every persisted message stays indexed, and no ghost does"
+        );
         engine.cleanup().await;
         std::fs::remove_dir_all(dir).ok();
     }

@@ -146,6 +146,13 @@ async fn chat_reindex_repairs_drift_and_rebuilds_from_the_command_line() {
     }
     let search = format!("/applications/{token}/chats/{chat}/messages/search?q=note&limit=100");
     wait_found(&app, &search, 30).await;
+    // A rebuild would retire the generation the server searches: refused
+    // while the server holds the index, with the reason.
+    let out = stack.run_chat(&["reindex"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("is in use by another process"), "{said}");
+    wait_found(&app, &search, 30).await;
     assert!(app.terminate(Duration::from_secs(20)).await);
 
     // The index is lost; the database still has every message.
@@ -180,4 +187,67 @@ async fn chat_reindex_repairs_drift_and_rebuilds_from_the_command_line() {
     let app = stack.spawn("serve", &[]).await;
     wait_found(&app, &search, 30).await;
     stack.cleanup().await;
+}
+
+#[tokio::test]
+async fn split_roles_without_elasticsearch_refuse_search_and_say_so() {
+    // Each role would open its own embedded index: the API's would stay
+    // empty while the worker filled another, and searches would silently
+    // find nothing.
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        std::fs::create_dir_all(&stack.data_dir).unwrap();
+        let logs = [
+            stack.data_dir.join("api.log"),
+            stack.data_dir.join("worker.log"),
+        ];
+        let warn = [("RUST_LOG", "warn")];
+        let api = stack.spawn_logged("api", &warn, Some(&logs[0])).await;
+        let _worker = stack.spawn_logged("worker", &warn, Some(&logs[1])).await;
+        let token = api.create_app("split").await;
+        let chat = api.create_chat(&token).await;
+        api.create_message(&token, chat, "hello split roles").await;
+        api.wait_listed(
+            &format!("/applications/{token}/chats/{chat}/messages"),
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+
+        let r = api
+            .get(&format!(
+                "/applications/{token}/chats/{chat}/messages/search?q=hello"
+            ))
+            .await;
+        assert_eq!(r.status(), 503, "{profile:?}");
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(
+            problem["type"], "/problems/search-not-configured",
+            "{problem}"
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("ELASTICSEARCH_URL"),
+            "{problem}"
+        );
+        // No index job was queued for a worker that has no index.
+        let queues = api.get_root_json("/admin/api/queues").await;
+        assert_eq!(queues[1]["queue"], "messages");
+        assert!(queues[1]["done"].as_u64() >= Some(1), "{queues}");
+        assert_eq!(queues[2]["queue"], "index");
+        for state in ["ready", "in_flight", "retrying", "dead", "done"] {
+            assert_eq!(queues[2][state], 0, "{profile:?}: index {state}: {queues}");
+        }
+        for log in &logs {
+            let text = std::fs::read_to_string(log).unwrap();
+            assert!(
+                text.contains("search is not configured"),
+                "{profile:?}: {}: {text}",
+                log.display()
+            );
+        }
+        stack.cleanup().await;
+    }
 }

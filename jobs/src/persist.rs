@@ -85,6 +85,9 @@ pub struct MessageWriter {
     pub db: DatabaseConnection,
     pub queue: Arc<dyn JobQueue>,
     pub intake: Arc<dyn Intake>,
+    /// Whether committed rows go on to be indexed: not in a process with
+    /// no search index, whose jobs no worker could run.
+    pub indexes: bool,
 }
 
 /// The pending entries of persisted rows go, so the intake's memory follows
@@ -154,7 +157,9 @@ impl BulkWriter<MessageRow> for MessageWriter {
             rows.iter().map(|r| r.updated_at),
         );
         result?;
-        self.send_index(rows).await?;
+        if self.indexes {
+            self.send_index(rows).await?;
+        }
         forgotten(QueueName::Messages, self.intake.forget_messages(rows).await);
         Ok(())
     }

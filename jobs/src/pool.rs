@@ -101,8 +101,12 @@ pub async fn run_pool(backends: &Backends, config: WorkerConfig, shutdown: watch
         gates.database.clone(),
         shutdown.clone(),
     );
-    let index = run_index(backends.clone(), config, gates.search, shutdown);
-    tokio::join!(chats, messages, index);
+    if backends.search.configured() {
+        let index = run_index(backends.clone(), config, gates.search, shutdown);
+        tokio::join!(chats, messages, index);
+    } else {
+        tokio::join!(chats, messages);
+    }
 }
 
 fn settler(
@@ -147,6 +151,7 @@ fn message_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::Message
         db: b.writer.clone(),
         queue: b.queue.clone(),
         intake: b.intake.clone(),
+        indexes: b.search.configured(),
     })
 }
 

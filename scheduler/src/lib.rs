@@ -67,6 +67,13 @@ pub async fn run(backends: Backends, config: SchedulerConfig, shutdown: watch::R
     let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
     for task in Task::ALL {
+        if task == Task::SearchDrift && !backends.search.configured() {
+            tracing::warn!(
+                "search is not configured in this process (no ELASTICSEARCH_URL): the search \
+                 drift check does not run"
+            );
+            continue;
+        }
         let Some(every) = config.every(task) else {
             continue;
         };

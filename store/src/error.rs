@@ -27,6 +27,10 @@ pub enum StoreError {
     /// a 5xx): a request may be tried again later.
     #[error("search unavailable: {0}")]
     SearchUnavailable(String),
+    /// This process has no search index: no `ELASTICSEARCH_URL`, and a
+    /// role whose embedded index no other role could share.
+    #[error("search is not configured")]
+    SearchNotConfigured,
     /// A rate limit folded into the write refused it; nothing was written.
     /// The verdict is with the caller of `ratelimit::folded::within`.
     #[error("rate limited")]

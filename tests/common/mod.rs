@@ -110,11 +110,13 @@ impl Stack {
             pending_ttl: Duration::from_secs(3600),
             jobs_done_max: 10_000,
             idempotency_retention: Duration::from_secs(3600),
-            // Not the app's own index directory: these tests never search,
-            // and two processes creating one tantivy index at once could
-            // collide.
+            // Not the app's own index directory, which a running server
+            // holds: these tests never search. One per call, since an
+            // embedded index has one owner at a time.
             search: chat_store::search::SearchConfig::Embedded {
-                dir: self.data_dir.join("search-of-test"),
+                dir: self
+                    .data_dir
+                    .join(format!("search-of-test-{}", uuid::Uuid::new_v4().simple())),
             },
         })
         .await

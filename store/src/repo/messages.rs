@@ -123,6 +123,47 @@ pub async fn of_chat(
     Ok(list(db, app_id, chat_number, after, limit).await?.items)
 }
 
+/// Every persisted message number of a chat, ascending, with when its
+/// row was last written.
+pub async fn numbers_of_chat(
+    db: &DatabaseConnection,
+    app_id: i64,
+    chat_number: i64,
+) -> Result<Vec<(i64, chrono::DateTime<chrono::Utc>)>> {
+    Ok(message::Entity::find()
+        .select_only()
+        .column(message::Column::Number)
+        .column(message::Column::UpdatedAt)
+        .filter(message::Column::ApplicationId.eq(app_id))
+        .filter(message::Column::ChatNumber.eq(chat_number))
+        .order_by_asc(message::Column::Number)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// The persisted messages of a chat with these numbers, ascending.
+pub async fn with_numbers(
+    db: &DatabaseConnection,
+    app_id: i64,
+    chat_number: i64,
+    numbers: &[i64],
+) -> Result<Vec<MessageRow>> {
+    if numbers.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(message::Entity::find()
+        .filter(message::Column::ApplicationId.eq(app_id))
+        .filter(message::Column::ChatNumber.eq(chat_number))
+        .filter(message::Column::Number.is_in(numbers.iter().copied()))
+        .order_by_asc(message::Column::Number)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(row)
+        .collect())
+}
+
 /// Persisted message counts of every chat that has messages.
 pub async fn counts_per_chat(db: &DatabaseConnection) -> Result<Vec<((i64, i64), u64)>> {
     let rows: Vec<(i64, i64, i64)> = message::Entity::find()

@@ -174,31 +174,50 @@ async fn catch_up(
     }
 }
 
-/// A chat whose index count differed from the database's.
+/// A chat whose index holds other messages than the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatDrift {
     pub chat: ChatKey,
     pub in_database: u64,
     pub in_index: u64,
+    /// Persisted messages the index lacks (beyond the settling time).
+    pub missing: u64,
+    /// Documents of messages the database does not have.
+    pub extra: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriftReport {
     pub chats_checked: u64,
     pub drifted: Vec<ChatDrift>,
-    /// Chats re-sent to the index.
+    /// Drifted chats repaired.
     pub repaired: u64,
+    /// Messages indexed again: only the missing ones, never a whole chat.
+    pub resent: u64,
+    /// Documents removed, of messages the database does not have.
+    pub removed: u64,
 }
 
-/// Compares every chat's message count in the database with the index's,
-/// and (when `repair`) re-sends the chats that differ. A chat's messages
-/// persisted but not yet indexed also count as drift; re-sending them is
-/// harmless.
+/// Compares every chat's messages in the database with the index's, and
+/// (when `repair`) indexes just the missing ones and removes just the
+/// extra documents.
+///
+/// Counts only pick the chats to look at: a chat whose counts differ is
+/// compared number by number, reading the index before the database.
+/// Messages are never deleted from the database, and a message is indexed
+/// only after it is persisted, so a number the index has and the database
+/// read after it lacks is a real extra document, whatever is written
+/// meanwhile. A message persisted less than `settle` ago is still on its
+/// way through the index queue, not missing: on a busy system the
+/// scheduled check leaves it to its job instead of re-sending every active
+/// chat; an operator's `chat reindex --check` passes zero.
 pub async fn check_drift(
     db: &DatabaseConnection,
     search: &dyn SearchIndex,
     repair: bool,
+    settle: Duration,
 ) -> Result<DriftReport> {
+    let settled_before = chrono::Utc::now() - settle;
     let counts = repo::messages::counts_per_chat(db).await?;
     let mut report = DriftReport::default();
     for chunk in counts.chunks(CHATS_PER_CHECK) {
@@ -212,52 +231,82 @@ pub async fn check_drift(
         let indexed = search.counts(&chats).await?;
         report.chats_checked += chats.len() as u64;
         for ((chat, &(_, in_database)), in_index) in chats.into_iter().zip(chunk).zip(indexed) {
-            if in_index != in_database {
-                report.drifted.push(ChatDrift {
-                    chat,
-                    in_database,
-                    in_index,
-                });
+            if in_index == in_database {
+                continue;
             }
-        }
-    }
-    if repair {
-        for drift in &report.drifted {
-            let persisted = resend_chat(db, search, drift.chat).await?;
-            // More documents than rows: the index has messages the database
-            // does not (a restored backup); remove just those.
-            if drift.in_index > drift.in_database {
-                let extra: Vec<i64> = search
-                    .numbers(drift.chat)
-                    .await?
-                    .into_iter()
-                    .filter(|n| persisted.binary_search(n).is_err())
-                    .collect();
-                search.delete(drift.chat, &extra).await?;
+            let Some(drift) = compare(db, search, chat, settled_before).await? else {
+                continue;
+            };
+            if repair {
+                report.resent += drift.missing.len() as u64;
+                report.removed += drift.extra.len() as u64;
+                repair_chat(db, search, chat, &drift).await?;
+                report.repaired += 1;
             }
-            report.repaired += 1;
+            report.drifted.push(ChatDrift {
+                chat,
+                in_database: drift.in_database,
+                in_index: drift.in_index,
+                missing: drift.missing.len() as u64,
+                extra: drift.extra.len() as u64,
+            });
         }
     }
     Ok(report)
 }
 
-/// Indexes every persisted message of a chat again; returns their numbers,
-/// ascending.
-async fn resend_chat(
+/// What one chat's number-by-number comparison found.
+struct Difference {
+    in_database: u64,
+    in_index: u64,
+    missing: Vec<i64>,
+    extra: Vec<i64>,
+}
+
+/// `None` when the chat differs only by messages still settling.
+async fn compare(
     db: &DatabaseConnection,
     search: &dyn SearchIndex,
     chat: ChatKey,
-) -> Result<Vec<i64>> {
-    let mut numbers = Vec::new();
-    let mut after = 0;
-    loop {
-        let rows =
-            repo::messages::of_chat(db, chat.application_id, chat.chat_number, after, STEP).await?;
-        let Some(last) = rows.last() else {
-            return Ok(numbers);
-        };
-        after = last.number;
-        numbers.extend(rows.iter().map(|r| r.number));
+    settled_before: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Difference>> {
+    // The index first: see `check_drift`.
+    let in_index = search.numbers(chat).await?;
+    let in_database =
+        repo::messages::numbers_of_chat(db, chat.application_id, chat.chat_number).await?;
+    let missing: Vec<i64> = in_database
+        .iter()
+        .filter(|(n, written)| *written < settled_before && in_index.binary_search(n).is_err())
+        .map(|&(n, _)| n)
+        .collect();
+    let extra: Vec<i64> = in_index
+        .iter()
+        .copied()
+        .filter(|n| in_database.binary_search_by_key(n, |&(m, _)| m).is_err())
+        .collect();
+    Ok(
+        (!missing.is_empty() || !extra.is_empty()).then_some(Difference {
+            in_database: in_database.len() as u64,
+            in_index: in_index.len() as u64,
+            missing,
+            extra,
+        }),
+    )
+}
+
+async fn repair_chat(
+    db: &DatabaseConnection,
+    search: &dyn SearchIndex,
+    chat: ChatKey,
+    drift: &Difference,
+) -> Result<()> {
+    for numbers in drift.missing.chunks(STEP as usize) {
+        let rows = repo::messages::with_numbers(db, chat.application_id, chat.chat_number, numbers)
+            .await?;
         search.index(&Target::Live, &rows).await?;
     }
+    if !drift.extra.is_empty() {
+        search.delete(chat, &drift.extra).await?;
+    }
+    Ok(())
 }

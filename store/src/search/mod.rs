@@ -13,6 +13,7 @@
 //! - [`maintenance`]: rebuilding an index from the database, and the drift
 //!   check that compares per-chat counts.
 //! - [`switch`]: an off switch for tests of search outages.
+//! - [`unconfigured`]: the answer of a role that has no index to use.
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,6 +26,7 @@ pub mod maintenance;
 pub mod switch;
 pub mod tantivy_index;
 pub mod text;
+pub mod unconfigured;
 
 /// A chat, the scope of every search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,11 +69,16 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(format!("{:08x}.{}", self.score.to_bits(), self.number))
     }
 
+    /// `None` unless `s` is a cursor a search could have made: a score
+    /// that is not a number, or infinite, comes from no search, and
+    /// Elasticsearch refuses it as `search_after`.
     pub fn decode(s: &str) -> Option<Cursor> {
         let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
         let (bits, number) = raw.split_once('.')?;
+        let score = f32::from_bits(u32::from_str_radix(bits, 16).ok()?);
+        score.is_finite().then_some(())?;
         Some(Cursor {
-            score: f32::from_bits(u32::from_str_radix(bits, 16).ok()?),
+            score,
             number: number.parse().ok()?,
         })
     }
@@ -80,6 +87,19 @@ impl Cursor {
     pub fn precedes(&self, score: f32, number: i64) -> bool {
         score < self.score || (score == self.score && number < self.number)
     }
+}
+
+/// The most words a query may hold. Each word is a clause (a phrase of
+/// trigrams on tantivy, a `multi_match` on Elasticsearch), so a query of
+/// thousands of words is thousands of clauses.
+pub const MAX_QUERY_WORDS: usize = 32;
+
+/// A query's words as the backends count them: the larger of its
+/// whitespace-separated words (Elasticsearch's clauses) and its folded
+/// words (tantivy's).
+pub fn query_word_count(query: &str) -> usize {
+    let clauses = query.split_whitespace().count();
+    clauses.max(text::words(&text::normalize(query)).len())
 }
 
 #[derive(Clone, Debug, Default)]
@@ -100,8 +120,13 @@ pub enum Target {
 
 #[async_trait]
 pub trait SearchIndex: Send + Sync + 'static {
-    /// "tantivy" or "elasticsearch".
+    /// "tantivy", "elasticsearch", or "none" ([`unconfigured`]).
     fn kind(&self) -> &'static str;
+
+    /// Whether this process has an index to search and write.
+    fn configured(&self) -> bool {
+        self.kind() != unconfigured::Unconfigured::KIND
+    }
 
     /// Creates what the live index needs (template, first index, alias)
     /// when it is missing. Cheap when everything exists: it may answer
@@ -150,6 +175,8 @@ pub enum SearchConfig {
     /// Elasticsearch at `url`; `alias` names the live index, and its
     /// generations are `<alias>-<name>`.
     Elasticsearch { url: String, alias: String },
+    /// No index in this process: see [`unconfigured`].
+    Unconfigured,
 }
 
 pub async fn open(config: &SearchConfig) -> Result<Arc<dyn SearchIndex>> {
@@ -158,6 +185,7 @@ pub async fn open(config: &SearchConfig) -> Result<Arc<dyn SearchIndex>> {
         SearchConfig::Elasticsearch { url, alias } => {
             Arc::new(elastic::Elastic::connect(url, alias)?)
         }
+        SearchConfig::Unconfigured => return Ok(Arc::new(unconfigured::Unconfigured)),
     };
     // An unreachable Elasticsearch must not stop the API or the workers,
     // nor hold their start for long: indexing waits until it returns, and
@@ -180,6 +208,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn query_words_are_counted_as_each_backend_splits_them() {
+        assert_eq!(query_word_count("hello"), 1);
+        assert_eq!(query_word_count("hello, wide world"), 3);
+        // One whitespace word, three folded words.
+        assert_eq!(query_word_count("a.b.c"), 3);
+        assert_eq!(query_word_count(&"w ".repeat(40)), 40);
+    }
+
+    #[test]
     fn cursors_round_trip_exactly() {
         let c = Cursor {
             score: 0.287_682_1,
@@ -187,6 +224,10 @@ mod tests {
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode("not a cursor"), None);
+        for score in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let made_up = Cursor { score, number: 1 }.encode();
+            assert_eq!(Cursor::decode(&made_up), None, "{score}");
+        }
         assert!(c.precedes(0.1, 99));
         assert!(c.precedes(c.score, 41));
         assert!(!c.precedes(c.score, 42));

@@ -2,9 +2,11 @@
 //!
 //! Each generation of the index is a directory; the file `CURRENT` names the
 //! live one. A rebuild fills a new generation, then replaces `CURRENT`
-//! atomically. tantivy allows one writer per index across processes, so a
-//! rebuild must run while no server holds the live index (see `chat
-//! reindex`).
+//! atomically. tantivy allows one writer per index across processes, and
+//! a rebuild deletes the generations it retires, so one process at a time
+//! owns the directory: opening it takes an exclusive lock on `owner.lock`,
+//! held for the life of the process, and a second opener (`chat reindex`
+//! while `chat serve` runs) is refused with a clear error.
 //!
 //! Text is indexed as the prefix and trigram terms of [`super::text`], with
 //! positions, through a tokenizer of our own; each query word is one required clause:
@@ -207,11 +209,34 @@ pub struct TantivyIndex {
     fields: Fields,
     live: RwLock<Arc<Generation>>,
     building: Mutex<HashMap<String, Arc<Generation>>>,
+    /// Holds the directory's lock until the process ends.
+    _owner: std::fs::File,
+}
+
+/// Takes the directory's exclusive lock, or says who must let go of it.
+fn own(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("owner.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Other(format!(
+            "the search index in {} is in use by another process (a running `chat serve`?); \
+             stop it first: an embedded index has one owner at a time",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(e)),
+    }
 }
 
 impl TantivyIndex {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(err)?;
+        let owner = own(dir)?;
         let (schema, fields) = schema();
         let current = std::fs::read_to_string(dir.join("CURRENT"))
             .map(|s| s.trim().to_owned())
@@ -236,6 +261,7 @@ impl TantivyIndex {
             fields,
             live: RwLock::new(Arc::new(live)),
             building: Mutex::new(HashMap::new()),
+            _owner: owner,
         })
     }
 
