@@ -4,6 +4,7 @@
 //! owns process concerns (signals, listeners, exit codes), nothing else.
 use clap::Parser;
 
+mod admin;
 mod config;
 mod http;
 mod reindex;

@@ -29,9 +29,11 @@ async fn log_in(app: &App, name: &str) -> String {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()[header::LOCATION], "/admin");
     let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
-    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/admin"] {
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
         assert!(cookie.contains(flag), "{flag} in {cookie}");
     }
+    // Plain HTTP: a browser would drop a `Secure` cookie, and loop.
+    assert!(!cookie.contains("Secure"), "{cookie}");
     cookie.split(';').next().unwrap().to_owned()
 }
 
@@ -66,7 +68,10 @@ fn csrf_in(html: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_under_admin_opens_without_the_token() {
     let stack = Stack::new(common::Profile::Embedded).await;
-    let app = stack.spawn("serve", &[]).await;
+    // Many wrong tokens below, all from one address.
+    let app = stack
+        .spawn("serve", &[("ADMIN_LOGIN_FAILURES", "1000")])
+        .await;
     let http = browser();
     let pages = [
         "/admin",
@@ -161,6 +166,114 @@ async fn nothing_under_admin_opens_without_the_token() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(r.headers().get(header::SET_COOKIE).is_some());
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_tokens_are_limited_per_address_and_https_gets_a_secure_cookie() {
+    let stack = Stack::new(common::Profile::Embedded).await;
+    let app = stack
+        .spawn(
+            "serve",
+            &[
+                ("ADMIN_LOGIN_FAILURES", "3"),
+                ("TRUST_FORWARDED_PROTO", "true"),
+            ],
+        )
+        .await;
+    let http = browser();
+    let login = |token: &'static str, proto: Option<&'static str>| {
+        let mut rb = http
+            .post(format!("{}/admin/login", app.base))
+            .form(&[("token", token), ("name", "ops")]);
+        if let Some(proto) = proto {
+            rb = rb.header("x-forwarded-proto", proto);
+        }
+        rb.send()
+    };
+    // Behind a proxy that ends TLS, and says so, the cookie is `Secure`.
+    let r = login(ADMIN_TOKEN, Some("https")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let secure = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(secure.contains("; Secure"), "{secure}");
+    let session = secure.split(';').next().unwrap().to_owned();
+
+    // Three wrong tokens: two at the form, one as a bearer credential.
+    for _ in 0..2 {
+        let r = login("guess", None).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let queues = format!("{}/admin/api/queues", app.base);
+    let r = http.get(&queues).bearer_auth("guess").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Then the address is refused, the right token included, until the
+    // window ends.
+    let r = login(ADMIN_TOKEN, None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
+    assert!(r.headers().get(header::SET_COOKIE).is_none());
+    let r = http
+        .get(&queues)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    // A session already signed in is no guess, and keeps working.
+    let (status, _) = page(&app, &session, "/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_well_known_admin_token_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("chat-token-{}", uuid::Uuid::new_v4().simple()));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat"))
+        .arg("serve")
+        .env_clear()
+        .env("DATA_DIR", &dir)
+        .env("PORT", common::free_port().to_string())
+        .env("ADMIN_TOKEN", "change-me")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("exits at once")
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("well-known default"), "{said}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_login_link_opens_from_a_wildcard_bind() {
+    let stack = Stack::new(common::Profile::Embedded).await;
+    std::fs::create_dir_all(&stack.data_dir).unwrap();
+    let log = stack.data_dir.join("serve.log");
+    let app = stack
+        .spawn_logged(
+            "serve",
+            &[("ADMIN_TOKEN", ""), ("BIND_ADDR", "0.0.0.0")],
+            Some(&log),
+        )
+        .await;
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let link = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dashboard: "))
+        .unwrap_or_else(|| panic!("no login link in {text}"));
+    assert!(
+        link.starts_with(&format!("http://127.0.0.1:{port}/admin/login?token=")),
+        "{link}"
+    );
+    let r = browser().get(link).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(r.headers().contains_key(header::SET_COOKIE));
     stack.cleanup().await;
 }
 

@@ -69,6 +69,12 @@ fn token_in(path: &str) -> Option<(&str, &str)> {
     (!token.is_empty()).then_some((token, after))
 }
 
+/// The token as the routes see it: axum decodes the path, so `%41bc`
+/// and `Abc` name one application and must share one bucket.
+fn decoded(token: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(token).decode_utf8_lossy()
+}
+
 fn client_address(req: &Request, trust_forwarded_for: bool) -> String {
     if trust_forwarded_for
         && let Some(first) = req
@@ -98,7 +104,7 @@ fn limits_for(req: &Request, config: &RateLimits) -> Vec<Limit> {
         && let Some((token, _)) = token_in(req.uri().path())
     {
         limits.push(Limit {
-            key: format!("{kind}:t:{}", token_digest(token)),
+            key: format!("{kind}:t:{}", token_digest(&decoded(token))),
             limit: by_token,
             period: config.window,
         });
@@ -265,6 +271,12 @@ mod tests {
             format!("r:t:{}", token_digest("secret-token"))
         );
         assert_ne!(limits(Method::POST, "other-token")[0].key, write[0].key);
+        // Every spelling of one token is one bucket, as the routes decode
+        // the path before they look the token up.
+        assert_eq!(
+            limits(Method::POST, "%73ecret-%74oken")[0].key,
+            write[0].key
+        );
     }
 
     #[test]

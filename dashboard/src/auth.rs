@@ -5,15 +5,19 @@
 //! server answers with a session cookie: the name and issue time, signed
 //! with an HMAC keyed by the token, so every API process that shares the
 //! token accepts it without shared session state, and changing the token
-//! logs everyone out. The cookie is `Secure`, `HttpOnly` and
-//! `SameSite=Strict`, scoped to `/admin`.
+//! logs everyone out. The cookie is `HttpOnly` and `SameSite=Strict`,
+//! scoped to `/admin`, and `Secure` when the request came over HTTPS
+//! (as a trusted proxy's `X-Forwarded-Proto` says): a browser drops a
+//! `Secure` cookie set over plain HTTP, and the login would loop.
 //!
 //! Every action form carries a CSRF token derived from the session (an
 //! HMAC of its signature), which the action recomputes. Scripts and tools
 //! may instead send `Authorization: Bearer <token>`; such requests carry
 //! no cookie, so they need no CSRF token.
+use std::{net::SocketAddr, time::Instant};
+
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{HeaderMap, header},
     middleware::Next,
     response::Response,
@@ -21,7 +25,7 @@ use axum::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::{Dashboard, error::DashError};
+use crate::{Dashboard, attempts, error::DashError};
 
 pub(crate) const COOKIE: &str = "chat_admin";
 /// A session lasts a working day, then asks for the token again.
@@ -61,14 +65,28 @@ pub(crate) fn session(token: &str, name: &str) -> String {
     format!("{name}.{issued}.{signature}")
 }
 
-pub(crate) fn set_cookie(value: &str) -> String {
+pub(crate) fn set_cookie(value: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
     format!(
-        "{COOKIE}={value}; Path=/admin; Max-Age={SESSION_SECS}; HttpOnly; Secure; SameSite=Strict"
+        "{COOKIE}={value}; Path=/admin; Max-Age={SESSION_SECS}; HttpOnly{secure}; SameSite=Strict"
     )
 }
 
-pub(crate) fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/admin; Max-Age=0; HttpOnly; Secure; SameSite=Strict")
+pub(crate) fn clear_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE}=; Path=/admin; Max-Age=0; HttpOnly{secure}; SameSite=Strict")
+}
+
+/// Whether the browser reached us over HTTPS. The server itself speaks
+/// plain HTTP, so only a proxy that ends TLS, and is trusted to say so,
+/// can tell.
+pub(crate) fn over_https(headers: &HeaderMap, trust_forwarded_proto: bool) -> bool {
+    trust_forwarded_proto
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 /// The operator a session cookie names, if its signature holds and it
@@ -119,19 +137,39 @@ pub(crate) fn operator(dashboard: &Dashboard, headers: &HeaderMap) -> Option<Ope
 }
 
 /// Refuses every request without a valid session or bearer token: pages
-/// redirect to the login form, JSON routes answer 401.
+/// redirect to the login form, JSON routes answer 401. A wrong bearer
+/// token counts against the client's address, which is refused once it
+/// has used up its attempts.
 pub(crate) async fn require(
     State(dashboard): State<Dashboard>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, DashError> {
+    let address = attempts::client_address(
+        request.headers(),
+        request.extensions().get::<ConnectInfo<SocketAddr>>(),
+        dashboard.config.trust_forwarded_for,
+    );
+    let bearer = request.headers().contains_key(header::AUTHORIZATION);
+    let now = Instant::now();
+    if bearer && let Some(wait) = dashboard.attempts.refused(address, now) {
+        return Err(DashError::TooManyAttempts(wait));
+    }
     match operator(&dashboard, request.headers()) {
         Some(op) => {
             request.extensions_mut().insert(op);
             Ok(next.run(request).await)
         }
-        None if request.uri().path().starts_with("/admin/api/") => Err(DashError::Unauthorized),
-        None => Err(DashError::LoginFirst),
+        None => {
+            if bearer {
+                dashboard.attempts.failed(address, "bearer", now);
+            }
+            if request.uri().path().starts_with("/admin/api/") {
+                Err(DashError::Unauthorized)
+            } else {
+                Err(DashError::LoginFirst)
+            }
+        }
     }
 }
 
@@ -168,5 +206,17 @@ mod tests {
         let forged = value.replacen(&hex::encode("Ada <ops>"), &hex::encode("root"), 1);
         assert!(verify("secret", &forged).is_none(), "another name");
         assert!(verify("secret", "garbage").is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_secure_only_over_https_as_a_trusted_proxy_says() {
+        let mut headers = HeaderMap::new();
+        assert!(!over_https(&headers, true), "plain HTTP");
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert!(over_https(&headers, true));
+        assert!(!over_https(&headers, false), "an untrusted header");
+        assert!(set_cookie("v", true).contains("; Secure"));
+        assert!(!set_cookie("v", false).contains("Secure"));
+        assert!(!clear_cookie(false).contains("Secure"));
     }
 }

@@ -21,6 +21,8 @@ pub enum DashError {
     NotFound(&'static str),
     BadRequest(String),
     Unavailable(String),
+    /// This address failed the token too often; retry after this long.
+    TooManyAttempts(std::time::Duration),
 }
 
 impl From<StoreError> for DashError {
@@ -75,6 +77,25 @@ impl IntoResponse for DashError {
                 "Service Unavailable",
                 detail,
             ),
+            DashError::TooManyAttempts(wait) => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(Problem {
+                        kind: "/problems/too-many-attempts".into(),
+                        title: "Too Many Requests",
+                        status: 429,
+                        detail: too_many_attempts(wait),
+                    }),
+                )
+                    .into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/problem+json"),
+                );
+                headers.insert(header::RETRY_AFTER, retry_after(wait));
+                return response;
+            }
         };
         let mut response = (
             status,
@@ -98,4 +119,16 @@ impl IntoResponse for DashError {
         }
         response
     }
+}
+
+/// What an address that used up its token attempts is told.
+pub(crate) fn too_many_attempts(wait: std::time::Duration) -> String {
+    format!(
+        "too many wrong admin tokens from this address; try again in {} s",
+        wait.as_secs().max(1)
+    )
+}
+
+pub(crate) fn retry_after(wait: std::time::Duration) -> header::HeaderValue {
+    header::HeaderValue::from(wait.as_secs().max(1))
 }

@@ -12,6 +12,8 @@
 //!
 //! # Layout
 //! - [`auth`]: the token, the signed session cookie, CSRF tokens.
+//! - `attempts`: wrong tokens counted per client address, and refused
+//!   past a limit.
 //! - `login`: the login form and the `?token=` link.
 //! - `pages`: overview, dead jobs, audit.
 //! - `jobs`: job lists by state, job detail, search.
@@ -35,6 +37,7 @@ use chat_store::{Backends, queue::QueueName};
 
 mod actions;
 mod api;
+mod attempts;
 pub mod auth;
 pub mod error;
 mod figures;
@@ -58,12 +61,21 @@ pub struct DashboardConfig {
     pub jaeger_ui_url: Option<String>,
     /// The scheduler's tasks and intervals, to say when each is next due.
     pub schedules: Vec<scheduler::Schedule>,
+    /// Wrong tokens an address may present per 15 minutes before it is
+    /// refused; 0 turns the limit off.
+    pub login_failures: u32,
+    /// Take the client address from `X-Forwarded-For` (behind a proxy).
+    pub trust_forwarded_for: bool,
+    /// Take the scheme from `X-Forwarded-Proto` (behind a proxy that ends
+    /// TLS): the session cookie is `Secure` only over HTTPS.
+    pub trust_forwarded_proto: bool,
 }
 
 #[derive(Clone)]
 pub(crate) struct Dashboard {
     backends: Backends,
     config: Arc<DashboardConfig>,
+    attempts: Arc<attempts::FailedAttempts>,
 }
 
 pub(crate) fn queue_named(name: &str) -> Result<QueueName, DashError> {
@@ -76,6 +88,7 @@ pub(crate) fn queue_named(name: &str) -> Result<QueueName, DashError> {
 pub fn router(backends: Backends, config: DashboardConfig) -> Router {
     let dashboard = Dashboard {
         backends,
+        attempts: Arc::new(attempts::FailedAttempts::new(config.login_failures)),
         config: Arc::new(config),
     };
     let protected = Router::new()

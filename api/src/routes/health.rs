@@ -60,30 +60,38 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// [`PROBE_TIMEOUT`], and, with `workers`, none of this process's workers
 /// is paused for a backend.
 async fn readiness(backends: &Backends, workers: bool) -> Result<Json<Status>, ApiError> {
-    let timed = |what: &'static str, e: Option<String>| {
-        e.map(|e| ApiError::Unavailable(format!("{what}: {e}")))
-    };
     let (db, queue) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, backends.db.ping()),
         tokio::time::timeout(PROBE_TIMEOUT, backends.queue.ping())
     );
-    let db = match db {
+    // The probe is open to anyone: it names what is down, and the error
+    // itself (hosts, users, server versions) goes to the log only.
+    let down = |what: &'static str, answer: Result<Result<(), String>, _>| match answer {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some("no answer within 2 s".into()),
+        Ok(Err(e)) => {
+            tracing::warn!(backend = what, error = %e, "readiness: a backend is down");
+            Some(ApiError::Unavailable(format!("{what} is unavailable")))
+        }
+        Err(_) => {
+            tracing::warn!(
+                backend = what,
+                "readiness: a backend gave no answer within 2 s"
+            );
+            Some(ApiError::Unavailable(format!(
+                "{what} gave no answer within 2 s"
+            )))
+        }
     };
-    let queue = match queue {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some("no answer within 2 s".into()),
-    };
-    if let Some(e) = timed("database", db).or(timed("queue", queue)) {
+    let db = db.map(|r| r.map_err(|e| e.to_string()));
+    let queue = queue.map(|r| r.map_err(|e| e.to_string()));
+    if let Some(e) = down("database", db).or_else(|| down("queue", queue)) {
         return Err(e);
     }
     if let Some(outage) = health::current().into_iter().find(|_| workers) {
+        tracing::warn!(backend = %outage.backend, error = %outage.error, "readiness: workers are paused");
         return Err(ApiError::Unavailable(format!(
-            "workers are paused: {} unavailable: {}",
-            outage.backend, outage.error
+            "workers are paused: {} is unavailable",
+            outage.backend
         )));
     }
     Ok(Json(Status { status: "ready" }))
