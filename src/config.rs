@@ -61,8 +61,23 @@ pub struct Settings {
     /// The secret that opens the dashboard at /admin. Unset, the server
     /// makes up one at start and prints the dashboard's login link; set
     /// it when several API processes serve one dashboard.
+    /// Known defaults, such as `change-me`, are refused.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub admin_token: Option<String>,
+    /// Wrong admin tokens a client address may present (at the login form
+    /// or as a bearer credential) per 15 minutes before it is refused with
+    /// 429 until they are over; 0 turns the limit off.
+    #[arg(
+        long,
+        env = "ADMIN_LOGIN_FAILURES",
+        default_value_t = 10,
+        global = true
+    )]
+    pub admin_login_failures: u32,
+    /// Take the scheme from `X-Forwarded-Proto`, behind a proxy that ends
+    /// TLS: the dashboard's session cookie is `Secure` only over HTTPS.
+    #[arg(long, env = "TRUST_FORWARDED_PROTO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub trust_forwarded_proto: bool,
     /// Hides and refuses every dashboard action.
     #[arg(
         long,
@@ -202,7 +217,9 @@ pub struct Settings {
         global = true
     )]
     pub max_concurrent_requests: usize,
-    /// Longest an API request may take, reading its body included, in ms.
+    /// Longest an API request may take, reading its body included, in ms;
+    /// on every other route (the dashboard's forms, say), the longest its
+    /// body may take to arrive.
     #[arg(
         long,
         env = "REQUEST_TIMEOUT_MS",
@@ -210,6 +227,10 @@ pub struct Settings {
         global = true
     )]
     pub request_timeout_ms: u64,
+    /// Client connections open at once on the HTTP port; past it, new
+    /// ones wait in the listen backlog until one closes.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
+    pub max_connections: usize,
     /// Most jobs written in one bulk write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 500, global = true)]
     pub batch_size: usize,
@@ -331,12 +352,22 @@ pub struct Settings {
     pub scheduler_hold_ms: u64,
 }
 
+impl Command {
+    /// Whether this command may open the embedded search index when no
+    /// Elasticsearch is configured: `serve`, the one process that both
+    /// writes and reads it, and `reindex`, which refuses to run while a
+    /// server holds it. No other role could share its index.
+    pub fn embeds_search(&self) -> bool {
+        matches!(self, Command::Serve | Command::Reindex(_))
+    }
+}
+
 fn present(v: &Option<String>) -> Option<String> {
     v.as_ref().filter(|s| !s.trim().is_empty()).cloned()
 }
 
 impl Settings {
-    pub fn backends(&self) -> anyhow::Result<BackendsConfig> {
+    pub fn backends(&self, command: &Command) -> anyhow::Result<BackendsConfig> {
         let database_url = match present(&self.database_url) {
             Some(url) => url,
             None => {
@@ -357,9 +388,10 @@ impl Settings {
                     url,
                     alias: self.search_index.clone(),
                 },
-                None => SearchConfig::Embedded {
+                None if command.embeds_search() => SearchConfig::Embedded {
                     dir: self.data_dir.join("search"),
                 },
+                None => SearchConfig::Unconfigured,
             },
         })
     }

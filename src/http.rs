@@ -3,6 +3,9 @@
 //! never applies, and a client that sends its headers slowly holds a
 //! connection for as long as it likes. Here:
 //! - HTTP/1.1 with keep-alive and a header-read timeout;
+//! - at most `max_connections` connections at once: past it, the accept
+//!   loop waits for one to close, and new clients wait in the kernel's
+//!   listen backlog instead of costing a task and a buffer each;
 //! - each request carries its peer address (`ConnectInfo`), which the
 //!   per-address rate limit counts;
 //! - on shutdown the listener closes at once, so new connections are
@@ -31,31 +34,45 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+    task::JoinSet,
+};
 use tower::ServiceExt;
 
 /// How long a connection open at shutdown may carry on serving requests.
 const LAME_DUCK: Duration = Duration::from_secs(1);
+
+/// What one client may hold.
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
 
 /// Serves `app` on `listener` until `shutdown` turns true, then waits for
 /// the open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    header_read_timeout: Duration,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     let (drain, draining) = watch::channel(false);
     let closing = Arc::new(AtomicBool::new(false));
+    let open = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
+            accepted = async {
+                let slot = open.clone().acquire_owned().await.expect("never closed");
+                listener.accept().await.map(|accepted| (accepted, slot))
+            } => {
+                let ((stream, peer), slot) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors, or a connection reset while
@@ -84,6 +101,7 @@ pub async fn serve(
                     http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
                 let mut draining = draining.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     let mut connection = std::pin::pin!(connection);
                     tokio::select! {
                         _ = connection.as_mut() => return,

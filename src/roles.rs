@@ -12,8 +12,23 @@ use crate::config::{Cli, Command, Settings};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve);
     let settings = cli.settings;
-    let backends = open_backends(&settings.backends()?).await?;
+    if matches!(command, Command::Serve | Command::Api)
+        && let Some(refusal) = settings
+            .admin_token
+            .as_deref()
+            .and_then(crate::admin::refusal)
+    {
+        anyhow::bail!(refusal);
+    }
+    let backends = open_backends(&settings.backends(&command)?).await?;
     tracing::info!(profile = ?backends.profile, role = ?command, "backends ready");
+    if !backends.search.configured() && matches!(command, Command::Api | Command::Worker) {
+        tracing::warn!(
+            "search is not configured: ELASTICSEARCH_URL is unset, and only `chat serve` keeps \
+             an embedded index (no other process could share it); searches answer 503 and \
+             messages are not indexed"
+        );
+    }
     match command {
         Command::Migrate => {
             tracing::info!("migrations applied");
@@ -153,7 +168,7 @@ fn dashboard_config(settings: &Settings, addr: std::net::SocketAddr) -> Dashboar
         Some(token) if !token.is_empty() => token.to_owned(),
         _ => {
             let token = chat_dashboard::auth::generate_token();
-            println!("dashboard: http://{addr}/admin/login?token={token}");
+            println!("dashboard: {}", crate::admin::login_link(addr, &token));
             token
         }
     };
@@ -185,6 +200,9 @@ fn dashboard_config(settings: &Settings, addr: std::net::SocketAddr) -> Dashboar
             .jaeger_ui_url
             .clone()
             .filter(|u| !u.trim().is_empty()),
+        login_failures: settings.admin_login_failures,
+        trust_forwarded_for: settings.trust_forwarded_for,
+        trust_forwarded_proto: settings.trust_forwarded_proto,
     }
 }
 
@@ -215,14 +233,21 @@ async fn serve_http(
             cors_origins: settings.cors_allowed_origins.clone(),
         },
     );
+    let body_within = Duration::from_millis(settings.request_timeout_ms.max(1));
     let app = chat_api::router(state)
         .merge(chat_dashboard::router(backends.clone(), dashboard))
         .merge(chat_api::metrics::router(backends))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            chat_api::body_deadline::limit(body_within, request, next)
+        }))
         .layer(axum::middleware::from_fn(chat_api::request_id::request_id));
     crate::http::serve(
         listener,
         app,
-        Duration::from_millis(settings.header_read_timeout_ms.max(1)),
+        crate::http::Limits {
+            header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms.max(1)),
+            max_connections: settings.max_connections.max(1),
+        },
         shutdown,
     )
     .await

@@ -18,6 +18,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body did not arrive within its deadline.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -33,6 +36,11 @@ pub enum ApiError {
     Overloaded(String),
     #[error("{0}")]
     Unavailable(String),
+    /// This process cannot search: a setting, not an outage.
+    #[error(
+        "search is not configured: set ELASTICSEARCH_URL on every process, or run `chat serve`, which keeps its own embedded index"
+    )]
+    SearchNotConfigured,
     /// A write reached storage and its answer was lost: it may have been
     /// applied. Never "retry later", which could apply it twice.
     #[error("{0}")]
@@ -65,6 +73,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
             }
@@ -73,6 +82,9 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "idempotency-key-in-use"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::SearchNotConfigured => {
+                (StatusCode::SERVICE_UNAVAILABLE, "search-not-configured")
+            }
             ApiError::OutcomeUnknown(_) => (StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -124,6 +136,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound("resource"),
             // `rate_limit::enforce` answers with the limit's figures.
             StoreError::RateLimited => ApiError::TooManyRequests("rate limit exceeded".into()),
+            StoreError::SearchNotConfigured => ApiError::SearchNotConfigured,
             StoreError::OutcomeUnknown(e) => {
                 tracing::warn!(error = %e, "a write's outcome is unknown");
                 ApiError::outcome_unknown()

@@ -132,14 +132,9 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
     };
     let (parts, body) = req.into_parts();
     let limit = input::body_limit(&state.config).0;
-    let bytes = match axum::body::to_bytes(body, limit).await {
+    let bytes = match input::read_body(body, limit).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return ApiError::PayloadTooLarge(format!(
-                "the request body is larger than {limit} bytes"
-            ))
-            .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     let print = fingerprint(&parts.method, &path, &parts.headers, &bytes);
     let key = Key::new(scope, &client_key);

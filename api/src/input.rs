@@ -70,13 +70,71 @@ fn field_name(key: &str) -> String {
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::PayloadTooLarge(format!("the request body is larger than {limit} bytes"))
-    })
+/// Past the limit, this much more of a body is read and thrown away
+/// before the 413 is sent, for at most [`DRAIN_TIME`]. A client that
+/// sends its whole body before it reads (Python's urllib, say) otherwise
+/// finds the connection closed under it and sees a broken pipe instead of
+/// the 413; a larger body still gets the connection closed.
+const DRAIN_MAX: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
+    use axum::body::HttpBody;
+    loop {
+        let frame =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await?;
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
+fn unreadable(e: &axum::Error) -> ApiError {
+    if crate::body_deadline::passed(e) {
+        ApiError::RequestTimeout(e.to_string())
+    } else {
+        ApiError::BadRequest(format!("the request body could not be read: {e}"))
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes. A larger one is answered
+/// 413, after reading the rest of it (see [`DRAIN_MAX`]).
+pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut read: Vec<u8> = Vec::new();
+    while let Some(chunk) = next_chunk(&mut body).await {
+        let chunk = chunk.map_err(|e| unreadable(&e))?;
+        if read.len() + chunk.len() > limit {
+            let drained = chunk.len();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                let mut drained = drained;
+                while drained <= DRAIN_MAX {
+                    match next_chunk(&mut body).await {
+                        Some(Ok(chunk)) => drained += chunk.len(),
+                        _ => return,
+                    }
+                }
+            })
+            .await;
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the request body is larger than {limit} bytes"
+            )));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(read))
 }
 
 async fn multipart_fields(req: Request, limit: usize) -> Result<Map<String, Value>, ApiError> {
+    // Read whole and bounded first, so a body over the limit gets its 413
+    // the same way as any other (see `read_body`).
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, limit).await?;
+    let req = Request::from_parts(parts, Body::from(bytes));
     let mut multipart = Multipart::from_request(req, &())
         .await
         .map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?;

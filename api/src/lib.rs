@@ -8,7 +8,10 @@
 //!
 //! # Layout
 //! - [`error`]: `ApiError`, the one place statuses are chosen.
-//! - `input`: the body extractor shared by every write route.
+//! - `input`: the body extractor shared by every write route, and the
+//!   bounded body read (drained before a 413).
+//! - [`body_deadline`]: the deadline on every request body, on every
+//!   route of the process.
 //! - `params`: path numbers and list cursors.
 //! - `views`: response shapes; the only place rows become JSON.
 //! - `routes`: one module per resource, each exposing `router()`.
@@ -31,6 +34,7 @@ use std::sync::Arc;
 use axum::{Extension, Router, middleware};
 use chat_store::Backends;
 
+pub mod body_deadline;
 mod cors;
 pub mod error;
 pub mod idempotency;

@@ -4,7 +4,7 @@ use axum::{
     extract::{FromRequestParts, State},
     http::request::Parts,
 };
-use chat_store::search::{ChatKey, Cursor};
+use chat_store::search::{self, ChatKey, Cursor};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -28,7 +28,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[expect(dead_code, reason = "only describes the query to OpenAPI")]
 struct SearchParams {
-    /// Text to find in message bodies, matched by partial words.
+    /// Text to find in message bodies, matched by partial words (at most
+    /// 32 words).
     #[param(min_length = 1, pattern = r"[\s\S]*\S[\s\S]*")]
     q: String,
     /// Hits per page.
@@ -64,6 +65,13 @@ impl<S: Send + Sync> FromRequestParts<S> for SearchQuery {
                 "q must contain something to search for".into(),
             ));
         }
+        let words = search::query_word_count(&q);
+        if words > search::MAX_QUERY_WORDS {
+            return Err(ApiError::Unprocessable(format!(
+                "q holds {words} words; a search takes at most {}",
+                search::MAX_QUERY_WORDS
+            )));
+        }
         let limit = limit_in(raw.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)? as usize;
         // An empty `after=` is refused: the document types it as a non-empty cursor.
         let after = match raw.after.as_deref() {
@@ -96,7 +104,7 @@ struct SearchJson {
     params(ChatPath, SearchParams),
     responses(
         (status = 200, description = "A page of hits", body = SearchJson),
-        (status = 422, description = "`q` is blank", body = Problem,
+        (status = 422, description = "`q` is blank, or holds more than 32 words", body = Problem,
             content_type = "application/problem+json"),
     )
 )]

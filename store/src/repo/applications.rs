@@ -83,6 +83,12 @@ pub async fn find_by_token(
     db: &DatabaseConnection,
     token: &str,
 ) -> Result<Option<ApplicationView>> {
+    // Tokens are ASCII, and MySQL refuses to compare other text with the
+    // `ascii_bin` column ("illegal mix of collations"): such a token names
+    // no application, without asking.
+    if !token.is_ascii() {
+        return Ok(None);
+    }
     Ok(application::Entity::find()
         .filter(application::Column::Token.eq(token))
         .one(db)
