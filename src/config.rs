@@ -218,8 +218,8 @@ pub struct Settings {
     )]
     pub max_concurrent_requests: usize,
     /// Longest an API request may take, reading its body included, in ms;
-    /// on every other route (the dashboard's forms, say), the longest its
-    /// body may take to arrive.
+    /// on every other route (the dashboard's forms, say), the longest a
+    /// request body may take to arrive.
     #[arg(
         long,
         env = "REQUEST_TIMEOUT_MS",

@@ -1,8 +1,9 @@
 //! A deadline on reading each request body, on every route the process
-//! serves (the API, the dashboard's forms, the metrics): a client that
+//! serves outside `/api/v1` (the dashboard's forms, the metrics, the
+//! docs), where the load shedder's timeout does not reach: a client that
 //! sends its body a byte at a time holds a connection and a task only
-//! until the deadline, then its read fails with [`BodyDeadline`], which
-//! the API answers 408.
+//! until the deadline, then its read fails with [`BodyDeadline`] and the
+//! route answers its own way (the dashboard's forms, 400).
 //!
 //! The deadline runs from when the request arrived, not between chunks,
 //! so a trickle of bytes cannot keep renewing it.
@@ -58,8 +59,13 @@ impl http_body::Body for DeadlineBody {
 }
 
 /// Middleware: every request's body must arrive within `within` of the
-/// request itself.
+/// request itself. Under `/api/v1` the load shedder's request timeout,
+/// which covers reading the body, already answers (503, or "outcome
+/// unknown" once a write reached storage), so the body is left to it.
 pub async fn limit(within: Duration, request: Request, next: Next) -> Response {
+    if crate::under_api(request.uri().path()) {
+        return next.run(request).await;
+    }
     let deadline = Box::pin(tokio::time::sleep_until(Instant::now() + within));
     let request = request.map(|inner| {
         Body::new(DeadlineBody {
@@ -69,17 +75,4 @@ pub async fn limit(within: Duration, request: Request, next: Next) -> Response {
         })
     });
     next.run(request).await
-}
-
-/// Whether a body read failed on its deadline.
-pub(crate) fn passed(e: &axum::Error) -> bool {
-    use std::error::Error;
-    let mut source: Option<&(dyn Error + 'static)> = Some(e);
-    while let Some(e) = source {
-        if e.is::<BodyDeadline>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }

@@ -95,11 +95,7 @@ async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
 }
 
 fn unreadable(e: &axum::Error) -> ApiError {
-    if crate::body_deadline::passed(e) {
-        ApiError::RequestTimeout(e.to_string())
-    } else {
-        ApiError::BadRequest(format!("the request body could not be read: {e}"))
-    }
+    ApiError::BadRequest(format!("the request body could not be read: {e}"))
 }
 
 /// Reads a whole body of at most `limit` bytes. A larger one is answered

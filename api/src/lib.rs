@@ -10,8 +10,8 @@
 //! - [`error`]: `ApiError`, the one place statuses are chosen.
 //! - `input`: the body extractor shared by every write route, and the
 //!   bounded body read (drained before a 413).
-//! - [`body_deadline`]: the deadline on every request body, on every
-//!   route of the process.
+//! - [`body_deadline`]: the deadline on every request body outside
+//!   `/api/v1`, whose shedder's timeout covers its own.
 //! - `params`: path numbers and list cursors.
 //! - `views`: response shapes; the only place rows become JSON.
 //! - `routes`: one module per resource, each exposing `router()`.

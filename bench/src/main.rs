@@ -3,7 +3,7 @@
 //! limits measured in the same run. Prints numbers; asserts nothing.
 //!
 //! `cargo run --release -p bench -- --profile embedded|distributed`
-//! `cargo run --release -p bench -- [--profile …] search|counts|overview`
+//! `cargo run --release -p bench -- [--profile …] search|counts|marks|overview`
 //! `cargo run --release -p bench -- faults [--messages N]`
 use std::{path::PathBuf, time::Duration};
 
@@ -14,6 +14,7 @@ mod counts;
 mod lag;
 mod limits;
 mod load;
+mod marks;
 mod overview;
 mod report;
 mod run;
@@ -105,6 +106,20 @@ enum Internal {
         #[arg(long, default_value_t = 1_000_000)]
         messages: usize,
     },
+    /// The count marks under a sustained write rate: the table's size over
+    /// time while the `counts` task runs on its interval.
+    Marks {
+        /// Rows persisted per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+        #[arg(long, default_value_t = 10_000)]
+        chats: usize,
+        /// Seconds between runs of the counts task (its default).
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+    },
     /// The dashboard's overview render time over a queue holding this many
     /// finished jobs, all within the retention.
     Overview {
@@ -180,6 +195,27 @@ async fn main() -> anyhow::Result<()> {
             }
             for r in &reports {
                 counts::print(r, chats, *messages);
+            }
+            return Ok(());
+        }
+        Some(Internal::Marks {
+            rate,
+            secs,
+            chats,
+            interval,
+        }) => {
+            let options = marks::Options {
+                rate: (*rate).max(1),
+                duration: Duration::from_secs(*secs),
+                chats: (*chats).max(2),
+                batch: cli.batch_size.max(1),
+                interval: Duration::from_secs((*interval).max(1)),
+            };
+            for profile in cli.profiles() {
+                let deployment = deploy(&cli, profile, std::path::Path::new("chat")).await?;
+                let outcome = marks::run(&deployment, &options).await;
+                deployment.tear_down(cli.keep_logs).await?;
+                outcome?;
             }
             return Ok(());
         }

@@ -10,10 +10,12 @@ use serde_json::json;
 
 use crate::SchedulerConfig;
 
-/// Marks read per incremental round; a run goes on for as many rounds as
-/// the marks that existed when it started need, so the table cannot
-/// outgrow what one interval adds.
-const MARKS_PER_ROUND: u64 = 10_000;
+/// Distinct parents per incremental round: a round reads marks until it
+/// names this many, recounts each of them once however many marks named
+/// it, then deletes what it read. A run goes on for as many rounds as the
+/// marks that existed when it started need, so the table cannot outgrow
+/// what one interval adds.
+const PARENTS_PER_ROUND: u64 = 100_000;
 /// Messages persisted this recently are still on their way through the
 /// index queue: the drift check leaves them to their jobs.
 const DRIFT_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -64,7 +66,7 @@ impl Task {
     pub async fn run(self, backends: &Backends, config: &SchedulerConfig) -> Result<Done> {
         match self {
             Task::Counts => {
-                let report = counts::recount_dirty(&backends.writer, MARKS_PER_ROUND).await?;
+                let report = counts::recount_dirty(&backends.writer, PARENTS_PER_ROUND).await?;
                 Ok(Done {
                     rows_touched: report.repaired(),
                     detail: serde_json::to_value(report)?,

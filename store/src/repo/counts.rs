@@ -22,7 +22,10 @@
 //! drift it repaired.
 use std::collections::BTreeSet;
 
-use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DbBackend, FromQueryResult, IsolationLevel, Statement, TransactionSession,
+    TransactionTrait, Value,
+};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -111,37 +114,98 @@ struct Mark {
     chat_number: i64,
 }
 
-/// Consumes up to `limit` marks with an id up to `ceiling` (all of them
-/// with `None`): recounts the parents they name and deletes them. Returns
-/// what it did; `marks < limit` means none were left below the ceiling.
+/// Marks read per statement.
+const MARKS_PER_READ: u64 = 10_000;
+/// Id ranges deleted per statement.
+const RANGES_PER_DELETE: usize = 200;
+
+/// Consumes the marks with an id up to `ceiling` (all of them with
+/// `None`) that name at most `parents` distinct parents: recounts each of
+/// those parents once, however many marks name it, and deletes exactly
+/// the marks it read. Returns what it did; `marks == 0` means none were
+/// left below the ceiling.
 pub async fn recount_marked(
-    db: &impl ConnectionTrait,
-    limit: u64,
+    db: &(impl ConnectionTrait + TransactionTrait),
+    parents: u64,
     ceiling: Option<i64>,
 ) -> Result<RecountReport> {
-    let backend = db.get_database_backend();
-    let marks = Mark::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        "SELECT id, application_id, chat_number FROM count_marks WHERE id <= ? \
-         ORDER BY id LIMIT ?",
-        [ceiling.unwrap_or(i64::MAX).into(), (limit as i64).into()],
-    ))
-    .all(db)
-    .await?;
-    if marks.is_empty() {
-        return Ok(RecountReport::default());
+    Ok(consume(db, 0, ceiling.unwrap_or(i64::MAX), parents)
+        .await?
+        .report)
+}
+
+/// What one round of [`consume`] did.
+struct Round {
+    report: RecountReport,
+    /// The last mark id it read.
+    last: i64,
+    /// It stopped at its parents' limit: marks below the ceiling remain.
+    full: bool,
+}
+
+/// The ids read, as runs of consecutive ids: a multi-row insert takes
+/// consecutive auto-increment ids, so a batch's marks are one run, and
+/// an id a run does not cover was never read.
+#[derive(Default)]
+struct IdRuns(Vec<(i64, i64)>);
+
+impl IdRuns {
+    fn push(&mut self, id: i64) {
+        match self.0.last_mut() {
+            Some((_, hi)) if *hi + 1 == id => *hi = id,
+            _ => self.0.push((id, id)),
+        }
     }
+}
+
+/// [`recount_marked`] over the marks after id `after`.
+async fn consume(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    after: i64,
+    ceiling: i64,
+    max_parents: u64,
+) -> Result<Round> {
+    let backend = db.get_database_backend();
     let mut chats = BTreeSet::new();
     let mut applications = BTreeSet::new();
-    for m in &marks {
-        if m.chat_number == 0 {
-            applications.insert(m.application_id);
-        } else {
-            chats.insert((m.application_id, m.chat_number));
+    let mut read = IdRuns::default();
+    let mut marks = 0u64;
+    let mut last = after;
+    let mut full = false;
+    'pages: loop {
+        let page = Mark::find_by_statement(Statement::from_sql_and_values(
+            backend,
+            "SELECT id, application_id, chat_number FROM count_marks \
+             WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            [last.into(), ceiling.into(), (MARKS_PER_READ as i64).into()],
+        ))
+        .all(db)
+        .await?;
+        for m in &page {
+            let known = if m.chat_number == 0 {
+                applications.contains(&m.application_id)
+            } else {
+                chats.contains(&(m.application_id, m.chat_number))
+            };
+            if !known && (chats.len() + applications.len()) as u64 >= max_parents {
+                full = true;
+                break 'pages;
+            }
+            if m.chat_number == 0 {
+                applications.insert(m.application_id);
+            } else {
+                chats.insert((m.application_id, m.chat_number));
+            }
+            read.push(m.id);
+            marks += 1;
+            last = m.id;
+        }
+        if (page.len() as u64) < MARKS_PER_READ {
+            break;
         }
     }
     let mut report = RecountReport {
-        marks: marks.len() as u64,
+        marks,
         ..Default::default()
     };
     let chats: Vec<_> = chats.into_iter().collect();
@@ -160,32 +224,58 @@ pub async fn recount_marked(
     }
     // Only after the recounts committed: a failure above leaves every mark
     // in place for the next run.
-    let ids: Vec<i64> = marks.iter().map(|m| m.id).collect();
-    for chunk in ids.chunks(PARENTS_PER_STATEMENT) {
-        exec(
-            db,
-            &format!(
-                "DELETE FROM count_marks WHERE id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            ),
-            chunk.iter().map(|&id| id.into()).collect(),
-        )
-        .await?;
+    for chunk in read.0.chunks(RANGES_PER_DELETE) {
+        let filter = Filter {
+            sql: vec!["id BETWEEN ? AND ?"; chunk.len()].join(" OR "),
+            values: chunk
+                .iter()
+                .flat_map(|&(lo, hi)| [lo.into(), hi.into()])
+                .collect(),
+        };
+        delete_marks(db, &filter).await?;
     }
-    Ok(report)
+    Ok(Round { report, last, full })
 }
 
-/// Consumes every mark that existed when it was called, in batches of
-/// `batch`.
-pub async fn recount_dirty(db: &impl ConnectionTrait, batch: u64) -> Result<RecountReport> {
+/// Deletes the marks in these id ranges. On MySQL in READ COMMITTED,
+/// which takes no gap lock: in REPEATABLE READ a range delete also locks
+/// the gap past its last row, where the writers append their marks.
+async fn delete_marks(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    filter: &Filter,
+) -> Result<()> {
+    let sql = format!("DELETE FROM count_marks WHERE {}", filter.sql);
+    if db.get_database_backend() != DbBackend::MySql {
+        exec(db, &sql, filter.values.clone()).await?;
+        return Ok(());
+    }
+    let txn = db
+        .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+        .await?;
+    exec(&txn, &sql, filter.values.clone()).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Consumes every mark that existed when it was called, in rounds of at
+/// most `parents` distinct parents; each round recounts a parent once,
+/// however many of its marks it read.
+pub async fn recount_dirty(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    parents: u64,
+) -> Result<RecountReport> {
     let mut total = RecountReport::default();
     let Some(ceiling) = highest_mark(db).await? else {
         return Ok(total);
     };
+    // One pass in id order: a mark that commits behind the pass (a lower
+    // id, committed late) is left for the next run, never lost.
+    let mut after = 0;
     loop {
-        let round = recount_marked(db, batch, Some(ceiling)).await?;
-        total.add(round);
-        if round.marks < batch {
+        let round = consume(db, after, ceiling, parents.max(1)).await?;
+        total.add(round.report);
+        after = round.last;
+        if !round.full {
             return Ok(total);
         }
     }
@@ -204,7 +294,10 @@ async fn highest_mark(db: &impl ConnectionTrait) -> Result<Option<i64>> {
 /// Sets every `messages_count` and `chats_count` to what the tables hold,
 /// walking both tables in id ranges of `batch` parents, and leaves the
 /// marks alone (a concurrent incremental run still owns them).
-pub async fn recount_all(db: &impl ConnectionTrait, batch: i64) -> Result<RecountReport> {
+pub async fn recount_all(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    batch: i64,
+) -> Result<RecountReport> {
     let batch = batch.max(1);
     let mut report = RecountReport::default();
     for (table, is_chats) in [("chats", true), ("applications", false)] {
@@ -274,7 +367,7 @@ const CHATS_OF_APPLICATION: &str =
 /// Sets `column` of the `table` rows matching `filter` to `count`, where
 /// it differs; returns how many counts were wrong (and are now right).
 async fn recount(
-    db: &impl ConnectionTrait,
+    db: &(impl ConnectionTrait + TransactionTrait),
     table: &str,
     column: &str,
     count: &str,
@@ -284,14 +377,43 @@ async fn recount(
         "UPDATE {table} SET {column} = {count} WHERE {} AND {column} <> {count}",
         filter.sql
     );
-    exec(db, &sql, filter.values.clone()).await
+    if db.get_database_backend() != DbBackend::MySql {
+        // SQLite has one writer: the statement runs alone.
+        return exec(db, &sql, filter.values.clone()).await;
+    }
+    // In InnoDB's default REPEATABLE READ, the count subquery of an UPDATE
+    // is a locking read: it takes shared next-key locks on the messages it
+    // counts, and deadlocks with the bulk inserts appending to them (seen
+    // at 20k writes/s, where every counts run failed and the marks piled
+    // up). Under READ COMMITTED it is a plain consistent read. Locking the
+    // parents first makes the count's snapshot newer than any other run
+    // that wrote them, so two overlapping runs cannot leave the older
+    // count behind.
+    let txn = db
+        .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+        .await?;
+    exec(
+        &txn,
+        &format!("SELECT 1 FROM {table} WHERE {} FOR UPDATE", filter.sql),
+        filter.values.clone(),
+    )
+    .await?;
+    let changed = exec(&txn, &sql, filter.values.clone()).await?;
+    txn.commit().await?;
+    Ok(changed)
 }
 
-async fn recount_chats(db: &impl ConnectionTrait, filter: &Filter) -> Result<u64> {
+async fn recount_chats(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    filter: &Filter,
+) -> Result<u64> {
     recount(db, "chats", "messages_count", MESSAGES_OF_CHAT, filter).await
 }
 
-async fn recount_applications(db: &impl ConnectionTrait, filter: &Filter) -> Result<u64> {
+async fn recount_applications(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    filter: &Filter,
+) -> Result<u64> {
     recount(
         db,
         "applications",
