@@ -85,21 +85,8 @@ async fn seed(
     messages_n: usize,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let app = applications::create(db, "bench").await?.id;
+    let app = application_with_chats(db, "bench", chats_n).await?;
     let now = chat_store::now();
-    let rows: Vec<ChatRow> = (1..=chats_n as i64)
-        .map(|number| ChatRow {
-            application_id: app,
-            number,
-            name: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        })
-        .collect();
-    for chunk in rows.chunks(ROWS_PER_WRITE) {
-        chats::upsert_all(db, chunk).await?;
-    }
     // Chat by chat, as a steady load would fill them.
     let per_chat = messages_n / chats_n.max(1);
     let mut batch = Vec::with_capacity(ROWS_PER_WRITE);
@@ -122,6 +109,31 @@ async fn seed(
     }
     messages::upsert_all(db, &batch).await?;
     Ok(started.elapsed())
+}
+
+/// A new application with chats 1..=`chats_n`, written by the real bulk
+/// writer; returns its id.
+pub async fn application_with_chats(
+    db: &DatabaseConnection,
+    name: &str,
+    chats_n: usize,
+) -> anyhow::Result<i64> {
+    let app = applications::create(db, name).await?.id;
+    let now = chat_store::now();
+    let rows: Vec<ChatRow> = (1..=chats_n as i64)
+        .map(|number| ChatRow {
+            application_id: app,
+            number,
+            name: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_WRITE) {
+        chats::upsert_all(db, chunk).await?;
+    }
+    Ok(app)
 }
 
 pub fn print(r: &Report, chats_n: usize, messages_n: usize) {

@@ -18,8 +18,8 @@ use std::{
 };
 
 use chat_store::{
-    model::{ChatRow, MessageRow},
-    repo::{applications, chats, counts, messages},
+    model::MessageRow,
+    repo::{counts, messages},
 };
 use sea_orm::DatabaseConnection;
 
@@ -53,21 +53,7 @@ struct Run {
 pub async fn run(deployment: &Deployment, o: &Options) -> anyhow::Result<()> {
     let db = deployment.connect().await?;
     chat_store::db::migrate(&db).await?;
-    let app = applications::create(&db, "marks").await?.id;
-    let now = chat_store::now();
-    let rows: Vec<ChatRow> = (1..=o.chats as i64)
-        .map(|number| ChatRow {
-            application_id: app,
-            number,
-            name: None,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        })
-        .collect();
-    for chunk in rows.chunks(2_000) {
-        chats::upsert_all(&db, chunk).await?;
-    }
+    let app = crate::counts::application_with_chats(&db, "marks", o.chats).await?;
     counts::recount_dirty(&db, PARENTS_PER_ROUND).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
