@@ -245,16 +245,32 @@ async fn delete_marks(
     filter: &Filter,
 ) -> Result<()> {
     let sql = format!("DELETE FROM count_marks WHERE {}", filter.sql);
+    write_read_committed(db, None, &sql, &filter.values).await?;
+    Ok(())
+}
+
+/// Runs the write `sql`; on MySQL in a READ COMMITTED transaction, after
+/// `lock` (a locking read of the rows it writes) with the same values.
+/// SQLite has one writer, so there the statement runs alone. Returns the
+/// rows `sql` changed.
+async fn write_read_committed(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    lock: Option<&str>,
+    sql: &str,
+    values: &[Value],
+) -> Result<u64> {
     if db.get_database_backend() != DbBackend::MySql {
-        exec(db, &sql, filter.values.clone()).await?;
-        return Ok(());
+        return exec(db, sql, values.to_vec()).await;
     }
     let txn = db
         .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
         .await?;
-    exec(&txn, &sql, filter.values.clone()).await?;
+    if let Some(lock) = lock {
+        exec(&txn, lock, values.to_vec()).await?;
+    }
+    let changed = exec(&txn, sql, values.to_vec()).await?;
     txn.commit().await?;
-    Ok(())
+    Ok(changed)
 }
 
 /// Consumes every mark that existed when it was called, in rounds of at
@@ -377,10 +393,6 @@ async fn recount(
         "UPDATE {table} SET {column} = {count} WHERE {} AND {column} <> {count}",
         filter.sql
     );
-    if db.get_database_backend() != DbBackend::MySql {
-        // SQLite has one writer: the statement runs alone.
-        return exec(db, &sql, filter.values.clone()).await;
-    }
     // In InnoDB's default REPEATABLE READ, the count subquery of an UPDATE
     // is a locking read: it takes shared next-key locks on the messages it
     // counts, and deadlocks with the bulk inserts appending to them (seen
@@ -389,18 +401,8 @@ async fn recount(
     // parents first makes the count's snapshot newer than any other run
     // that wrote them, so two overlapping runs cannot leave the older
     // count behind.
-    let txn = db
-        .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
-        .await?;
-    exec(
-        &txn,
-        &format!("SELECT 1 FROM {table} WHERE {} FOR UPDATE", filter.sql),
-        filter.values.clone(),
-    )
-    .await?;
-    let changed = exec(&txn, &sql, filter.values.clone()).await?;
-    txn.commit().await?;
-    Ok(changed)
+    let lock = format!("SELECT 1 FROM {table} WHERE {} FOR UPDATE", filter.sql);
+    write_read_committed(db, Some(&lock), &sql, &filter.values).await
 }
 
 async fn recount_chats(
