@@ -486,6 +486,24 @@ async fn jobs_are_listed_by_state_and_found() {
     support::drop_keys(&prefix).await;
 }
 
+#[tokio::test]
+async fn a_retrying_job_can_be_made_due_at_once() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    support::a_retrying_job_can_be_made_due_at_once(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
+}
+
+#[tokio::test]
+async fn waiting_jobs_can_be_cancelled_but_claimed_ones_cannot() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    support::waiting_jobs_can_be_cancelled_but_claimed_ones_cannot(q.as_ref()).await;
+    support::drop_keys(&prefix).await;
+}
+
 /// Over a history of several pages in the done and dead streams, every
 /// kind of search finds exactly what reading the lists and testing each
 /// record finds, in the same order, within the same scan and limit, with

@@ -165,3 +165,17 @@ async fn jobs_are_listed_by_state_and_found() {
     support::jobs_are_listed_by_state_and_found(q.as_ref()).await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_retrying_job_can_be_made_due_at_once() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    support::a_retrying_job_can_be_made_due_at_once(q.as_ref()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn waiting_jobs_can_be_cancelled_but_claimed_ones_cannot() {
+    let (q, dir) = queue(Duration::from_secs(30)).await;
+    support::waiting_jobs_can_be_cancelled_but_claimed_ones_cannot(q.as_ref()).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -283,6 +283,20 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Deletes a buried job for good; `false` when there was none.
     async fn discard(&self, queue: QueueName, id: &str) -> Result<bool>;
 
+    /// Makes a job that waits out its retry backoff due now, atomically and
+    /// as it is: no attempt is spent and its failure history stays. `id` is
+    /// its [`JobRecord::id`] as a retrying job. `false` when no such job
+    /// waits (it already ran, was cancelled, or the handle is unknown).
+    async fn retry_now(&self, queue: QueueName, id: &str) -> Result<bool>;
+
+    /// Deletes a job that waits, to be claimed or for its retry, for good
+    /// and atomically. `state` is where the operator saw it
+    /// ([`JobState::Pending`] or [`JobState::Retrying`]) and `id` its
+    /// [`JobRecord::id`] there. A job that has moved on since (a worker
+    /// claimed it, it settled) is left alone: in flight, it is never
+    /// cancelled under its worker. `false` when nothing was deleted.
+    async fn cancel(&self, queue: QueueName, state: JobState, id: &str) -> Result<bool>;
+
     /// One page of `state`'s jobs, newest first, continuing after
     /// `cursor` (a previous page's `next`).
     async fn jobs(

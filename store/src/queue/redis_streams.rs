@@ -171,11 +171,12 @@ redis.call('XDEL', KEYS[2], ARGV[1])
 return 1
 "#;
 
-/// Moves at most ARGV[2] due retries back to the stream.
-const PROMOTE: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  local job = cjson.decode(member)
+/// `append(stream, job)` adds a decoded retry-set member to the stream as
+/// the entry it becomes: payload, attempt, failures, trace and enqueue
+/// time. Prefixed to every script that puts a retry back, so a job made due
+/// early is exactly the job promotion would have made.
+const APPEND_RETRY: &str = r#"
+local function append(stream, job)
   local fields = {'p', job.p, 'a', job.a, 'f', job.f}
   for _, name in ipairs({'t', 'e'}) do
     if job[name] then
@@ -183,10 +184,57 @@ for _, member in ipairs(due) do
       fields[#fields + 1] = job[name]
     end
   end
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  redis.call('XADD', stream, '*', unpack(fields))
+end
+"#;
+
+/// Moves at most ARGV[2] due retries back to the stream.
+const PROMOTE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  append(KEYS[1], cjson.decode(member))
   redis.call('ZREM', KEYS[2], member)
 end
 return #due
+"#;
+
+/// Takes the retry-set member a retrying handle names (ARGV[1] its due
+/// time, ARGV[2] its `u`) out of the set, and with ARGV[3] = 'now' appends
+/// it to the stream; 0 when it is no longer there (promoted, or taken).
+/// The member and the entry change in one step, so the job is never both
+/// or neither.
+const TAKE_RETRY: &str = r#"
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], ARGV[1], ARGV[1], 'BYSCORE')) do
+  local job = cjson.decode(member)
+  if job.u == ARGV[2] then
+    if ARGV[3] == 'now' then append(KEYS[1], job) end
+    redis.call('ZREM', KEYS[2], member)
+    return 1
+  end
+end
+return 0
+"#;
+
+/// Deletes stream entry ARGV[2] if group ARGV[1] never delivered it; 0
+/// otherwise. Every delivery, and so every in-flight entry, lies at or
+/// below the group's last-delivered id (an entry leaves the stream when it
+/// settles), which is also where the listings draw the pending line.
+const CANCEL_PENDING: &str = r#"
+if not redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])[1] then return 0 end
+local last = '0-0'
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  if info['name'] == ARGV[1] then last = info['last-delivered-id'] end
+end
+local function order(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local ms, seq = order(ARGV[2])
+local last_ms, last_seq = order(last)
+if ms < last_ms or (ms == last_ms and seq <= last_seq) then return 0 end
+return redis.call('XDEL', KEYS[1], ARGV[2])
 "#;
 
 #[derive(Serialize, Deserialize)]
@@ -230,6 +278,8 @@ struct Scripts {
     bury: Script,
     promote: Script,
     revive: Script,
+    take_retry: Script,
+    cancel_pending: Script,
 }
 
 impl RedisStreamQueue {
@@ -250,8 +300,10 @@ impl RedisStreamQueue {
                 later: Script::new(LATER),
                 renew: Script::new(RENEW),
                 bury: Script::new(BURY),
-                promote: Script::new(PROMOTE),
+                promote: Script::new(&format!("{APPEND_RETRY}{PROMOTE}")),
                 revive: Script::new(REVIVE),
+                take_retry: Script::new(&format!("{APPEND_RETRY}{TAKE_RETRY}")),
+                cancel_pending: Script::new(CANCEL_PENDING),
             },
             readers: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(HashMap::new()),
@@ -428,6 +480,26 @@ impl RedisStreamQueue {
         let mut conn = self.conn.clone();
         let _: i64 = call.invoke_async(&mut conn).await?;
         Ok(())
+    }
+
+    /// Takes the retrying job `id` names out of the retry set, appending it
+    /// to the stream when `now`; `false` when it waits there no longer.
+    async fn take_retry(&self, queue: QueueName, id: &str, now: bool) -> Result<bool> {
+        let Some((due, job_id)) = retry_handle(id) else {
+            return Ok(false);
+        };
+        let mut conn = self.conn.clone();
+        let taken: i64 = self
+            .scripts
+            .take_retry
+            .key(self.stream_key(queue))
+            .key(self.key(queue, "retry"))
+            .arg(due)
+            .arg(job_id)
+            .arg(if now { "now" } else { "" })
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(taken == 1)
     }
 
     async fn take_over_expired(
@@ -671,6 +743,20 @@ fn decode_retrying(member: &str, due: i64) -> Result<JobRecord> {
         ready_at: Some(due),
         started_at: None,
     })
+}
+
+/// The due time and job id a retrying handle (`due:id`) names.
+fn retry_handle(id: &str) -> Option<(i64, &str)> {
+    let (due, job_id) = id.split_once(':')?;
+    Some((due.parse().ok()?, job_id))
+}
+
+/// Whether `id` is a whole stream entry id (`<ms>-<seq>`): Redis reads a
+/// bare `<ms>` as a range, and rejects other text with an error.
+fn is_entry_id(id: &str) -> bool {
+    let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok();
+    id.split_once('-')
+        .is_some_and(|(ms, seq)| number(ms) && number(seq))
 }
 
 /// A stream id as a comparable pair; `(0, 0)` when malformed.
@@ -1071,6 +1157,29 @@ impl JobQueue for RedisStreamQueue {
         Ok(deleted == 1)
     }
 
+    async fn retry_now(&self, queue: QueueName, id: &str) -> Result<bool> {
+        self.take_retry(queue, id, true).await
+    }
+
+    async fn cancel(&self, queue: QueueName, state: JobState, id: &str) -> Result<bool> {
+        match state {
+            JobState::Pending if is_entry_id(id) => {
+                let mut conn = self.conn.clone();
+                let deleted: i64 = self
+                    .scripts
+                    .cancel_pending
+                    .key(self.stream_key(queue))
+                    .arg(GROUP)
+                    .arg(id)
+                    .invoke_async(&mut conn)
+                    .await?;
+                Ok(deleted == 1)
+            }
+            JobState::Retrying => self.take_retry(queue, id, false).await,
+            _ => Ok(false),
+        }
+    }
+
     async fn jobs(
         &self,
         queue: QueueName,
@@ -1150,10 +1259,7 @@ impl JobQueue for RedisStreamQueue {
                 decode_live(entry, JobState::InFlight, worker).map(Some)
             }
             JobState::Retrying => {
-                let Some((due, job_id)) = id.split_once(':') else {
-                    return Ok(None);
-                };
-                let Ok(due) = due.parse::<i64>() else {
+                let Some((due, job_id)) = retry_handle(id) else {
                     return Ok(None);
                 };
                 let members: Vec<String> = redis::cmd("ZRANGE")

@@ -603,6 +603,51 @@ impl JobQueue for SqliteQueue {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn retry_now(&self, queue: QueueName, id: &str) -> Result<bool> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(false);
+        };
+        let done = self
+            .writer
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!(
+                    "UPDATE queue_jobs SET run_at = ?1 WHERE id = ?2 AND queue = ?3 AND {}",
+                    state_filter(JobState::Retrying)
+                ),
+                [crate::now_millis().into(), id.into(), queue.as_str().into()],
+            ))
+            .await?;
+        let due = done.rows_affected() == 1;
+        if due {
+            self.notify();
+        }
+        Ok(due)
+    }
+
+    /// The state's filter in the statement itself: a row claimed since the
+    /// operator saw it holds a lease, and no longer matches.
+    async fn cancel(&self, queue: QueueName, state: JobState, id: &str) -> Result<bool> {
+        if !matches!(state, JobState::Pending | JobState::Retrying) {
+            return Ok(false);
+        }
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(false);
+        };
+        let done = self
+            .writer
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!(
+                    "DELETE FROM queue_jobs WHERE id = ?2 AND queue = ?3 AND {}",
+                    state_filter(state)
+                ),
+                [crate::now_millis().into(), id.into(), queue.as_str().into()],
+            ))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn jobs(
         &self,
         queue: QueueName,

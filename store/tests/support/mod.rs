@@ -400,3 +400,174 @@ pub async fn a_renewed_job_is_not_taken_over(q: &dyn chat_store::queue::JobQueue
     );
     q.ack(Q, &taken).await.unwrap();
 }
+
+/// Handles no job has, in both backends' shapes and neither.
+const UNKNOWN_HANDLES: [&str; 8] = [
+    "",
+    "x",
+    "12345",
+    "12345-0",
+    "1-x",
+    "12345:12345-0",
+    ":",
+    "99999999999999999999-1",
+];
+
+/// A job waiting out its backoff can be made due at once: the next claim
+/// takes it, with the attempt and failures it had. A pending, done or
+/// unknown job, or one already made due, answers `false`.
+pub async fn a_retrying_job_can_be_made_due_at_once(q: &dyn chat_store::queue::JobQueue) {
+    use chat_store::queue::{JobState, QueueName};
+    const Q: QueueName = QueueName::Messages;
+    q.enqueue(Q, "{\"n\":1}".into()).await.unwrap();
+    q.enqueue(Q, "{\"n\":2}".into()).await.unwrap();
+    let wait = Duration::from_millis(200);
+    let first = q.claim(Q, "w", 1, wait).await.unwrap();
+    assert_eq!(first[0].payload, "{\"n\":1}");
+    q.retry(Q, &first[0], "flaky", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let retrying = q.jobs(Q, JobState::Retrying, None, 10).await.unwrap().jobs;
+    let pending = q.jobs(Q, JobState::Pending, None, 10).await.unwrap().jobs;
+    assert_eq!((retrying.len(), pending.len()), (1, 1));
+
+    assert!(
+        !q.retry_now(Q, &pending[0].id).await.unwrap(),
+        "a pending job has no backoff to cut"
+    );
+    for id in UNKNOWN_HANDLES {
+        assert!(!q.retry_now(Q, id).await.unwrap(), "{id:?}");
+    }
+    assert!(q.retry_now(Q, &retrying[0].id).await.unwrap());
+    assert!(
+        !q.retry_now(Q, &retrying[0].id).await.unwrap(),
+        "a second click does nothing"
+    );
+    let stats = q.stats(Q).await.unwrap();
+    assert_eq!((stats.ready, stats.retrying), (2, 0));
+    assert!(
+        q.jobs(Q, JobState::Retrying, None, 10)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+
+    // Well within the hour of backoff, and before a backend's periodic
+    // look for due retries comes round again.
+    let again = q.claim(Q, "w", 10, wait).await.unwrap();
+    let made_due = again
+        .iter()
+        .find(|j| j.payload == "{\"n\":1}")
+        .expect("claimable at once");
+    assert_eq!(made_due.attempt, 2, "the attempt it was due to run as");
+    assert_eq!(made_due.failures.len(), 1, "its failures are kept");
+    assert_eq!(made_due.failures[0].error, "flaky");
+    assert_eq!(made_due.enqueued_at, first[0].enqueued_at);
+    assert!(!q.retry_now(Q, &retrying[0].id).await.unwrap(), "in flight");
+    q.ack(Q, &again).await.unwrap();
+    let stats = q.stats(Q).await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.retrying, stats.done),
+        (0, 0, 0, 2)
+    );
+    for done in q.jobs(Q, JobState::Done, None, 10).await.unwrap().jobs {
+        assert!(!q.retry_now(Q, &done.id).await.unwrap(), "a done job");
+    }
+}
+
+/// A pending or retrying job can be cancelled, once, and leaves no trace
+/// in the lists or the counts. A job a worker claimed after the operator
+/// saw it pending is in flight: it is not cancelled, and acks normally.
+pub async fn waiting_jobs_can_be_cancelled_but_claimed_ones_cannot(
+    q: &dyn chat_store::queue::JobQueue,
+) {
+    use chat_store::queue::{JobState, QueueName};
+    const Q: QueueName = QueueName::Chats;
+    for n in 1..=3 {
+        q.enqueue(Q, format!("{{\"n\":{n}}}")).await.unwrap();
+    }
+    let wait = Duration::from_millis(200);
+    let first = q.claim(Q, "w", 1, wait).await.unwrap();
+    q.retry(Q, &first[0], "flaky", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    // The operator's page load.
+    let pending = q.jobs(Q, JobState::Pending, None, 10).await.unwrap().jobs;
+    let retrying = q.jobs(Q, JobState::Retrying, None, 10).await.unwrap().jobs;
+    let seen = |n: u8| {
+        let payload = format!("{{\"n\":{n}}}");
+        pending
+            .iter()
+            .chain(&retrying)
+            .find(|j| j.payload == payload)
+            .unwrap()
+            .clone()
+    };
+    let (one, two, three) = (seen(1), seen(2), seen(3));
+    assert_eq!(
+        (one.state, two.state, three.state),
+        (JobState::Retrying, JobState::Pending, JobState::Pending)
+    );
+
+    // A worker claims job 2 before the operator acts on it.
+    let held = q.claim(Q, "w", 1, wait).await.unwrap();
+    assert_eq!(held[0].payload, two.payload);
+    let in_flight = q.jobs(Q, JobState::InFlight, None, 10).await.unwrap().jobs;
+    for state in JobState::ALL {
+        for id in [&two.id, &in_flight[0].id] {
+            assert!(
+                !q.cancel(Q, state, id).await.unwrap(),
+                "an in-flight job is left alone ({state:?} {id})"
+            );
+        }
+    }
+
+    let counts = || async move {
+        let s = q.stats(Q).await.unwrap();
+        (s.ready, s.in_flight, s.retrying, s.done, s.dead)
+    };
+    assert_eq!(counts().await, (1, 1, 1, 0, 0));
+    assert!(
+        !q.cancel(Q, JobState::Retrying, &three.id).await.unwrap(),
+        "not in the state the operator names"
+    );
+    assert!(!q.cancel(Q, JobState::Pending, &one.id).await.unwrap());
+    assert!(q.cancel(Q, JobState::Pending, &three.id).await.unwrap());
+    assert!(
+        !q.cancel(Q, JobState::Pending, &three.id).await.unwrap(),
+        "a second click does nothing"
+    );
+    assert_eq!(counts().await, (0, 1, 1, 0, 0));
+    assert!(q.cancel(Q, JobState::Retrying, &one.id).await.unwrap());
+    assert!(!q.cancel(Q, JobState::Retrying, &one.id).await.unwrap());
+    assert!(!q.retry_now(Q, &one.id).await.unwrap(), "cancelled");
+    assert_eq!(counts().await, (0, 1, 0, 0, 0));
+    for state in [JobState::Pending, JobState::Retrying] {
+        assert!(q.jobs(Q, state, None, 10).await.unwrap().jobs.is_empty());
+        for id in UNKNOWN_HANDLES {
+            assert!(!q.cancel(Q, state, id).await.unwrap(), "{state:?} {id:?}");
+        }
+    }
+    assert!(
+        q.job(Q, JobState::Pending, &three.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        q.job(Q, JobState::Retrying, &one.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    q.ack(Q, &held).await.unwrap();
+    assert_eq!(counts().await, (0, 0, 0, 1, 0));
+    let done = q.jobs(Q, JobState::Done, None, 10).await.unwrap().jobs;
+    assert_eq!(done[0].payload, two.payload);
+    assert!(
+        q.claim(Q, "w", 10, wait).await.unwrap().is_empty(),
+        "nothing cancelled comes back"
+    );
+}
