@@ -76,13 +76,28 @@ pub struct Settings {
     pub admin_login_failures: u32,
     /// Take the scheme from `X-Forwarded-Proto`, behind a proxy that ends
     /// TLS: the dashboard's session cookie is `Secure` only over HTTPS.
-    #[arg(long, env = "TRUST_FORWARDED_PROTO", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    /// [boolean: 1/0, true/false, yes/no, on/off]
+    #[arg(
+        long,
+        env = "TRUST_FORWARDED_PROTO",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
+        global = true
+    )]
     pub trust_forwarded_proto: bool,
     /// Hides and refuses every dashboard action.
+    /// [boolean: 1/0, true/false, yes/no, on/off]
     #[arg(
         long,
         env = "DASHBOARD_READ_ONLY",
         default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
         global = true
     )]
     pub dashboard_read_only: bool,
@@ -136,7 +151,17 @@ pub struct Settings {
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
     pub max_message_bytes: usize,
     /// Turns the API's rate limits on or off.
-    #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    /// [boolean: 1/0, true/false, yes/no, on/off]
+    #[arg(
+        long,
+        env = "RATE_LIMIT_ENABLED",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
+        global = true
+    )]
     pub rate_limit_enabled: bool,
     /// The window the rate limits count over, in seconds; a whole window's
     /// worth may come in one burst.
@@ -180,7 +205,17 @@ pub struct Settings {
     )]
     pub rate_limit_ip_reads: u32,
     /// Take the client address from `X-Forwarded-For` (behind a proxy only).
-    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    /// [boolean: 1/0, true/false, yes/no, on/off]
+    #[arg(
+        long,
+        env = "TRUST_FORWARDED_FOR",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
+        global = true
+    )]
     pub trust_forwarded_for: bool,
     /// Origins allowed to call the API from a browser, comma-separated, or
     /// `*`; unset, no CORS header is sent.
@@ -441,5 +476,43 @@ impl Settings {
             },
             lease: Duration::from_millis(self.claim_idle_ms.max(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    fn read_only(args: &[&str]) -> Result<bool, clap::Error> {
+        let mut argv = vec!["chat", "serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| cli.settings.dashboard_read_only)
+    }
+
+    #[test]
+    fn booleans_take_every_usual_spelling() {
+        for yes in ["1", "true", "yes", "on", "TRUE", "Yes"] {
+            assert!(read_only(&["--dashboard-read-only", yes]).unwrap(), "{yes}");
+        }
+        for no in ["0", "false", "no", "off"] {
+            assert!(!read_only(&["--dashboard-read-only", no]).unwrap(), "{no}");
+        }
+        assert!(
+            read_only(&["--dashboard-read-only"]).unwrap(),
+            "a bare flag"
+        );
+        assert!(!read_only(&[]).unwrap(), "the default");
+        assert!(read_only(&["--dashboard-read-only", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn help_lists_the_boolean_spellings() {
+        let help = <Cli as clap::CommandFactory>::command().render_long_help();
+        assert!(
+            help.to_string()
+                .contains("boolean: 1/0, true/false, yes/no, on/off")
+        );
     }
 }
