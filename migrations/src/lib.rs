@@ -15,6 +15,7 @@ mod m0006_admin_audit;
 mod m0007_job_pulse;
 mod m0008_worker_pause;
 mod m0009_idempotency_keys;
+mod m0010_operator_controls;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_job_pulse::Migration),
             Box::new(m0008_worker_pause::Migration),
             Box::new(m0009_idempotency_keys::Migration),
+            Box::new(m0010_operator_controls::Migration),
         ]
     }
 }

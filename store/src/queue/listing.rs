@@ -161,12 +161,18 @@ impl JobSearch {
             && self
                 .error
                 .as_ref()
-                .is_none_or(|e| job.failures.iter().any(|f| f.error.contains(e.as_str())))
+                .is_none_or(|e| job.failures.iter().any(|f| contains_folded(&f.error, e)))
             && self
                 .trace
                 .as_ref()
                 .is_none_or(|t| job.trace.as_ref().is_some_and(|c| c.contains(t.as_str())))
     }
+}
+
+/// Whether `text` contains `part`, ignoring case: an operator types an
+/// error as they remember it, not as the backend capitalised it.
+pub fn contains_folded(text: &str, part: &str) -> bool {
+    text.to_lowercase().contains(&part.to_lowercase())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ mod listing;
 mod redis_streams;
 mod sqlite_table;
 
-pub use listing::{JobPage, JobRecord, JobSearch, JobState, Resource};
+pub use listing::{JobPage, JobRecord, JobSearch, JobState, Resource, contains_folded};
 
 pub use redis_streams::{DONE_PAYLOAD_MAX, RedisStreamQueue};
 pub use sqlite_table::SqliteQueue;
@@ -276,9 +276,12 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Puts a buried job back in the queue, atomically: it keeps its
     /// payload, trace context and failure history, and starts a fresh
-    /// attempt budget. `false` when no such dead job exists (already
-    /// revived, discarded or trimmed), so a double click does nothing.
-    async fn revive(&self, queue: QueueName, id: &str) -> Result<bool>;
+    /// attempt budget. Returns its handle as a pending job (a new one on
+    /// Redis, where the revived job is a new stream entry), so what was
+    /// done to it can be found under the name it goes on with; `None`
+    /// when no such dead job exists (already revived, discarded or
+    /// trimmed), so a double click does nothing.
+    async fn revive(&self, queue: QueueName, id: &str) -> Result<Option<String>>;
 
     /// Deletes a buried job for good; `false` when there was none.
     async fn discard(&self, queue: QueueName, id: &str) -> Result<bool>;

@@ -156,7 +156,7 @@ return n
 /// entry.
 const REVIVE: &str = r#"
 local entry = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
-if not entry then return 0 end
+if not entry then return false end
 local f = {}
 for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
 local fields = {'p', f['p'], 'a', '1', 'f', f['f'] or '[]'}
@@ -166,9 +166,9 @@ for _, name in ipairs({'t', 'e'}) do
     fields[#fields + 1] = f[name]
   end
 end
-redis.call('XADD', KEYS[1], '*', unpack(fields))
+local revived = redis.call('XADD', KEYS[1], '*', unpack(fields))
 redis.call('XDEL', KEYS[2], ARGV[1])
-return 1
+return revived
 "#;
 
 /// `append(stream, job)` adds a decoded retry-set member to the stream as
@@ -1138,9 +1138,9 @@ impl JobQueue for RedisStreamQueue {
         reply.ids.first().map(decode_dead).transpose()
     }
 
-    async fn revive(&self, queue: QueueName, id: &str) -> Result<bool> {
+    async fn revive(&self, queue: QueueName, id: &str) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
-        let revived: i64 = self
+        let revived: Option<String> = self
             .scripts
             .revive
             .key(self.stream_key(queue))
@@ -1148,7 +1148,7 @@ impl JobQueue for RedisStreamQueue {
             .arg(id)
             .invoke_async(&mut conn)
             .await?;
-        Ok(revived == 1)
+        Ok(revived)
     }
 
     async fn discard(&self, queue: QueueName, id: &str) -> Result<bool> {

@@ -571,9 +571,9 @@ impl JobQueue for SqliteQueue {
         Ok(row.map(dead))
     }
 
-    async fn revive(&self, queue: QueueName, id: &str) -> Result<bool> {
-        let Ok(id) = id.parse::<i64>() else {
-            return Ok(false);
+    async fn revive(&self, queue: QueueName, id: &str) -> Result<Option<String>> {
+        let Ok(row) = id.parse::<i64>() else {
+            return Ok(None);
         };
         let done = self
             .writer
@@ -581,11 +581,16 @@ impl JobQueue for SqliteQueue {
                 DbBackend::Sqlite,
                 "UPDATE queue_jobs SET dead = 0, attempt = 1, run_at = ?, lease_owner = NULL, \
                  lease_until = NULL WHERE id = ? AND queue = ? AND dead = 1",
-                [crate::now_millis().into(), id.into(), queue.as_str().into()],
+                [
+                    crate::now_millis().into(),
+                    row.into(),
+                    queue.as_str().into(),
+                ],
             ))
             .await?;
         self.notify();
-        Ok(done.rows_affected() == 1)
+        // The row keeps its id: the handle stays the same in every state.
+        Ok((done.rows_affected() == 1).then(|| id.to_owned()))
     }
 
     async fn discard(&self, queue: QueueName, id: &str) -> Result<bool> {

@@ -1,6 +1,8 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rand::RngCore;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
+};
 use sha2::{Digest, Sha256};
 
 use crate::{entity::application, error::Result, model::ApplicationView};
@@ -94,6 +96,30 @@ pub async fn find_by_token(
         .one(db)
         .await?
         .map(view))
+}
+
+/// Up to `limit` applications whose token starts with `prefix`, for an
+/// operator who has only the cut token that logs and the dashboard show.
+/// A range on the token column rather than `LIKE`, so that `_` in a token
+/// is not a wildcard and the token's index serves it: every token
+/// character sorts below DEL.
+pub async fn find_by_token_prefix(
+    db: &DatabaseConnection,
+    prefix: &str,
+    limit: u64,
+) -> Result<Vec<ApplicationView>> {
+    if !prefix.is_ascii() || prefix.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(application::Entity::find()
+        .filter(application::Column::Token.gte(prefix))
+        .filter(application::Column::Token.lt(format!("{prefix}\u{7f}")))
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(view)
+        .collect())
 }
 
 /// The applications with these ids; unknown ids are left out.

@@ -19,25 +19,35 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// The job an entry is about: its handle when acted on, and a key that
+/// names it in every state it goes through (see the dashboard's
+/// `job_key`), since a handle can change with each retry.
+#[derive(Clone, Copy, Debug)]
+pub struct JobRef<'a> {
+    pub id: &'a str,
+    pub key: &'a str,
+}
+
 /// Appends an entry stamped with the current time.
 pub async fn record(
     db: &impl ConnectionTrait,
     actor: &str,
     action: &str,
     queue: &str,
-    job_id: Option<&str>,
+    job: Option<JobRef<'_>>,
     detail: Option<&str>,
 ) -> Result<()> {
     db.execute_raw(Statement::from_sql_and_values(
         db.get_database_backend(),
-        "INSERT INTO admin_audit (at, actor, action, queue, job_id, detail) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO admin_audit (at, actor, action, queue, job_id, job_key, detail) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
             crate::now_millis().into(),
             actor.into(),
             action.into(),
             queue.into(),
-            job_id.map(str::to_owned).into(),
+            job.map(|j| j.id.to_owned()).into(),
+            job.map(|j| j.key.to_owned()).into(),
             detail.map(str::to_owned).into(),
         ],
     ))
@@ -59,18 +69,18 @@ pub async fn recent(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<AuditEn
     )
 }
 
-/// The entries about one job, newest first.
+/// The entries about one job under any of its handles, newest first.
 pub async fn for_job(
     db: &impl ConnectionTrait,
     queue: &str,
-    job_id: &str,
+    job: JobRef<'_>,
 ) -> Result<Vec<AuditEntry>> {
     Ok(
         AuditEntry::find_by_statement(Statement::from_sql_and_values(
             db.get_database_backend(),
             "SELECT at, actor, action, queue, job_id, detail FROM admin_audit \
-             WHERE queue = ? AND job_id = ? ORDER BY id DESC LIMIT 50",
-            [queue.into(), job_id.into()],
+             WHERE queue = ? AND (job_key = ? OR job_id = ?) ORDER BY id DESC LIMIT 50",
+            [queue.into(), job.key.into(), job.id.into()],
         ))
         .all(db)
         .await?,

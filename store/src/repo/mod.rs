@@ -1,7 +1,7 @@
 //! Reads and writes of the client-visible tables, the count marks that
 //! writes leave for the recount, the scheduler's run records, and what the
 //! dashboard reads: the audit trail, per-minute job figures and the worker
-//! registry.
+//! registry, the queues operators paused and the sessions they ended.
 //!
 //! Reads go through sea-orm's query builder. The bulk upserts are written
 //! as SQL per backend, because their version guard (`only move a row
@@ -12,8 +12,10 @@ pub mod ceilings;
 pub mod chats;
 pub mod counts;
 pub mod messages;
+pub mod pauses;
 pub mod pulse;
 pub mod runs;
+pub mod sessions;
 mod upsert;
 pub mod workers;
 

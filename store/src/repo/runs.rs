@@ -157,29 +157,58 @@ pub async fn abandon_stale(db: &impl ConnectionTrait, stale_before_ms: i64) -> R
     .await
 }
 
-/// Keeps the newest `keep` runs of `task` and deletes the rest.
+/// Keeps the newest `keep` runs of `task` that touched nothing and,
+/// apart from them, the newest `keep` that repaired something, and deletes
+/// the rest: a repair stays visible long after a minute's quiet runs
+/// would have pushed it out.
 pub async fn trim(db: &impl ConnectionTrait, task: &str, keep: u64) -> Result<u64> {
-    #[derive(FromQueryResult)]
-    struct Edge {
-        tick_at: i64,
+    let mut deleted = 0;
+    for touched in ["rows_touched = 0", "rows_touched > 0"] {
+        #[derive(FromQueryResult)]
+        struct Edge {
+            tick_at: i64,
+        }
+        // Two statements: MySQL cannot delete from a table that its own
+        // sub-query reads.
+        let edge = Edge::find_by_statement(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            format!(
+                "SELECT tick_at FROM scheduler_runs WHERE task = ? AND {touched} \
+                 ORDER BY tick_at DESC LIMIT 1 OFFSET ?"
+            ),
+            [task.into(), (keep.saturating_sub(1) as i64).into()],
+        ))
+        .one(db)
+        .await?;
+        let Some(edge) = edge else { continue };
+        deleted += exec(
+            db,
+            &format!("DELETE FROM scheduler_runs WHERE task = ? AND {touched} AND tick_at < ?"),
+            vec![task.into(), edge.tick_at.into()],
+        )
+        .await?;
     }
-    // Two statements: MySQL cannot delete from a table that its own
-    // sub-query reads.
-    let edge = Edge::find_by_statement(Statement::from_sql_and_values(
-        db.get_database_backend(),
-        "SELECT tick_at FROM scheduler_runs WHERE task = ? ORDER BY tick_at DESC LIMIT 1 OFFSET ?",
-        [task.into(), (keep.saturating_sub(1) as i64).into()],
-    ))
-    .one(db)
-    .await?;
-    let Some(edge) = edge else { return Ok(0) };
-    exec(
-        db,
-        "DELETE FROM scheduler_runs WHERE task = ? AND tick_at < ?",
-        vec![task.into(), edge.tick_at.into()],
-    )
-    .await
+    Ok(deleted)
 }
+
+/// The newest finished runs of `task` that repaired something, newest
+/// first.
+pub async fn repairs(db: &impl ConnectionTrait, task: &str, limit: u64) -> Result<Vec<RunRecord>> {
+    let rows = Row::find_by_statement(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        format!(
+            "SELECT {COLUMNS} FROM scheduler_runs WHERE task = ? AND rows_touched > 0 \
+             AND finished_at IS NOT NULL ORDER BY tick_at DESC LIMIT ?"
+        ),
+        [task.into(), (limit as i64).into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(rows.into_iter().map(RunRecord::from).collect())
+}
+
+const COLUMNS: &str =
+    "task, tick_at, owner, started_at, finished_at, rows_touched, outcome, detail, error";
 
 #[derive(FromQueryResult)]
 struct Row {
@@ -221,18 +250,16 @@ pub async fn recent(
     task: Option<&str>,
     limit: u64,
 ) -> Result<Vec<RunRecord>> {
-    let columns = "task, tick_at, owner, started_at, finished_at, rows_touched, outcome, \
-                   detail, error";
     let (sql, values): (String, Vec<Value>) = match task {
         Some(task) => (
             format!(
-                "SELECT {columns} FROM scheduler_runs WHERE task = ? \
+                "SELECT {COLUMNS} FROM scheduler_runs WHERE task = ? \
                  ORDER BY tick_at DESC LIMIT ?"
             ),
             vec![task.into(), (limit as i64).into()],
         ),
         None => (
-            format!("SELECT {columns} FROM scheduler_runs ORDER BY id DESC LIMIT ?"),
+            format!("SELECT {COLUMNS} FROM scheduler_runs ORDER BY id DESC LIMIT ?"),
             vec![(limit as i64).into()],
         ),
     };

@@ -99,7 +99,7 @@ pub async fn trace_context_rides_with_the_job(q: &dyn chat_store::queue::JobQueu
 /// history and trace, with a fresh attempt budget), and a discarded one
 /// is gone; acting twice, or on an unknown handle, does nothing.
 pub async fn dead_jobs_can_be_revived_or_discarded(q: &dyn chat_store::queue::JobQueue) {
-    use chat_store::queue::QueueName;
+    use chat_store::queue::{JobState, QueueName};
     const Q: QueueName = QueueName::Chats;
     let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     q.enqueue_traced(Q, "{\"n\":1}".into(), Some(trace.into()))
@@ -125,9 +125,15 @@ pub async fn dead_jobs_can_be_revived_or_discarded(q: &dyn chat_store::queue::Jo
     assert!(read.buried_at > 0);
     assert!(q.dead_job(Q, "12345-0").await.unwrap().is_none());
 
-    assert!(q.revive(Q, &first.id).await.unwrap());
+    let handle = q.revive(Q, &first.id).await.unwrap().expect("revived");
+    let pending = q
+        .job(Q, JobState::Pending, &handle)
+        .await
+        .unwrap()
+        .expect("pending under the handle revive gave");
+    assert_eq!(pending.payload, first.payload);
     assert!(
-        !q.revive(Q, &first.id).await.unwrap(),
+        q.revive(Q, &first.id).await.unwrap().is_none(),
         "a second revive does nothing"
     );
     assert!(q.discard(Q, &second.id).await.unwrap());
