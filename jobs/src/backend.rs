@@ -31,6 +31,7 @@ use tower::layer::util::Identity;
 use crate::{
     lease::Held,
     outage::Gate,
+    paused::OperatorPauses,
     pulse::Tally,
     trace::{self, JobOrigin},
 };
@@ -48,6 +49,7 @@ pub struct QueueBackend<T> {
     tally: Arc<Tally>,
     gate: Arc<Gate>,
     held: Arc<Held>,
+    pauses: Arc<OperatorPauses>,
     stream: Option<BoxStream<'static, Result<Task<T>, StoreError>>>,
     _job: PhantomData<fn() -> T>,
 }
@@ -59,6 +61,8 @@ pub struct Shared {
     pub gate: Arc<Gate>,
     /// Jobs claimed and unsettled, whose leases are renewed.
     pub held: Arc<Held>,
+    /// No claim while an operator has the queue paused.
+    pub pauses: Arc<OperatorPauses>,
 }
 
 impl<T> QueueBackend<T> {
@@ -79,6 +83,7 @@ impl<T> QueueBackend<T> {
             tally: shared.tally,
             gate: shared.gate,
             held: shared.held,
+            pauses: shared.pauses,
             stream: None,
             _job: PhantomData,
         }
@@ -94,6 +99,7 @@ struct Feed {
     tally: Arc<Tally>,
     gate: Arc<Gate>,
     held: Arc<Held>,
+    pauses: Arc<OperatorPauses>,
     buffer: VecDeque<Claimed>,
     failures: u32,
 }
@@ -111,6 +117,15 @@ impl Feed {
             }
             if let Some(job) = self.buffer.pop_front() {
                 return job;
+            }
+            if !self.pauses.known() {
+                self.pauses.tick().await;
+                continue;
+            }
+            if let Some(why) = self.pauses.why(self.name) {
+                self.tally.pause(Some(why));
+                self.pauses.tick().await;
+                continue;
             }
             if let Some((since_ms, error)) = self.gate.reason() {
                 let since = chrono::DateTime::from_timestamp_millis(since_ms)
@@ -270,6 +285,7 @@ impl<T: DeserializeOwned + Send + 'static> Backend for QueueBackend<T> {
                 tally: self.tally.clone(),
                 gate: self.gate.clone(),
                 held: self.held.clone(),
+                pauses: self.pauses.clone(),
                 buffer: VecDeque::new(),
                 failures: 0,
             })

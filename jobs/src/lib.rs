@@ -17,6 +17,8 @@
 //!   cost in attempts.
 //! - [`lease`]: renews the leases of the jobs a worker holds, so only a
 //!   dead worker's jobs are taken over.
+//! - [`paused`]: the queues operators paused, which workers do not claim
+//!   from.
 //! - [`pool`]: builds and supervises one apalis worker per queue.
 //! - [`pulse`]: the per-minute figures and the heartbeats the dashboard
 //!   reads, written to the database.
@@ -32,6 +34,7 @@ pub mod batcher;
 pub mod index;
 pub mod lease;
 pub mod outage;
+pub mod paused;
 pub mod persist;
 pub mod pool;
 pub mod pulse;

@@ -20,6 +20,7 @@ use crate::{
     index::{IndexMessages, SearchWriter, index_messages},
     lease::{self, Held},
     outage::{Gate, Probe},
+    paused::OperatorPauses,
     persist::{
         ChatWriter, MessageWriter, PersistChat, PersistMessage, persist_chat, persist_message,
     },
@@ -89,20 +90,23 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) -> Result<(), std::io::Err
 pub async fn run_pool(backends: &Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
     pulse::install(backends.writer.clone());
     let gates = Gates::new(backends);
+    let pauses = OperatorPauses::watch(backends.db.clone(), shutdown.clone());
     let chats = run_chats(
         backends.clone(),
         config,
         gates.database.clone(),
+        pauses.clone(),
         shutdown.clone(),
     );
     let messages = run_messages(
         backends.clone(),
         config,
         gates.database.clone(),
+        pauses.clone(),
         shutdown.clone(),
     );
     if backends.search.configured() {
-        let index = run_index(backends.clone(), config, gates.search, shutdown);
+        let index = run_index(backends.clone(), config, gates.search, pauses, shutdown);
         tokio::join!(chats, messages, index);
     } else {
         tokio::join!(chats, messages);
@@ -169,6 +173,7 @@ macro_rules! run_queue {
             backends: Backends,
             config: WorkerConfig,
             gate: Arc<Gate>,
+            pauses: Arc<OperatorPauses>,
             shutdown: watch::Receiver<bool>,
         ) {
             let name = $queue;
@@ -203,6 +208,7 @@ macro_rules! run_queue {
                         tally: settler.tally.clone(),
                         gate: settler.gate.clone(),
                         held: settler.held.clone(),
+                        pauses: pauses.clone(),
                     },
                 );
                 let heartbeat = pulse::heartbeat(

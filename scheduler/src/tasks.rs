@@ -21,8 +21,8 @@ const PARENTS_PER_ROUND: u64 = 100_000;
 const DRIFT_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Parents per statement in a full recount.
 const FULL_RECOUNT_BATCH: i64 = 1_000;
-/// Minutes of job figures kept: the dashboard charts the last hour.
-const PULSE_KEEP_MINUTES: i64 = 120;
+/// Minutes of job figures kept: the dashboard charts the last day.
+const PULSE_KEEP_MINUTES: i64 = 25 * 60;
 /// A worker silent this long died without stopping cleanly.
 const WORKER_SILENT_MS: i64 = 10 * 60 * 1000;
 

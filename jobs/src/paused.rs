@@ -1,0 +1,71 @@
+//! The queues operators paused on the dashboard, as this process's
+//! workers see them: read from the database once a second, so a pause
+//! reaches every worker process within about a second and outlives them
+//! all. A worker of a paused queue claims nothing; the API keeps
+//! accepting, and the backlog waits in the queue.
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use chat_store::{
+    queue::QueueName,
+    repo::pauses::{self, Pause},
+};
+use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
+
+/// How often the pauses are read again.
+const REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct OperatorPauses {
+    /// `None` until the first read: until then no one knows whether the
+    /// queue is paused, and a worker that claimed could run a paused
+    /// queue's jobs for a moment after every restart.
+    current: RwLock<Option<Vec<Pause>>>,
+}
+
+impl OperatorPauses {
+    /// Keeps the pauses fresh until `shutdown`. A failed read keeps the
+    /// last known pauses: a database outage neither pauses nor resumes
+    /// anything.
+    pub fn watch(db: DatabaseConnection, mut shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        let pauses = Arc::new(Self::default());
+        let kept = pauses.clone();
+        tokio::spawn(async move {
+            while !*shutdown.borrow() {
+                match pauses::all(&db).await {
+                    Ok(now) => *kept.current.write().unwrap() = Some(now),
+                    Err(e) => tracing::debug!(error = %e, "could not read the queue pauses"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(REFRESH) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        });
+        pauses
+    }
+
+    /// Whether the pauses were read at least once.
+    pub fn known(&self) -> bool {
+        self.current.read().unwrap().is_some()
+    }
+
+    /// Why `queue` is paused, if it is.
+    pub fn why(&self, queue: QueueName) -> Option<String> {
+        self.current
+            .read()
+            .unwrap()
+            .iter()
+            .flatten()
+            .find(|p| p.queue == queue.as_str())
+            .map(|p| format!("paused by {} on the dashboard", p.paused_by))
+    }
+
+    /// Waits until the next read could have changed the answer.
+    pub async fn tick(&self) {
+        tokio::time::sleep(REFRESH / 2).await;
+    }
+}
