@@ -7,35 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, App, Stack, profiles};
-use reqwest::{StatusCode, header, redirect::Policy};
-
-/// A client that shows redirects instead of following them.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Logs in through the form; returns the session cookie's `name=value`.
-async fn log_in(app: &App, name: &str) -> String {
-    let r = browser()
-        .post(format!("{}/admin/login", app.base))
-        .form(&[("token", ADMIN_TOKEN), ("name", name)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(r.headers()[header::LOCATION], "/admin");
-    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
-        assert!(cookie.contains(flag), "{flag} in {cookie}");
-    }
-    // Plain HTTP: a browser would drop a `Secure` cookie, and loop.
-    assert!(!cookie.contains("Secure"), "{cookie}");
-    cookie.split(';').next().unwrap().to_owned()
-}
+use common::{ADMIN_TOKEN, App, Stack, browser, csrf_in, log_in, profiles};
+use reqwest::{StatusCode, header};
 
 async fn page(app: &App, cookie: &str, path: &str) -> (StatusCode, String) {
     let r = browser()
@@ -57,12 +30,6 @@ async fn submit(app: &App, cookie: &str, path: &str, csrf: String) -> StatusCode
         .await
         .unwrap()
         .status()
-}
-
-/// The value of the hidden `csrf` input in a form page.
-fn csrf_in(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
-    html[at..].split('"').next().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,6 +54,10 @@ async fn nothing_under_admin_opens_without_the_token() {
         "/admin/search?job_id=1",
         "/admin/queues/messages/jobs/done",
         "/admin/queues/messages/jobs/done/1",
+        "/admin/queues/messages/jobs/retrying/1/retry_now",
+        "/admin/queues/messages/jobs/pending/bulk?action=cancel&id=1",
+        "/admin/live/overview",
+        "/admin/no/such/page",
     ];
     let json = [
         "/admin/api/queues",
@@ -100,6 +71,10 @@ async fn nothing_under_admin_opens_without_the_token() {
         "/admin/queues/messages/dead/1/retry",
         "/admin/queues/messages/dead/1/discard",
         "/admin/queues/messages/dead/retry-all",
+        "/admin/queues/messages/jobs/pending/1/cancel",
+        "/admin/queues/messages/jobs/dead/bulk",
+        "/admin/queues/messages/pause",
+        "/admin/queues/messages/resume",
         "/admin/logout",
     ];
     for credentials in [None, Some("chat_admin=forged.1.abc"), Some("bearer")] {
@@ -114,7 +89,15 @@ async fn nothing_under_admin_opens_without_the_token() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path} {credentials:?}");
-            assert_eq!(r.headers()[header::LOCATION], "/admin/login");
+            // To the login form, which sends the operator back here after.
+            let back = format!(
+                "/admin/login?next={}",
+                path.replace('/', "%2F")
+                    .replace('?', "%3F")
+                    .replace('=', "%3D")
+                    .replace('&', "%26")
+            );
+            assert_eq!(r.headers()[header::LOCATION], back.as_str());
         }
         for path in json {
             let r = with(http.get(format!("{}{path}", app.base)))
@@ -153,7 +136,7 @@ async fn nothing_under_admin_opens_without_the_token() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers().get(header::SET_COOKIE).is_none());
     let cookie = log_in(&app, "ada").await;
-    for path in ["/admin", "/admin/audit", "/admin/queues/messages/dead"] {
+    for path in ["/admin", "/admin/audit", "/admin/queues/messages/jobs/dead"] {
         let (status, html) = page(&app, &cookie, path).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert!(html.contains("signed in as ada"));
@@ -361,7 +344,7 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
             profile == common::Profile::Distributed,
             "{profile:?}"
         );
-        let (_, list) = page(&app, &cookie, "/admin/queues/messages/dead").await;
+        let (_, list) = page(&app, &cookie, "/admin/queues/messages/jobs/dead").await;
         let detail_path = format!("/admin/queues/messages/dead/{id}");
         assert!(list.contains(&detail_path), "{list}");
         let (status, detail) = page(&app, &cookie, &detail_path).await;
@@ -415,12 +398,12 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
             assert!(Instant::now() < deadline, "two more dead jobs");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let filtered = "/admin/queues/messages/dead?error=injected";
+        let filtered = "/admin/queues/messages/jobs/dead?error=injected";
         assert!(
             page(&app, &cookie, filtered)
                 .await
                 .1
-                .contains("Retry all 2 shown")
+                .contains("Retry all 2 that match")
         );
         let (_, confirm) = page(
             &app,
@@ -428,7 +411,10 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
             "/admin/queues/messages/dead/retry-all?error=injected",
         )
         .await;
-        assert!(confirm.contains("the 2 dead jobs"), "{confirm}");
+        assert!(
+            confirm.contains("Put 2 jobs") && confirm.contains("“injected”"),
+            "{confirm}"
+        );
         std::fs::remove_file(&switch).unwrap();
         let all = "/admin/queues/messages/dead/retry-all";
         assert_eq!(
@@ -445,7 +431,7 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
             page(&app, &cookie, "/admin/audit")
                 .await
                 .1
-                .contains("retry_all")
+                .contains("retry_bulk")
         );
         stack.cleanup().await;
     }
@@ -455,7 +441,8 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
 async fn read_only_mode_hides_and_refuses_every_action() {
     let stack = Stack::new(common::Profile::Embedded).await;
     let switch = stack.data_dir.join("fail-switch");
-    let app = spawn_failing(&stack, &switch, &[("DASHBOARD_READ_ONLY", "true")]).await;
+    // "1", as operators write booleans in the environment.
+    let app = spawn_failing(&stack, &switch, &[("DASHBOARD_READ_ONLY", "1")]).await;
     let token = app.create_app("ops").await;
     let chat = app.create_chat(&token).await;
     let id = bury_one_message(&app, &token, chat).await;

@@ -1,44 +1,183 @@
-//! The operators' actions on dead jobs: retry one, retry all that match
-//! the list's filter, discard one. Each is a GET that shows a
-//! confirmation form (so it works with JavaScript off) and a POST that
-//! checks the CSRF token, acts, leaves an audit record and redirects.
-//! `DASHBOARD_READ_ONLY` refuses both.
+//! The operators' actions on jobs: retry or discard a dead job, run a job
+//! that waits for its retry now, cancel a pending or retrying job; one at
+//! a time from a job's page, or many, selected on a list or all that
+//! match the dead list's filter. Each is a GET that shows a confirmation
+//! form stating what and how many (so it works with JavaScript off) and a
+//! POST that checks the CSRF token, acts, records every job it touched in
+//! the audit trail, and redirects back. `DASHBOARD_READ_ONLY` refuses both.
 //!
 //! A retry revives the dead job in place: it keeps its payload, trace
 //! context and failure history and runs through the normal pipeline, where
 //! the version-guarded upsert makes a repeated row a no-op.
 use axum::{
-    Extension, Form,
-    extract::{Path, Query, State},
+    Extension,
+    extract::{Path, RawQuery, State},
     response::{IntoResponse, Redirect, Response},
 };
-use chat_store::repo::audit;
+use chat_store::{
+    model::{ChatRow, MessageRow},
+    queue::{DeadJob, JobRecord, JobState, QueueName, contains_folded},
+    repo::audit::{self, JobRef},
+};
 use maud::html;
-use serde::Deserialize;
 
 use crate::{
-    Dashboard,
-    auth::{Operator, check_csrf},
-    error::DashError,
-    pages::layout,
-    queue_named,
+    Dashboard, auth::Operator, error::DashError, job_page::job_key, pages::layout, queue_named,
 };
 
 /// Most dead jobs one "retry all" looks at: the newest ones, a bounded scan.
 pub(crate) const RETRY_ALL_SCAN: usize = 1000;
+/// Job ids a bulk action's audit summary lists before it says "and N more".
+const IDS_IN_SUMMARY: usize = 50;
+/// Job ids a confirmation page lists.
+const IDS_SHOWN: usize = 20;
 
-#[derive(Clone, Copy)]
-enum Action {
-    Retry,
-    Discard,
+fn jobs(n: usize) -> String {
+    match n {
+        1 => "1 job".to_owned(),
+        n => format!("{n} jobs"),
+    }
 }
 
-fn action_named(name: &str) -> Result<Action, DashError> {
-    match name {
-        "retry" => Ok(Action::Retry),
-        "discard" => Ok(Action::Discard),
-        _ => Err(DashError::NotFound("action")),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    Retry,
+    Discard,
+    RetryNow,
+    Cancel,
+}
+
+impl Action {
+    const ALL: [Action; 4] = [
+        Action::Retry,
+        Action::Discard,
+        Action::RetryNow,
+        Action::Cancel,
+    ];
+
+    /// In URLs, forms and the audit trail.
+    pub(crate) fn slug(self) -> &'static str {
+        match self {
+            Action::Retry => "retry",
+            Action::Discard => "discard",
+            Action::RetryNow => "retry_now",
+            Action::Cancel => "cancel",
+        }
     }
+
+    fn named(name: &str) -> Result<Action, DashError> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.slug() == name)
+            .ok_or(DashError::NotFound("action"))
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Action::Retry => "Retry",
+            Action::Discard => "Discard",
+            Action::RetryNow => "Retry now",
+            Action::Cancel => "Cancel",
+        }
+    }
+
+    pub(crate) fn dangerous(self) -> bool {
+        matches!(self, Action::Discard | Action::Cancel)
+    }
+
+    /// The actions a job in `state` offers.
+    pub(crate) fn for_state(state: JobState) -> &'static [Action] {
+        match state {
+            JobState::Dead => &[Action::Retry, Action::Discard],
+            JobState::Retrying => &[Action::RetryNow, Action::Cancel],
+            JobState::Pending => &[Action::Cancel],
+            JobState::InFlight | JobState::Done => &[],
+        }
+    }
+
+    fn question(self, n: usize, q: QueueName, state: JobState) -> String {
+        let jobs = jobs(n);
+        let (q, s) = (q.as_str(), crate::jobs::state_label(state));
+        match self {
+            Action::Retry => format!("Put {jobs} ({s}) of {q} back in the queue?"),
+            Action::Discard => format!("Delete {jobs} ({s}) of {q} for good?"),
+            Action::RetryNow => {
+                format!("Run {jobs} of {q} now instead of at the end of the backoff?")
+            }
+            Action::Cancel => format!(
+                "Cancel {jobs} ({s}) of {q}? They are deleted unrun; a chat or message \
+                 job's write will never reach the database."
+            ),
+        }
+    }
+
+    fn outcome(self, n: usize) -> String {
+        let jobs = jobs(n);
+        match self {
+            Action::Retry => format!("{jobs} back in their queue."),
+            Action::Discard => format!("{jobs} discarded."),
+            Action::RetryNow => format!("{jobs} due now."),
+            Action::Cancel => format!("{jobs} cancelled."),
+        }
+    }
+
+    /// Acts on one job; `None` when it was not there to act on (it moved
+    /// on, or another operator was first).
+    async fn apply(
+        self,
+        d: &Dashboard,
+        q: QueueName,
+        state: JobState,
+        id: &str,
+    ) -> Result<Option<Touched>, DashError> {
+        let queue = &d.backends.queue;
+        let job: Option<JobRecord> = match state {
+            JobState::Dead => queue.dead_job(q, id).await?.map(Into::into),
+            s => queue.job(q, s, id).await?,
+        };
+        let Some(job) = job else { return Ok(None) };
+        let now = match self {
+            // Revived on Redis, the job goes on under a new handle.
+            Action::Retry => queue.revive(q, id).await?,
+            Action::RetryNow => queue.retry_now(q, id).await?.then(|| id.to_owned()),
+            Action::Discard | Action::Cancel => {
+                let done = match self {
+                    Action::Discard => queue.discard(q, id).await?,
+                    _ => queue.cancel(q, state, id).await?,
+                };
+                if done && q.holds_accepted_writes() {
+                    forget_write(d, q, &job.payload).await?;
+                }
+                done.then(|| id.to_owned())
+            }
+        };
+        Ok(now.map(|now| Touched {
+            was: id.to_owned(),
+            now,
+            key: job_key(&job),
+        }))
+    }
+}
+
+/// Drops the read-your-writes entry of a write whose job was discarded or
+/// cancelled (the write will never reach the database, so reads must stop
+/// answering with it), unless a newer state of the row is pending.
+async fn forget_write(d: &Dashboard, q: QueueName, payload: &str) -> Result<(), DashError> {
+    let intake = &d.backends.intake;
+    match q {
+        QueueName::Chats => {
+            if let Ok(row) = serde_json::from_str::<ChatRow>(payload) {
+                intake.forget_chats(&[row]).await?;
+            }
+        }
+        QueueName::Messages => {
+            if let Ok(row) = serde_json::from_str::<MessageRow>(payload) {
+                intake.forget_messages(&[row]).await?;
+            }
+        }
+        QueueName::Index => {}
+    }
+    Ok(())
 }
 
 fn writable(d: &Dashboard) -> Result<(), DashError> {
@@ -48,31 +187,146 @@ fn writable(d: &Dashboard) -> Result<(), DashError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ActionForm {
-    csrf: Option<String>,
-    /// For "retry all": the error text the list was filtered by.
-    error: Option<String>,
+/// A posted action form, once the dashboard may act and the form's CSRF
+/// token is the session's.
+pub(crate) fn posted(d: &Dashboard, op: &Operator, body: &[u8]) -> Result<Fields, DashError> {
+    writable(d)?;
+    let f = Fields::parse(body);
+    crate::auth::check_csrf(op, f.csrf.as_deref())?;
+    Ok(f)
 }
 
+/// A form or query string, with its repeated `id` fields kept.
+#[derive(Default)]
+pub(crate) struct Fields {
+    ids: Vec<String>,
+    action: Option<String>,
+    csrf: Option<String>,
+    /// The dead list's error filter.
+    error: Option<String>,
+    /// Every job that matches the filter, not only the ones selected.
+    all: bool,
+}
+
+impl Fields {
+    fn parse(raw: &[u8]) -> Self {
+        let mut f = Fields::default();
+        for (k, v) in form_urlencoded::parse(raw) {
+            match &*k {
+                "id" if !v.is_empty() => f.ids.push(v.into_owned()),
+                "action" => f.action = Some(v.into_owned()),
+                "csrf" => f.csrf = Some(v.into_owned()),
+                "error" if !v.is_empty() => f.error = Some(v.into_owned()),
+                "all" => f.all = matches!(&*v, "1" | "on" | "true"),
+                _ => {}
+            }
+        }
+        f.ids.dedup();
+        f
+    }
+
+    fn action(&self) -> Result<Action, DashError> {
+        Action::named(self.action.as_deref().unwrap_or(""))
+    }
+}
+
+/// The newest dead jobs (a bounded scan) with a failure whose error
+/// contains `filter`, ignoring case: what the dead list shows when
+/// filtered and "retry all" acts on.
+pub(crate) async fn matching(
+    d: &Dashboard,
+    q: QueueName,
+    filter: Option<&str>,
+) -> Result<Vec<DeadJob>, DashError> {
+    let jobs = d.backends.queue.dead_jobs(q, RETRY_ALL_SCAN).await?;
+    Ok(jobs
+        .into_iter()
+        .filter(|j| filter.is_none_or(|f| j.failures.iter().any(|x| contains_folded(&x.error, f))))
+        .collect())
+}
+
+/// The jobs a bulk request names: its selection, or every dead job that
+/// matches its filter.
+async fn targets(
+    d: &Dashboard,
+    q: QueueName,
+    state: JobState,
+    f: &Fields,
+) -> Result<Vec<String>, DashError> {
+    if f.all {
+        if state != JobState::Dead {
+            return Err(DashError::BadRequest(
+                "\"all that match\" applies to the dead list's filter only; select jobs instead"
+                    .into(),
+            ));
+        }
+        return Ok(matching(d, q, f.error.as_deref())
+            .await?
+            .into_iter()
+            .map(|j| j.id)
+            .collect());
+    }
+    if f.ids.is_empty() {
+        return Err(DashError::BadRequest(
+            "select at least one job, or all that match".into(),
+        ));
+    }
+    Ok(f.ids.clone())
+}
+
+fn list_url(q: QueueName, state: JobState) -> String {
+    format!("/admin/queues/{}/jobs/{}", q.as_str(), state.as_str())
+}
+
+fn allowed(action: Action, state: JobState) -> Result<(), DashError> {
+    if Action::for_state(state).contains(&action) {
+        Ok(())
+    } else {
+        Err(DashError::BadRequest(format!(
+            "a job that is {} cannot be given \"{}\"",
+            crate::jobs::state_label(state),
+            action.label()
+        )))
+    }
+}
+
+fn parse_target(queue: &str, state: &str) -> Result<(QueueName, JobState), DashError> {
+    Ok((queue_named(queue)?, crate::jobs::state_named(state)?))
+}
+
+/// The confirmation form: the question, the jobs (some of them, when many)
+/// and the fields the POST needs.
 fn confirm_page(
     op: &Operator,
-    title: &str,
+    action: Action,
     question: &str,
-    action: &str,
-    filter: Option<&str>,
+    target: &str,
+    ids: &[String],
+    f: &Fields,
 ) -> Response {
     layout(
-        title,
+        action.label(),
         Some(op),
         false,
         html! {
-            h1 { (title) }
-            p { (question) }
-            form #confirm method="post" action=(action) {
+            h1 { (action.label()) }
+            p #question { (question) }
+            @if ids.len() > 1 {
+                ul.ids {
+                    @for id in ids.iter().take(IDS_SHOWN) { li { code { (id) } } }
+                    @if ids.len() > IDS_SHOWN { li { "and " (ids.len() - IDS_SHOWN) " more" } }
+                }
+            }
+            form #confirm method="post" action=(target) {
                 @if let Some(csrf) = &op.csrf { input type="hidden" name="csrf" value=(csrf); }
-                @if let Some(filter) = filter { input type="hidden" name="error" value=(filter); }
-                button.danger type="submit" { "Confirm" }
+                input type="hidden" name="action" value=(action.slug());
+                @if f.all {
+                    input type="hidden" name="all" value="1";
+                    @if let Some(error) = &f.error { input type="hidden" name="error" value=(error); }
+                } @else {
+                    @for id in ids { input type="hidden" name="id" value=(id); }
+                }
+                button class=[action.dangerous().then_some("danger")] type="submit" { "Confirm" }
                 " "
                 a href="javascript:history.back()" { "Cancel" }
             }
@@ -81,159 +335,263 @@ fn confirm_page(
     .into_response()
 }
 
+/// A job an action touched: the handle it had, the one it goes on with,
+/// and the key that names it in every state.
+struct Touched {
+    was: String,
+    now: String,
+    key: String,
+}
+
+/// Records each job the action touched, under the handle it goes on with,
+/// then, for many, one summary naming them.
+async fn record(
+    d: &Dashboard,
+    op: &Operator,
+    action: Action,
+    q: QueueName,
+    done: &[Touched],
+    bulk: Option<&Fields>,
+) -> Result<(), DashError> {
+    let db = &d.backends.db;
+    for t in done {
+        let mut detail = Vec::new();
+        if t.was != t.now {
+            detail.push(format!("was {}", t.was));
+        }
+        if bulk.is_some() {
+            detail.push(format!("one of {} in a bulk {}", done.len(), action.slug()));
+        }
+        let detail = (!detail.is_empty()).then(|| detail.join("; "));
+        audit::record(
+            db,
+            &op.name,
+            action.slug(),
+            q.as_str(),
+            Some(JobRef {
+                id: &t.now,
+                key: &t.key,
+            }),
+            detail.as_deref(),
+        )
+        .await?;
+    }
+    if let Some(f) = bulk {
+        let mut summary = format!("{} jobs", done.len());
+        if let Some(error) = &f.error {
+            summary.push_str(&format!(" whose errors contain {error:?}"));
+        }
+        if !done.is_empty() {
+            let shown: Vec<&str> = done
+                .iter()
+                .take(IDS_IN_SUMMARY)
+                .map(|t| t.was.as_str())
+                .collect();
+            summary.push_str(&format!(": {}", shown.join(", ")));
+            if done.len() > IDS_IN_SUMMARY {
+                summary.push_str(&format!(" and {} more", done.len() - IDS_IN_SUMMARY));
+            }
+        }
+        audit::record(
+            db,
+            &op.name,
+            &format!("{}_bulk", action.slug()),
+            q.as_str(),
+            None,
+            Some(&summary),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn back(url: &str, notice: &str) -> Response {
+    Redirect::to(&format!("{url}?done={}", urlencoding(notice))).into_response()
+}
+
+/// GET: confirm one job's action.
 pub(crate) async fn confirm(
     State(d): State<Dashboard>,
     Extension(op): Extension<Operator>,
-    Path((queue, id, action)): Path<(String, String, String)>,
+    Path((queue, state, id, action)): Path<(String, String, String, String)>,
 ) -> Result<Response, DashError> {
     writable(&d)?;
-    let q = queue_named(&queue)?;
-    let action = action_named(&action)?;
+    let (q, state) = parse_target(&queue, &state)?;
+    let action = Action::named(&action)?;
+    allowed(action, state)?;
     d.backends
         .queue
-        .dead_job(q, &id)
+        .job(q, state, &id)
         .await?
-        .ok_or(DashError::NotFound("dead job"))?;
-    let (title, question) = match action {
-        Action::Retry => (
-            "Retry job",
-            format!("Put dead job {id} of {} back in its queue?", q.as_str()),
-        ),
-        Action::Discard => (
-            "Discard job",
-            format!("Delete dead job {id} of {} for good?", q.as_str()),
-        ),
-    };
+        .ok_or(DashError::NotFound(
+            "job in that state (it may have moved on)",
+        ))?;
     let target = format!(
-        "/admin/queues/{}/dead/{id}/{}",
+        "/admin/queues/{}/jobs/{}/{}/{}",
         q.as_str(),
-        match action {
-            Action::Retry => "retry",
-            Action::Discard => "discard",
-        }
+        state.as_str(),
+        urlencoding(&id),
+        action.slug()
     );
-    Ok(confirm_page(&op, title, &question, &target, None))
+    let question = action
+        .question(1, q, state)
+        .replacen("1 job", &format!("job {id}"), 1);
+    Ok(confirm_page(
+        &op,
+        action,
+        &question,
+        &target,
+        &[id],
+        &Fields::default(),
+    ))
 }
 
+/// POST: one job's action.
 pub(crate) async fn act(
     State(d): State<Dashboard>,
     Extension(op): Extension<Operator>,
-    Path((queue, id, action)): Path<(String, String, String)>,
-    Form(form): Form<ActionForm>,
+    Path((queue, state, id, action)): Path<(String, String, String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<Response, DashError> {
-    writable(&d)?;
-    check_csrf(&op, form.csrf.as_deref())?;
-    let q = queue_named(&queue)?;
-    let action = action_named(&action)?;
-    let (done, verb) = match action {
-        Action::Retry => (d.backends.queue.revive(q, &id).await?, "retry"),
-        Action::Discard => (d.backends.queue.discard(q, &id).await?, "discard"),
+    posted(&d, &op, &body)?;
+    let (q, state) = parse_target(&queue, &state)?;
+    let action = Action::named(&action)?;
+    allowed(action, state)?;
+    let Some(touched) = action.apply(&d, q, state, &id).await? else {
+        return Err(DashError::NotFound(
+            "job in that state (it may have moved on)",
+        ));
     };
-    if !done {
-        return Err(DashError::NotFound("dead job"));
-    }
-    audit::record(&d.backends.db, &op.name, verb, q.as_str(), Some(&id), None).await?;
+    record(&d, &op, action, q, &[touched], None).await?;
     let notice = match action {
         Action::Retry => format!("Job {id} is back in its queue."),
         Action::Discard => format!("Job {id} was discarded."),
+        Action::RetryNow => format!("Job {id} is due now."),
+        Action::Cancel => format!("Job {id} was cancelled."),
     };
-    Ok(Redirect::to(&format!(
-        "/admin/queues/{}/dead?done={}",
-        q.as_str(),
-        urlencoding(&notice)
-    ))
-    .into_response())
+    Ok(back(&list_url(q, state), &notice))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct Filter {
-    error: Option<String>,
+/// GET: confirm an action on the jobs selected on a list, or on all that
+/// match its filter.
+pub(crate) async fn confirm_bulk(
+    State(d): State<Dashboard>,
+    Extension(op): Extension<Operator>,
+    Path((queue, state)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, DashError> {
+    writable(&d)?;
+    let (q, state) = parse_target(&queue, &state)?;
+    let f = Fields::parse(query.unwrap_or_default().as_bytes());
+    let action = f.action()?;
+    allowed(action, state)?;
+    let ids = targets(&d, q, state, &f).await?;
+    let mut question = action.question(ids.len(), q, state);
+    if let Some(error) = f.error.as_deref().filter(|_| f.all) {
+        question = format!("{question} (all whose errors contain “{error}”)");
+    }
+    let target = format!("{}/bulk", list_url(q, state));
+    Ok(confirm_page(&op, action, &question, &target, &ids, &f))
 }
 
-/// The newest dead jobs (a bounded scan) with a failure whose error
-/// contains `filter`: what the list shows and "retry all" acts on.
-pub(crate) async fn matching(
-    d: &Dashboard,
-    q: chat_store::queue::QueueName,
-    filter: Option<&str>,
-) -> Result<Vec<chat_store::queue::DeadJob>, DashError> {
-    let jobs = d.backends.queue.dead_jobs(q, RETRY_ALL_SCAN).await?;
-    Ok(jobs
-        .into_iter()
-        .filter(|j| filter.is_none_or(|f| j.failures.iter().any(|x| x.error.contains(f))))
-        .collect())
+/// POST: the bulk action. Jobs that moved on since the page was drawn are
+/// left alone and not counted.
+pub(crate) async fn act_bulk(
+    State(d): State<Dashboard>,
+    Extension(op): Extension<Operator>,
+    Path((queue, state)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, DashError> {
+    let f = posted(&d, &op, &body)?;
+    let (q, state) = parse_target(&queue, &state)?;
+    let action = f.action()?;
+    allowed(action, state)?;
+    let mut done = Vec::new();
+    for id in targets(&d, q, state, &f).await? {
+        if let Some(touched) = action.apply(&d, q, state, &id).await? {
+            done.push(touched);
+        }
+    }
+    record(&d, &op, action, q, &done, Some(&f)).await?;
+    Ok(back(&list_url(q, state), &action.outcome(done.len())))
 }
 
+/// The dead list's "retry all", kept at its old address.
 pub(crate) async fn confirm_all(
     State(d): State<Dashboard>,
     Extension(op): Extension<Operator>,
     Path(queue): Path<String>,
-    Query(filter): Query<Filter>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, DashError> {
-    writable(&d)?;
-    let q = queue_named(&queue)?;
-    let filter = filter.error.filter(|f| !f.is_empty());
-    let n = matching(&d, q, filter.as_deref()).await?.len();
-    let question = match &filter {
-        Some(f) => format!(
-            "Put the {n} dead jobs of {} whose errors contain “{f}” back in their queue?",
-            q.as_str()
-        ),
-        None => format!(
-            "Put all {n} dead jobs of {} back in their queue?",
-            q.as_str()
-        ),
-    };
-    let target = format!("/admin/queues/{}/dead/retry-all", q.as_str());
-    Ok(confirm_page(
-        &op,
-        "Retry dead jobs",
-        &question,
-        &target,
-        filter.as_deref(),
-    ))
+    let query = format!("{}&action=retry&all=1", query.unwrap_or_default());
+    confirm_bulk(
+        State(d),
+        Extension(op),
+        Path((queue, "dead".into())),
+        RawQuery(Some(query)),
+    )
+    .await
 }
 
 pub(crate) async fn retry_all(
     State(d): State<Dashboard>,
     Extension(op): Extension<Operator>,
     Path(queue): Path<String>,
-    Form(form): Form<ActionForm>,
+    body: axum::body::Bytes,
 ) -> Result<Response, DashError> {
-    writable(&d)?;
-    check_csrf(&op, form.csrf.as_deref())?;
-    let q = queue_named(&queue)?;
-    let filter = form.error.filter(|f| !f.is_empty());
-    let mut revived = 0;
-    for job in matching(&d, q, filter.as_deref()).await? {
-        if d.backends.queue.revive(q, &job.id).await? {
-            revived += 1;
-        }
-    }
-    let detail = format!(
-        "{revived} jobs{}",
-        filter
-            .as_deref()
-            .map(|f| format!(" whose errors contain {f:?}"))
-            .unwrap_or_default()
-    );
-    audit::record(
-        &d.backends.db,
-        &op.name,
-        "retry_all",
-        q.as_str(),
-        None,
-        Some(&detail),
+    let mut body = body.to_vec();
+    body.extend_from_slice(b"&action=retry&all=1");
+    act_bulk(
+        State(d),
+        Extension(op),
+        Path((queue, "dead".into())),
+        body.into(),
     )
-    .await?;
-    Ok(Redirect::to(&format!(
-        "/admin/queues/{}/dead?done={}",
-        q.as_str(),
-        urlencoding(&format!("{revived} jobs are back in their queue."))
-    ))
-    .into_response())
+    .await
 }
 
-fn urlencoding(s: &str) -> String {
+/// A dead job's action, kept at its old address.
+pub(crate) async fn confirm_dead(
+    state: State<Dashboard>,
+    op: Extension<Operator>,
+    Path((queue, id, action)): Path<(String, String, String)>,
+) -> Result<Response, DashError> {
+    confirm(state, op, Path((queue, "dead".into(), id, action))).await
+}
+
+pub(crate) async fn act_dead(
+    state: State<Dashboard>,
+    op: Extension<Operator>,
+    Path((queue, id, action)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, DashError> {
+    act(state, op, Path((queue, "dead".into(), id, action)), body).await
+}
+
+pub(crate) fn urlencoding(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_keeps_every_selected_id() {
+        let f = Fields::parse(b"id=1-0&id=2-0&action=cancel&csrf=x&error=&all=on");
+        assert_eq!(f.ids, ["1-0", "2-0"]);
+        assert_eq!(f.action().unwrap(), Action::Cancel);
+        assert!(f.all);
+        assert_eq!(f.error, None, "an empty filter is no filter");
+    }
+
+    #[test]
+    fn each_state_offers_only_what_it_can_do() {
+        assert!(allowed(Action::Cancel, JobState::Pending).is_ok());
+        assert!(allowed(Action::RetryNow, JobState::Retrying).is_ok());
+        assert!(allowed(Action::Retry, JobState::Dead).is_ok());
+        assert!(allowed(Action::Cancel, JobState::InFlight).is_err());
+        assert!(allowed(Action::RetryNow, JobState::Pending).is_err());
+        assert!(allowed(Action::Discard, JobState::Done).is_err());
+    }
 }

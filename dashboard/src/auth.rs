@@ -10,6 +10,11 @@
 //! (as a trusted proxy's `X-Forwarded-Proto` says): a browser drops a
 //! `Secure` cookie set over plain HTTP, and the login would loop.
 //!
+//! Logging out revokes the session: its signature is written to the
+//! database until the cookie would have expired, and every request with a
+//! cookie is checked against that list, so a copied cookie dies with the
+//! logout on every process.
+//!
 //! Every action form carries a CSRF token derived from the session (an
 //! HMAC of its signature), which the action recomputes. Scripts and tools
 //! may instead send `Authorization: Bearer <token>`; such requests carry
@@ -18,12 +23,14 @@ use std::{net::SocketAddr, time::Instant};
 
 use axum::{
     extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, header},
+    http::{HeaderMap, Method, header},
     middleware::Next,
     response::Response,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+use chat_store::repo::sessions;
 
 use crate::{Dashboard, attempts, error::DashError};
 
@@ -37,6 +44,16 @@ pub(crate) struct Operator {
     pub name: String,
     /// Present for a cookie session: what action forms must echo.
     pub csrf: Option<String>,
+    /// Present for a cookie session: what logging out revokes.
+    pub session: Option<Session>,
+}
+
+/// A cookie session as the revocation list names it.
+#[derive(Clone, Debug)]
+pub(crate) struct Session {
+    pub signature: String,
+    /// When the cookie expires by itself, in ms since the epoch.
+    pub expires_at: i64,
 }
 
 fn mac(key: &str, parts: &[&[u8]]) -> String {
@@ -98,7 +115,8 @@ fn verify(token: &str, value: &str) -> Option<Operator> {
     if !same(&expected, signature) {
         return None;
     }
-    let age = chat_store::now_millis() / 1000 - issued.parse::<i64>().ok()?;
+    let issued: i64 = issued.parse().ok()?;
+    let age = chat_store::now_millis() / 1000 - issued;
     if !(0..SESSION_SECS).contains(&age) {
         return None;
     }
@@ -106,6 +124,10 @@ fn verify(token: &str, value: &str) -> Option<Operator> {
     Some(Operator {
         name,
         csrf: Some(mac(token, &[b"csrf", signature.as_bytes()])),
+        session: Some(Session {
+            signature: signature.to_owned(),
+            expires_at: (issued + SESSION_SECS) * 1000,
+        }),
     })
 }
 
@@ -131,6 +153,7 @@ pub(crate) fn operator(dashboard: &Dashboard, headers: &HeaderMap) -> Option<Ope
         return same(presented.trim(), &dashboard.config.token).then(|| Operator {
             name: "api".into(),
             csrf: None,
+            session: None,
         });
     }
     verify(&dashboard.config.token, cookie(headers, COOKIE)?)
@@ -155,7 +178,13 @@ pub(crate) async fn require(
     if bearer && let Some(wait) = dashboard.attempts.refused(address, now) {
         return Err(DashError::TooManyAttempts(wait));
     }
-    match operator(&dashboard, request.headers()) {
+    let mut op = operator(&dashboard, request.headers());
+    if let Some(session) = op.as_ref().and_then(|op| op.session.as_ref())
+        && sessions::is_revoked(&dashboard.backends.db, &session.signature).await?
+    {
+        op = None;
+    }
+    match op {
         Some(op) => {
             request.extensions_mut().insert(op);
             Ok(next.run(request).await)
@@ -167,9 +196,32 @@ pub(crate) async fn require(
             if request.uri().path().starts_with("/admin/api/") {
                 Err(DashError::Unauthorized)
             } else {
-                Err(DashError::LoginFirst)
+                let back = (request.method() == Method::GET)
+                    .then(|| {
+                        request
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.as_str().to_owned())
+                    })
+                    .flatten();
+                Err(DashError::LoginFirst(back))
             }
         }
+    }
+}
+
+/// `next` when it is a dashboard path on this origin, the only place a
+/// login may send the browser on to: not `//host`, not `/\host` (which
+/// browsers read as `//host`), not the login itself.
+pub(crate) fn back_to(next: Option<&str>) -> &str {
+    let Some(next) = next else { return "/admin" };
+    let dashboard = next == "/admin" || next.starts_with("/admin/") || next.starts_with("/admin?");
+    let plain = !next.contains('\\') && !next.chars().any(char::is_control);
+    if dashboard && plain && !next.starts_with("/admin/login") && !next.starts_with("/admin/logout")
+    {
+        next
+    } else {
+        "/admin"
     }
 }
 
@@ -206,6 +258,31 @@ mod tests {
         let forged = value.replacen(&hex::encode("Ada <ops>"), &hex::encode("root"), 1);
         assert!(verify("secret", &forged).is_none(), "another name");
         assert!(verify("secret", "garbage").is_none());
+    }
+
+    #[test]
+    fn a_login_sends_the_browser_back_only_within_the_dashboard() {
+        assert_eq!(back_to(None), "/admin");
+        for kept in [
+            "/admin",
+            "/admin/queues/messages/jobs/dead?error=x",
+            "/admin?range=day",
+        ] {
+            assert_eq!(back_to(Some(kept)), kept);
+        }
+        for refused in [
+            "//evil.example/admin",
+            "https://evil.example/admin",
+            "/\\evil.example",
+            "/admin\\..\\x",
+            "/administrator",
+            "/admin/login?next=/x",
+            "/admin/logout",
+            "/api/v1/applications",
+            "/admin/\n",
+        ] {
+            assert_eq!(back_to(Some(refused)), "/admin", "{refused:?}");
+        }
     }
 
     #[test]

@@ -1,20 +1,28 @@
 //! Every way a dashboard request can fail, rendered as RFC 9457
 //! `application/problem+json`, except an unauthenticated page request,
-//! which is sent to the login form.
+//! which is sent to the login form. [`as_html`] turns the problems of page
+//! routes into pages with the navigation and a search form around them;
+//! the JSON twins under `/admin/api` keep problem+json.
 use axum::{
     Json,
+    body::to_bytes,
+    extract::{Request, State},
     http::{StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Redirect, Response},
 };
 use chat_store::StoreError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::{Dashboard, auth, pages};
 
 #[derive(Debug)]
 pub enum DashError {
     /// A JSON route without credentials.
     Unauthorized,
-    /// A page without credentials.
-    LoginFirst,
+    /// A page without credentials: the login form, then back to this
+    /// path (a GET's path and query).
+    LoginFirst(Option<String>),
     Forbidden(String),
     /// `DASHBOARD_READ_ONLY` is set.
     ReadOnly,
@@ -26,16 +34,31 @@ pub enum DashError {
 }
 
 impl From<StoreError> for DashError {
+    /// Logged here, once, where a backend's failure becomes an answer.
     fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "dashboard: a backend failed");
         DashError::Unavailable(e.to_string())
     }
 }
 
-#[derive(Serialize)]
+impl DashError {
+    /// What went wrong, in words, for a section that cannot be shown.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            DashError::Unavailable(detail)
+            | DashError::BadRequest(detail)
+            | DashError::Forbidden(detail) => detail.clone(),
+            DashError::NotFound(what) => format!("{what} not found"),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
 struct Problem {
     #[serde(rename = "type")]
     kind: String,
-    title: &'static str,
+    title: String,
     status: u16,
     detail: String,
 }
@@ -43,7 +66,16 @@ struct Problem {
 impl IntoResponse for DashError {
     fn into_response(self) -> Response {
         let (status, slug, title, detail) = match self {
-            DashError::LoginFirst => return Redirect::to("/admin/login").into_response(),
+            DashError::LoginFirst(next) => {
+                let to = match next {
+                    Some(next) => format!(
+                        "/admin/login?next={}",
+                        form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+                    ),
+                    None => "/admin/login".to_owned(),
+                };
+                return Redirect::to(&to).into_response();
+            }
             DashError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -82,7 +114,7 @@ impl IntoResponse for DashError {
                     StatusCode::TOO_MANY_REQUESTS,
                     Json(Problem {
                         kind: "/problems/too-many-attempts".into(),
-                        title: "Too Many Requests",
+                        title: "Too Many Requests".into(),
                         status: 429,
                         detail: too_many_attempts(wait),
                     }),
@@ -101,7 +133,7 @@ impl IntoResponse for DashError {
             status,
             Json(Problem {
                 kind: format!("/problems/{slug}"),
-                title,
+                title: title.into(),
                 status: status.as_u16(),
                 detail,
             }),
@@ -131,4 +163,53 @@ pub(crate) fn too_many_attempts(wait: std::time::Duration) -> String {
 
 pub(crate) fn retry_after(wait: std::time::Duration) -> header::HeaderValue {
     header::HeaderValue::from(wait.as_secs().max(1))
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+/// A problem body is a few hundred bytes; anything longer is not ours.
+const PROBLEM_MAX: usize = 64 * 1024;
+
+/// Renders the problems that page routes answer to a browser as HTML
+/// pages, keeping their status and `Retry-After`.
+pub(crate) async fn as_html(State(d): State<Dashboard>, request: Request, next: Next) -> Response {
+    // Browsers ask for HTML; tools (curl, scripts with the bearer token)
+    // do not, and keep the machine-readable problem.
+    let wants_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if !wants_html || request.uri().path().starts_with("/admin/api/") {
+        return next.run(request).await;
+    }
+    let headers = request.headers().clone();
+    let response = next.run(request).await;
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if !is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(problem) = to_bytes(body, PROBLEM_MAX)
+        .await
+        .map_err(|_| ())
+        .and_then(|bytes| serde_json::from_slice::<Problem>(&bytes).map_err(|_| ()))
+    else {
+        return (parts.status, "the dashboard could not render its error").into_response();
+    };
+    let operator = auth::operator(&d, &headers);
+    let page = pages::error_page(
+        operator.as_ref(),
+        d.config.read_only,
+        &problem.title,
+        &problem.detail,
+    );
+    let mut html = (parts.status, page).into_response();
+    if let Some(retry) = parts.headers.get(header::RETRY_AFTER) {
+        html.headers_mut()
+            .insert(header::RETRY_AFTER, retry.clone());
+    }
+    html
 }

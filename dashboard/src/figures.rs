@@ -1,6 +1,6 @@
-//! The overview's figures: throughput per minute over the last hour as an
-//! SVG chart drawn on the server, wait and run percentiles per queue, the
-//! write lags, and the workers' heartbeats. Everything is read from the
+//! The overview's figures: throughput over the last hour or day (drawn by
+//! [`crate::chart`]), wait and run percentiles per queue, the write lags,
+//! and the workers' heartbeats. Everything is read from the
 //! per-minute figures and the worker registry that the workers keep, so
 //! the cost does not depend on how many jobs the queues hold.
 use std::collections::HashMap;
@@ -14,9 +14,9 @@ use chat_store::{
     },
 };
 use maud::{Markup, html};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{Dashboard, error::DashError};
+use crate::{Dashboard, chart, error::DashError};
 
 /// Minutes the throughput chart covers.
 pub(crate) const CHART_MINUTES: usize = 60;
@@ -135,43 +135,119 @@ fn duration(ms: u64) -> String {
     }
 }
 
-/// A bar chart of done (above the axis) and failed (below) jobs per
-/// minute. The scale is shared by both, and printed.
-pub(crate) fn chart(q: &QueueFigures) -> Markup {
-    const W: usize = 4;
-    const H: u64 = 40;
-    let peak = q
-        .done
-        .iter()
-        .chain(q.failed.iter())
-        .copied()
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let height = |n: u64| (n * H).div_ceil(peak);
-    let width = CHART_MINUTES * W;
-    let total_done: u64 = q.done.iter().sum();
-    let total_failed: u64 = q.failed.iter().sum();
-    html! {
-        svg.chart width=(width) height=(H * 2 + 2) viewBox={ "0 0 " (width) " " (H * 2 + 2) }
-            role="img" aria-label={ (total_done) " done and " (total_failed) " failed in the last hour, peak " (peak) " per minute" } {
-            line x1="0" y1=(H + 1) x2=(width) y2=(H + 1) class="axis" {}
-            @for (i, &n) in q.done.iter().enumerate() {
-                @if n > 0 {
-                    rect.done x=(i * W) y=(H + 1 - height(n)) width=(W - 1) height=(height(n)) {
-                        title { (n) " done" }
-                    }
-                }
-            }
-            @for (i, &n) in q.failed.iter().enumerate() {
-                @if n > 0 {
-                    rect.failed x=(i * W) y=(H + 2) width=(W - 1) height=(height(n)) {
-                        title { (n) " failed" }
-                    }
+/// The window a throughput chart covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Range {
+    #[default]
+    Hour,
+    Day,
+}
+
+impl Range {
+    pub(crate) const ALL: [Range; 2] = [Range::Hour, Range::Day];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Range::Hour => "hour",
+            Range::Day => "day",
+        }
+    }
+
+    /// Points on the chart and the minutes each covers.
+    fn points(self) -> (usize, i64) {
+        match self {
+            Range::Hour => (CHART_MINUTES, 1),
+            Range::Day => (96, 15),
+        }
+    }
+}
+
+/// Jobs processed and failed attempts per minute, per queue, over a range.
+pub(crate) struct Throughput {
+    first_minute: i64,
+    minutes: i64,
+    queues: Vec<(QueueName, Vec<f64>, Vec<f64>)>,
+}
+
+/// The throughput over `range`. The last hour comes from the figures the
+/// overview already read; the day reads only the done and failed counts.
+pub(crate) async fn throughput(
+    d: &Dashboard,
+    figures: &Figures,
+    range: Range,
+) -> Result<Throughput, DashError> {
+    let (points, minutes) = range.points();
+    if range == Range::Hour {
+        let as_rates = |v: &[u64]| v.iter().map(|&n| n as f64).collect::<Vec<_>>();
+        return Ok(Throughput {
+            first_minute: figures.first_minute,
+            minutes,
+            queues: QueueName::ALL
+                .into_iter()
+                .map(|q| {
+                    let f = figures.queue(q);
+                    (q, as_rates(&f.done), as_rates(&f.failed))
+                })
+                .collect(),
+        });
+    }
+    let now = pulse::minute_now();
+    // Whole bins, the last one holding the current minute.
+    let first_minute = (now.div_euclid(minutes) + 1) * minutes - points as i64 * minutes;
+    let mut queues: Vec<_> = QueueName::ALL
+        .into_iter()
+        .map(|q| (q, vec![0.0; points], vec![0.0; points]))
+        .collect();
+    for row in pulse::throughput_since(&d.backends.db, first_minute).await? {
+        let bin = ((row.minute - first_minute) / minutes) as usize;
+        let Some((_, done, failed)) = queues.iter_mut().find(|(q, ..)| q.as_str() == row.series)
+        else {
+            continue;
+        };
+        let target = match row.field.as_str() {
+            "done" => done,
+            "failed" => failed,
+            _ => continue,
+        };
+        if let Some(slot) = target.get_mut(bin) {
+            *slot += row.n.max(0) as f64 / minutes as f64;
+        }
+    }
+    Ok(Throughput {
+        first_minute,
+        minutes,
+        queues,
+    })
+}
+
+impl Throughput {
+    fn series<'a>(&self, done: &'a [f64], failed: &'a [f64]) -> chart::Series<'a> {
+        chart::Series {
+            done,
+            failed,
+            first_minute: self.first_minute,
+            minutes: self.minutes,
+        }
+    }
+
+    /// Every queue's chart, the sum of them first.
+    pub(crate) fn charts(&self) -> Markup {
+        let points = self.queues.first().map_or(0, |(_, d, _)| d.len());
+        let mut done = vec![0.0; points];
+        let mut failed = vec![0.0; points];
+        for (_, d, f) in &self.queues {
+            done.iter_mut().zip(d).for_each(|(a, b)| *a += b);
+            failed.iter_mut().zip(f).for_each(|(a, b)| *a += b);
+        }
+        html! {
+            (chart::draw("chart-all", "All queues", chart::Size::Large, &self.series(&done, &failed)))
+            div.charts {
+                @for (q, d, f) in &self.queues {
+                    (chart::draw(&format!("chart-{}", q.as_str()), q.as_str(), chart::Size::Small, &self.series(d, f)))
                 }
             }
         }
-        div.chart-legend { "peak " (peak) "/min · " (total_done) " done · " (total_failed) " failed" }
     }
 }
 

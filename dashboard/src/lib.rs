@@ -11,25 +11,36 @@
 //! through the same pipeline as any other.
 //!
 //! # Layout
-//! - [`auth`]: the token, the signed session cookie, CSRF tokens.
+//! - [`auth`]: the token, the signed session cookie and its revocation,
+//!   CSRF tokens, where a login may send the browser back to.
 //! - `attempts`: wrong tokens counted per client address, and refused
 //!   past a limit.
-//! - `login`: the login form and the `?token=` link.
-//! - `pages`: overview, dead jobs, audit.
-//! - `jobs`: job lists by state, job detail, search.
-//! - `figures`: the overview's throughput chart, percentiles, write lags
-//!   and workers, from the figures the workers keep.
-//! - `actions`: retry, retry all, discard; each confirmed, audited.
+//! - `login`: the login form, the `?token=` link, logging out.
+//! - `overview`: backends, alerts, queues with their pause switch,
+//!   charts, lags, workers; the page and its live fragment.
+//! - `chart`: the throughput chart as SVG.
+//! - `figures`: throughput, percentiles, write lags and workers, from
+//!   the figures the workers keep.
+//! - `jobs`: job lists by state (the dead tab is the dead list), with the
+//!   key fields of each job and the bulk selection.
+//! - `job_page`: one job, its attempts, trace and actions.
+//! - `search`: jobs by id, token, chat and message, error or trace.
+//! - `actions`: retry, discard, retry now and cancel, one or many;
+//!   each confirmed, audited per job.
+//! - `pausing`: pausing and resuming a queue's workers.
 //! - `payload`: payloads as operators see them, naming the application
 //!   instead of its internal id.
 //! - [`scheduler`]: the periodic tasks' runs and next ticks, and the data
 //!   health that the count and search checks report.
-//! - `api`: JSON for the live refresh and for tools.
-//! - [`error`]: problem+json errors.
+//! - `pages`: the frame, the error page, the audit trail.
+//! - `api`: JSON for tools.
+//! - [`error`]: problem+json errors, and their HTML form on pages.
 use std::sync::Arc;
 
 use axum::{
-    Router, middleware,
+    Router,
+    extract::{Path, RawQuery},
+    middleware,
     response::Redirect,
     routing::{get, post},
 };
@@ -39,13 +50,18 @@ mod actions;
 mod api;
 mod attempts;
 pub mod auth;
+mod chart;
 pub mod error;
 mod figures;
+mod job_page;
 mod jobs;
 mod login;
+mod overview;
 mod pages;
+mod pausing;
 mod payload;
 pub mod scheduler;
+mod search;
 
 use error::DashError;
 
@@ -92,23 +108,41 @@ pub fn router(backends: Backends, config: DashboardConfig) -> Router {
         config: Arc::new(config),
     };
     let protected = Router::new()
-        .route("/admin", get(pages::overview))
+        .route("/admin", get(overview::page))
         .route("/admin/", get(|| async { Redirect::to("/admin") }))
+        .route("/admin/live/overview", get(overview::live))
         .route("/admin/audit", get(pages::audit_page))
         .route("/admin/scheduler", get(scheduler::scheduler_page))
         .route("/admin/health", get(scheduler::health_page))
-        .route("/admin/search", get(jobs::search))
+        .route("/admin/search", get(search::search))
+        .route("/admin/queues/{queue}/pause", post(pausing::pause))
+        .route("/admin/queues/{queue}/resume", post(pausing::resume))
         .route("/admin/queues/{queue}/jobs/{state}", get(jobs::list))
-        .route("/admin/queues/{queue}/jobs/{state}/{id}", get(jobs::detail))
-        .route("/admin/queues/{queue}/dead", get(pages::dead_list))
+        .route(
+            "/admin/queues/{queue}/jobs/{state}/bulk",
+            get(actions::confirm_bulk).post(actions::act_bulk),
+        )
+        .route(
+            "/admin/queues/{queue}/jobs/{state}/{id}",
+            get(job_page::detail),
+        )
+        .route(
+            "/admin/queues/{queue}/jobs/{state}/{id}/{action}",
+            get(actions::confirm).post(actions::act),
+        )
+        // The dead list's old addresses, kept for links and bookmarks.
+        .route("/admin/queues/{queue}/dead", get(dead_list))
         .route(
             "/admin/queues/{queue}/dead/retry-all",
             get(actions::confirm_all).post(actions::retry_all),
         )
-        .route("/admin/queues/{queue}/dead/{id}", get(pages::dead_detail))
+        .route(
+            "/admin/queues/{queue}/dead/{id}",
+            get(job_page::dead_detail),
+        )
         .route(
             "/admin/queues/{queue}/dead/{id}/{action}",
-            get(actions::confirm).post(actions::act),
+            get(actions::confirm_dead).post(actions::act_dead),
         )
         .route("/admin/logout", post(login::logout))
         .route("/admin/api/queues", get(api::queues))
@@ -117,6 +151,7 @@ pub fn router(backends: Backends, config: DashboardConfig) -> Router {
         .route("/admin/api/audit", get(api::audit))
         .route("/admin/api/figures", get(figures::figures_json))
         .route("/admin/api/workers", get(figures::workers_json))
+        .route("/admin/{*page}", get(not_found))
         .route_layer(middleware::from_fn_with_state(
             dashboard.clone(),
             auth::require,
@@ -124,5 +159,22 @@ pub fn router(backends: Backends, config: DashboardConfig) -> Router {
     Router::new()
         .route("/admin/login", get(login::form).post(login::submit))
         .merge(protected)
+        .layer(middleware::from_fn_with_state(
+            dashboard.clone(),
+            error::as_html,
+        ))
         .with_state(dashboard)
+}
+
+/// The dead list lives on the dead tab now.
+async fn dead_list(Path(queue): Path<String>, RawQuery(query): RawQuery) -> Redirect {
+    let queue = form_urlencoded::byte_serialize(queue.as_bytes()).collect::<String>();
+    match query {
+        Some(query) => Redirect::to(&format!("/admin/queues/{queue}/jobs/dead?{query}")),
+        None => Redirect::to(&format!("/admin/queues/{queue}/jobs/dead")),
+    }
+}
+
+async fn not_found() -> DashError {
+    DashError::NotFound("page")
 }

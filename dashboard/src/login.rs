@@ -1,4 +1,5 @@
-//! The login form, the `?token=` link, and logging out.
+//! The login form, the `?token=` link, and logging out. A login carries
+//! `next`, the page the operator asked for, and lands there.
 use std::{
     net::{IpAddr, SocketAddr},
     time::Instant,
@@ -13,11 +14,13 @@ use axum::{
 use maud::html;
 use serde::Deserialize;
 
+use chat_store::repo::sessions;
+
 use crate::{
     Dashboard,
     attempts::client_address,
-    auth::{clear_cookie, over_https, same, session, set_cookie},
-    error::{retry_after, too_many_attempts},
+    auth::{Operator, back_to, clear_cookie, over_https, same, session, set_cookie},
+    error::{DashError, retry_after, too_many_attempts},
     pages::layout,
 };
 
@@ -25,13 +28,15 @@ use crate::{
 pub(crate) struct Credentials {
     token: Option<String>,
     name: Option<String>,
+    next: Option<String>,
 }
 
-fn page(status: StatusCode, error: Option<&str>) -> Response {
+fn page(status: StatusCode, error: Option<&str>, next: Option<&str>) -> Response {
     let body = html! {
         h1 { "Log in" }
         @if let Some(error) = error { p.error { (error) } }
         form method="post" action="/admin/login" {
+            @if let Some(next) = next { input type="hidden" name="next" value=(back_to(Some(next))); }
             p { label { "Admin token " input type="password" name="token" autocomplete="current-password" required; } }
             p { label { "Your name (for the audit trail) " input type="text" name="name" maxlength="64" required; } }
             p { button type="submit" { "Log in" } }
@@ -48,6 +53,7 @@ fn sign_in(d: &Dashboard, request: &Origin, credentials: Credentials) -> Respons
         let mut refused = page(
             StatusCode::TOO_MANY_REQUESTS,
             Some(&too_many_attempts(wait)),
+            credentials.next.as_deref(),
         );
         refused
             .headers_mut()
@@ -63,6 +69,7 @@ fn sign_in(d: &Dashboard, request: &Origin, credentials: Credentials) -> Respons
         return page(
             StatusCode::UNAUTHORIZED,
             Some("That token is not the admin token."),
+            credentials.next.as_deref(),
         );
     }
     let name = credentials
@@ -71,7 +78,8 @@ fn sign_in(d: &Dashboard, request: &Origin, credentials: Credentials) -> Respons
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "admin".to_owned());
     let cookie = set_cookie(&session(&d.config.token, &name), request.https);
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/admin")).into_response()
+    let next = back_to(credentials.next.as_deref());
+    ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
 }
 
 /// Where a login request came from, as the limit and the cookie see it.
@@ -107,7 +115,7 @@ pub(crate) async fn form(
     if q.token.is_some() {
         return sign_in(&d, &Origin::of(&d, &headers, peer), q);
     }
-    page(StatusCode::OK, None)
+    page(StatusCode::OK, None, q.next.as_deref())
 }
 
 pub(crate) async fn submit(
@@ -119,11 +127,20 @@ pub(crate) async fn submit(
     sign_in(&d, &Origin::of(&d, &headers, peer), c)
 }
 
-pub(crate) async fn logout(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
+/// Revokes the session everywhere, then clears the cookie: clearing
+/// alone would leave a copy of it valid until it expires.
+pub(crate) async fn logout(
+    State(d): State<Dashboard>,
+    Extension(op): Extension<Operator>,
+    headers: HeaderMap,
+) -> Result<Response, DashError> {
+    if let Some(session) = &op.session {
+        sessions::revoke(&d.backends.db, &session.signature, session.expires_at).await?;
+    }
     let https = over_https(&headers, d.config.trust_forwarded_proto);
-    (
+    Ok((
         [(header::SET_COOKIE, clear_cookie(https))],
         Redirect::to("/admin/login"),
     )
-        .into_response()
+        .into_response())
 }

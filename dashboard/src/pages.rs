@@ -1,18 +1,13 @@
-//! The server-rendered pages. Every splice is escaped by maud; the only
-//! unescaped text is this crate's own CSS and script. Everything works
-//! with JavaScript off except the overview's live refresh.
-use axum::{
-    Extension,
-    extract::{Path, Query, State},
-};
-use chat_store::{
-    queue::{DeadJob, QueueName},
-    repo::audit,
-};
+//! The pages' frame (header, navigation, banner), the error page, the
+//! audit trail, and the helpers the other pages share. Every splice is
+//! escaped by maud; the only unescaped text is this crate's own CSS and
+//! script. Everything works with JavaScript off except the overview's
+//! live refresh and "select all".
+use axum::{Extension, extract::State};
+use chat_store::{queue::QueueName, repo::audit};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use serde::Deserialize;
 
-use crate::{Dashboard, auth::Operator, error::DashError, figures, queue_named};
+use crate::{Dashboard, auth::Operator, error::DashError, search};
 
 const STYLE: &str = include_str!("assets/dashboard.css");
 const SCRIPT: &str = include_str!("assets/live.js");
@@ -61,160 +56,36 @@ pub(crate) fn layout(
     }
 }
 
-pub(crate) async fn overview(
-    State(d): State<Dashboard>,
-    Extension(op): Extension<Operator>,
-) -> Result<Markup, DashError> {
-    let mut rows = Vec::new();
-    for q in QueueName::ALL {
-        rows.push((q, d.backends.queue.stats(q).await?));
-    }
-    let figures = figures::load(&d).await?;
-    let workers = figures::worker_list(&d).await?;
-    let recent = audit::recent(&d.backends.db, 5).await?;
-    let durability = match &d.backends.redis {
-        Some(redis) => Some(redis.durability().await.map_err(DashError::from)?),
-        None => None,
-    };
-    let dead_writes: u64 = rows
-        .iter()
-        .filter(|(q, _)| q.holds_accepted_writes())
-        .map(|(_, s)| s.dead)
-        .sum();
-    let paused: Vec<_> = workers.iter().filter_map(|w| w.paused.as_deref()).collect();
-    Ok(layout(
-        "Overview",
-        Some(&op),
-        d.config.read_only,
+/// A problem as a page: what went wrong, with the navigation and the
+/// search form to go on from.
+pub(crate) fn error_page(
+    operator: Option<&Operator>,
+    read_only: bool,
+    title: &str,
+    detail: &str,
+) -> Markup {
+    layout(
+        title,
+        operator,
+        read_only,
         html! {
-            @if dead_writes > 0 {
-                p.alert #dead-alert {
-                    (dead_writes) " dead chat and message jobs hold writes that clients were told were accepted, "
-                    "and are not in the database. They are kept until you retry or discard them: "
-                    a href="/admin/queues/messages/dead" { "dead messages" } ", "
-                    a href="/admin/queues/chats/dead" { "dead chats" } "."
-                }
+            h1 { (title) }
+            p.error #problem { (detail) }
+            @if operator.is_some() {
+                h2 { "Look a job up" }
+                (search::search_form(&Default::default()))
+                p { a href="/admin" { "Back to the overview" } }
+            } @else {
+                p { a href="/admin/login" { "Log in" } }
             }
-            @if let Some(why) = paused.first() {
-                p.alert #paused-alert { "Workers are paused, waiting for a backend: " (why) }
-            }
-            h1 { "Queues" }
-            p.live {
-                label { input #live-toggle type="checkbox" checked; " live (every 2 s)" }
-            }
-            table #queues data-live="/admin/api/queues" {
-                thead {
-                    tr {
-                        th rowspan="2" { "queue" } th rowspan="2" { "pending" } th rowspan="2" { "scheduled for retry" }
-                        th rowspan="2" { "in flight" } th rowspan="2" { "done" } th rowspan="2" { "dead" }
-                        th colspan="2" { "wait, last " (figures::QUANTILE_MINUTES) " min" }
-                        th colspan="2" { "run, last " (figures::QUANTILE_MINUTES) " min" }
-                        th rowspan="2" { "done ▲ and failed ▼ per minute, last " (figures::CHART_MINUTES) " min" }
-                    }
-                    tr { th { "p50" } th { "p99" } th { "p50" } th { "p99" } }
-                }
-                tbody {
-                    @for (q, s) in &rows {
-                        @let f = figures.queue(*q);
-                        tr data-queue=(q.as_str()) {
-                            td { a href={ "/admin/queues/" (q.as_str()) "/jobs/done" } { (q.as_str()) } }
-                            td data-field="ready" { (s.ready) }
-                            td data-field="retrying" { (s.retrying) }
-                            td data-field="in_flight" { (s.in_flight) }
-                            td data-field="done" { (s.done) }
-                            td data-field="dead" { a href={ "/admin/queues/" (q.as_str()) "/dead" } { (s.dead) } }
-                            (figures::quantile_cells(&f))
-                            td { (figures::chart(&f)) }
-                        }
-                    }
-                }
-            }
-            h2 { "Write lag" }
-            (figures::lags(&figures))
-            h2 { "Workers" }
-            (figures::workers_table(&workers))
-            @if let Some(redis) = &durability {
-                h2 { "Redis" }
-                table #redis {
-                    tbody {
-                        tr { th { "append-only file" } td { @if redis.aof { "on" } @else { "off" } } }
-                        tr { th { "appendfsync" } td { (redis.fsync.as_deref().unwrap_or("unknown")) } }
-                        tr { th { "maxmemory-policy" } td { (redis.eviction) } }
-                        tr { th { "a crash loses" } td class=[redis.loses_writes_on_restart().then_some("warn")] { (redis.what_a_crash_loses()) } }
-                    }
-                }
-            }
-            h2 { "Recent actions" }
-            (audit_table("recent-actions", &recent))
-            p { a href="/admin/audit" { "Full audit trail" } }
         },
-    ))
+    )
 }
 
 pub(crate) fn when(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
         .unwrap_or_else(|| ms.to_string())
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ListQuery {
-    /// What the last action did, to say so.
-    done: Option<String>,
-    /// Only jobs with a failure whose error contains this.
-    error: Option<String>,
-}
-
-pub(crate) async fn dead_list(
-    State(d): State<Dashboard>,
-    Extension(op): Extension<Operator>,
-    Path(queue): Path<String>,
-    Query(query): Query<ListQuery>,
-) -> Result<Markup, DashError> {
-    let q = queue_named(&queue)?;
-    let filter = query.error.as_deref().filter(|f| !f.is_empty());
-    let jobs = crate::actions::matching(&d, q, filter).await?;
-    let retry_all = match filter {
-        Some(f) => format!(
-            "/admin/queues/{}/dead/retry-all?error={}",
-            q.as_str(),
-            form_urlencoded::byte_serialize(f.as_bytes()).collect::<String>()
-        ),
-        None => format!("/admin/queues/{}/dead/retry-all", q.as_str()),
-    };
-    Ok(layout(
-        "Dead jobs",
-        Some(&op),
-        d.config.read_only,
-        html! {
-            h1 { "Dead jobs in " (q.as_str()) }
-            @if let Some(done) = &query.done { p.notice { (done) } }
-            form method="get" {
-                label { "Error contains " input type="search" name="error" value=[filter]; }
-                " " button type="submit" { "Filter" }
-            }
-            @if !jobs.is_empty() && !d.config.read_only {
-                p { a.button href=(retry_all) { "Retry all " (jobs.len()) " shown" } }
-            }
-            @if jobs.is_empty() {
-                p { "No dead jobs." }
-            } @else {
-                table {
-                    thead { tr { th { "job" } th { "buried" } th { "attempts" } th { "last error" } } }
-                    tbody {
-                        @for job in &jobs {
-                            tr {
-                                td { a href={ "/admin/queues/" (q.as_str()) "/dead/" (job.id) } { (job.id) } }
-                                td { (when(job.buried_at)) }
-                                td { (job.attempt) }
-                                td.error { (job.failures.last().map(|f| f.error.as_str()).unwrap_or("")) }
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    ))
 }
 
 /// The payload as indented JSON, with long string values (message
@@ -250,21 +121,6 @@ fn shorten(value: &mut serde_json::Value, cut: &mut bool) {
 /// The trace id inside a W3C `traceparent`.
 pub(crate) fn trace_id(traceparent: &str) -> Option<&str> {
     traceparent.split('-').nth(1).filter(|id| id.len() == 32)
-}
-
-pub(crate) async fn dead_detail(
-    State(d): State<Dashboard>,
-    Extension(op): Extension<Operator>,
-    Path((queue, id)): Path<(String, String)>,
-) -> Result<Markup, DashError> {
-    let q = queue_named(&queue)?;
-    let job: DeadJob = d
-        .backends
-        .queue
-        .dead_job(q, &id)
-        .await?
-        .ok_or(DashError::NotFound("dead job"))?;
-    crate::jobs::detail_page(&d, &op, q, job.into()).await
 }
 
 pub(crate) fn job_type(q: QueueName) -> &'static str {

@@ -80,6 +80,54 @@ fn replace_ids(value: &mut Value, shown: &HashMap<i64, Value>) {
     }
 }
 
+/// Characters of a message body a list row shows.
+const BODY_START: usize = 40;
+
+/// A shown payload's key fields, for a list row: the application, the
+/// chat, the message number and the start of its body; for an index
+/// batch, its first row and how many it holds.
+pub(crate) fn summary(shown: &str) -> String {
+    let Ok(value) = serde_json::from_str::<Value>(shown) else {
+        return shown.chars().take(BODY_START).collect();
+    };
+    match &value {
+        Value::Array(rows) => match rows.first() {
+            Some(first) => format!("{} rows, from {}", rows.len(), one_row(first)),
+            None => "no rows".to_owned(),
+        },
+        row => one_row(row),
+    }
+}
+
+fn one_row(row: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(app) = row.get(SHOWN_KEY) {
+        let name = app.get("name").and_then(Value::as_str).unwrap_or("?");
+        let token = app.get("token").and_then(Value::as_str).unwrap_or("?");
+        parts.push(format!("{name} ({token})"));
+    }
+    let number = row.get("number").and_then(Value::as_i64);
+    match row.get("chat_number").and_then(Value::as_i64) {
+        Some(chat) => {
+            parts.push(format!("chat {chat}"));
+            if let Some(n) = number {
+                parts.push(format!("message {n}"));
+            }
+        }
+        None => {
+            if let Some(n) = number {
+                parts.push(format!("chat {n}"));
+            }
+        }
+    }
+    if let Some(body) = row.get("body").and_then(Value::as_str) {
+        let start: String = body.chars().take(BODY_START).collect();
+        let cut = if start.len() < body.len() { "…" } else { "" };
+        parts.push(format!("“{start}{cut}”"));
+    }
+    parts.join(" · ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +148,20 @@ mod tests {
         assert_eq!(value["application"]["name"], "Acme");
         assert_eq!(value["rows"][0]["application"]["token"], "Zq3n…");
         assert_eq!(value["rows"][1]["application"]["name"], Value::Null);
+    }
+
+    #[test]
+    fn a_summary_names_what_tells_jobs_apart() {
+        let app = json!({ "name": "Acme", "token": "Zq3n…" });
+        let message =
+            json!({ "application": app, "chat_number": 4, "number": 17, "body": "x".repeat(50) });
+        assert_eq!(
+            summary(&message.to_string()),
+            format!("Acme (Zq3n…) · chat 4 · message 17 · “{}…”", "x".repeat(40))
+        );
+        let chat = json!({ "application": app, "number": 3, "name": null });
+        assert_eq!(summary(&chat.to_string()), "Acme (Zq3n…) · chat 3");
+        let batch = json!([message, message]);
+        assert!(summary(&batch.to_string()).starts_with("2 rows, from Acme"));
     }
 }

@@ -1,5 +1,7 @@
 //! The scheduler's page and the data-health page, both read from the run
-//! records the scheduler leaves (`chat_store::repo::runs`).
+//! records the scheduler leaves (`chat_store::repo::runs`). Runs that
+//! repaired drift are kept apart from the routine ones (see
+//! `runs::trim`), so a repair stays on the page long after it happened.
 use axum::{Extension, extract::State};
 use chat_store::repo::runs::{self, RunRecord};
 use maud::{Markup, html};
@@ -119,51 +121,111 @@ async fn last_finished(d: &Dashboard, task: &str) -> Result<Option<RunRecord>, D
         .find(|r| r.finished_at.is_some()))
 }
 
+/// What the data-health page reports on, and how it words a run that
+/// changed rows: the incremental recount updates counts that new writes
+/// made stale, which is routine; the full recount and the search check
+/// find drift, and repair it.
+struct Check {
+    task: &'static str,
+    what: &'static str,
+    /// Whether touching rows means something had drifted.
+    finds_drift: bool,
+}
+
+const CHECKS: [Check; 3] = [
+    Check {
+        task: "counts",
+        what: "Counts, incremental: the chats and applications written since the last run",
+        finds_drift: false,
+    },
+    Check {
+        task: "counts_full",
+        what: "Counts, full: every chat and application",
+        finds_drift: true,
+    },
+    Check {
+        task: "search_drift",
+        what: "Search drift: per-chat counts, database against the search index",
+        finds_drift: true,
+    },
+];
+
+/// Drift repairs shown per check.
+const REPAIRS_SHOWN: u64 = 10;
+
+fn touched(check: &Check, rows: i64) -> String {
+    match (check.finds_drift, rows) {
+        (_, 0) => "nothing to do".to_owned(),
+        (true, n) => format!("drift found and repaired: {n}"),
+        (false, n) => format!("{n} brought up to date (routine: new writes)"),
+    }
+}
+
+fn figures_cell(run: &RunRecord) -> Markup {
+    html! {
+        td.figures {
+            @if let Some(detail) = &run.detail {
+                @for (k, v) in figures(detail) { span { (k) " " b { (v) } } " " }
+            }
+        }
+    }
+}
+
 pub(crate) async fn health_page(
     State(d): State<Dashboard>,
     Extension(op): Extension<Operator>,
 ) -> Result<Markup, DashError> {
-    let checks = [
-        (
-            "counts",
-            "Counts, incremental: the chats and applications written since the last run",
-        ),
-        ("counts_full", "Counts, full: every chat and application"),
-        (
-            "search_drift",
-            "Search drift: per-chat counts, database against the search index",
-        ),
-    ];
     let mut rows = Vec::new();
-    for (task, what) in checks {
-        rows.push((task, what, last_finished(&d, task).await?));
+    let mut repairs = Vec::new();
+    for check in &CHECKS {
+        rows.push((check, last_finished(&d, check.task).await?));
+        if check.finds_drift {
+            for run in runs::repairs(&d.backends.db, check.task, REPAIRS_SHOWN).await? {
+                repairs.push((check, run));
+            }
+        }
     }
+    repairs.sort_by_key(|(_, run)| std::cmp::Reverse(run.tick_at));
     Ok(layout(
         "Data health",
         Some(&op),
         d.config.read_only,
         html! {
             h1 { "Data health" }
-            p { "What the checks found and repaired, as of their last finished run." }
+            p { "What the checks found, as of their last finished run." }
             table #health {
-                thead { tr { th { "check" } th { "last run" } th { "outcome" } th { "repaired" } th { "figures" } } }
+                thead { tr { th { "check" } th { "last run" } th { "outcome" } th { "rows" } th { "figures" } } }
                 tbody {
-                    @for (task, what, run) in &rows {
-                        tr data-task=(task) {
-                            td { b { (task) } br; (what) }
+                    @for (check, run) in &rows {
+                        tr data-task=(check.task) {
+                            td { b { (check.task) } br; (check.what) }
                             @match run {
                                 Some(r) => {
                                     td { (at(r.tick_at)) }
                                     td { (format!("{:?}", r.outcome).to_lowercase()) }
-                                    td { (r.rows_touched) }
-                                    td.figures {
-                                        @if let Some(detail) = &r.detail {
-                                            @for (k, v) in figures(detail) { span { (k) " " b { (v) } } " " }
-                                        }
-                                    }
+                                    td data-field="touched" { (touched(check, r.rows_touched)) }
+                                    (figures_cell(r))
                                 }
                                 None => { td colspan="4" { "not run yet" } }
                             }
+                        }
+                    }
+                }
+            }
+            h2 { "Recent drift repairs" }
+            p { "The last " (REPAIRS_SHOWN) " runs of each check that found drift and repaired it, however long ago." }
+            table #repairs {
+                thead { tr { th { "check" } th { "tick" } th { "repaired" } th { "figures" } } }
+                tbody {
+                    @if repairs.is_empty() {
+                        tr { td colspan="4" { "No drift found yet." } }
+                    }
+                    @for (check, r) in &repairs {
+                        tr data-task=(check.task) {
+                            td { (check.task) }
+                            td { (at(r.tick_at)) }
+                            td { (r.rows_touched) }
+                            (figures_cell(r))
                         }
                     }
                 }
@@ -181,6 +243,13 @@ mod tests {
         assert_eq!(next_tick(60, 120), 180);
         assert_eq!(next_tick(60, 121), 180);
         assert_eq!(next_tick(3600, 7199), 7200);
+    }
+
+    #[test]
+    fn routine_recounts_are_worded_apart_from_drift() {
+        assert!(touched(&CHECKS[0], 2).contains("routine"));
+        assert!(touched(&CHECKS[1], 2).contains("drift"));
+        assert!(touched(&CHECKS[2], 0).contains("nothing"));
     }
 
     #[test]

@@ -256,6 +256,44 @@ impl Stack {
 /// The dashboard token every spawned process gets.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// A client that shows redirects instead of following them, as the
+/// dashboard's tests look at where a page sends the browser.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Logs in to the dashboard through the form, checking the cookie's
+/// flags; returns the session cookie's `name=value`.
+pub async fn log_in(app: &App, name: &str) -> String {
+    let r = browser()
+        .post(format!("{}/admin/login", app.base))
+        .form(&[("token", ADMIN_TOKEN), ("name", name)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[reqwest::header::LOCATION], "/admin");
+    let cookie = r.headers()[reqwest::header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    // Plain HTTP: a browser would drop a `Secure` cookie, and loop.
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The value of the hidden `csrf` input in a form page.
+pub fn csrf_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
