@@ -27,25 +27,31 @@ pub struct OperatorPauses {
 }
 
 impl OperatorPauses {
-    /// Keeps the pauses fresh until `shutdown`. A failed read keeps the
-    /// last known pauses: a database outage neither pauses nor resumes
-    /// anything.
-    pub fn watch(db: DatabaseConnection, mut shutdown: watch::Receiver<bool>) -> Arc<Self> {
+    /// Reads the pauses, then keeps them fresh until `shutdown`. A failed
+    /// read keeps the last known pauses: a database outage neither pauses
+    /// nor resumes anything. The first read is awaited, so workers that
+    /// start with the process start claiming at once.
+    pub async fn watch(db: DatabaseConnection, mut shutdown: watch::Receiver<bool>) -> Arc<Self> {
         let pauses = Arc::new(Self::default());
+        pauses.read(&db).await;
         let kept = pauses.clone();
         tokio::spawn(async move {
             while !*shutdown.borrow() {
-                match pauses::all(&db).await {
-                    Ok(now) => *kept.current.write().unwrap() = Some(now),
-                    Err(e) => tracing::debug!(error = %e, "could not read the queue pauses"),
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(REFRESH) => {}
                     _ = shutdown.changed() => {}
                 }
+                kept.read(&db).await;
             }
         });
         pauses
+    }
+
+    async fn read(&self, db: &DatabaseConnection) {
+        match pauses::all(db).await {
+            Ok(now) => *self.current.write().unwrap() = Some(now),
+            Err(e) => tracing::debug!(error = %e, "could not read the queue pauses"),
+        }
     }
 
     /// Whether the pauses were read at least once.
@@ -64,8 +70,15 @@ impl OperatorPauses {
             .map(|p| format!("paused by {} on the dashboard", p.paused_by))
     }
 
-    /// Waits until the next read could have changed the answer.
+    /// Waits until the next read could have changed the answer: soon
+    /// while the pauses are still unknown (the first read failed), half a
+    /// refresh otherwise.
     pub async fn tick(&self) {
-        tokio::time::sleep(REFRESH / 2).await;
+        let wait = if self.known() {
+            REFRESH / 2
+        } else {
+            REFRESH / 20
+        };
+        tokio::time::sleep(wait).await;
     }
 }

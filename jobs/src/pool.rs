@@ -90,7 +90,7 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) -> Result<(), std::io::Err
 pub async fn run_pool(backends: &Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
     pulse::install(backends.writer.clone());
     let gates = Gates::new(backends);
-    let pauses = OperatorPauses::watch(backends.db.clone(), shutdown.clone());
+    let pauses = OperatorPauses::watch(backends.db.clone(), shutdown.clone()).await;
     let chats = run_chats(
         backends.clone(),
         config,
