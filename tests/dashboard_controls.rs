@@ -411,6 +411,9 @@ async fn retry_now_cancel_and_a_pause_that_outlives_a_restart() {
         assert!(
             overview.contains("data-paused=\"messages\"") && overview.contains("paused by Ada")
         );
+        let queues = app.get_root_json("/admin/api/queues").await;
+        assert_eq!(queues[MESSAGES]["paused"]["paused_by"], "Ada", "{queues}");
+        assert!(queues[0]["paused"].is_null());
         // Cancel one of the waiting jobs by selection, then resume.
         let (_, _, pending) = page(&app, &cookie, "/admin/queues/messages/jobs/pending").await;
         let dropped = id_in_row(&pending, "dropped");

@@ -1,10 +1,11 @@
-//! The JSON twins of the pages, for the live refresh and for tools
-//! (with `Authorization: Bearer <ADMIN_TOKEN>`).
+//! The JSON twins of the pages, for tools (with `Authorization: Bearer
+//! <ADMIN_TOKEN>`).
 use axum::{Json, extract::State};
 use chat_store::{
     queue::{DeadJob, QueueName, QueueStats},
     repo::{
         audit::{self, AuditEntry},
+        pauses::{self, Pause},
         runs::{self, RunRecord},
     },
 };
@@ -17,6 +18,8 @@ pub(crate) struct QueueView {
     queue: &'static str,
     #[serde(flatten)]
     stats: QueueStats,
+    /// Who paused the queue's workers, and when; `null` while they claim.
+    paused: Option<Pause>,
 }
 
 #[derive(Serialize)]
@@ -25,13 +28,15 @@ pub(crate) struct DeadView {
     jobs: Vec<DeadJob>,
 }
 
-/// Exact counts per queue and state.
+/// Exact counts per queue and state, and which queues are paused.
 pub(crate) async fn queues(State(d): State<Dashboard>) -> Result<Json<Vec<QueueView>>, DashError> {
+    let paused = pauses::all(&d.backends.db).await?;
     let mut out = Vec::new();
     for q in QueueName::ALL {
         out.push(QueueView {
             queue: q.as_str(),
             stats: d.backends.queue.stats(q).await?,
+            paused: paused.iter().find(|p| p.queue == q.as_str()).cloned(),
         });
     }
     Ok(Json(out))

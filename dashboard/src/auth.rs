@@ -13,7 +13,8 @@
 //! Logging out revokes the session: its signature is written to the
 //! database until the cookie would have expired, and every request with a
 //! cookie is checked against that list, so a copied cookie dies with the
-//! logout on every process.
+//! logout on every process. While the database does not answer, the check
+//! is skipped (and logged), so the dashboard stays open during an outage.
 //!
 //! Every action form carries a CSRF token derived from the session (an
 //! HMAC of its signature), which the action recomputes. Scripts and tools
@@ -179,10 +180,15 @@ pub(crate) async fn require(
         return Err(DashError::TooManyAttempts(wait));
     }
     let mut op = operator(&dashboard, request.headers());
-    if let Some(session) = op.as_ref().and_then(|op| op.session.as_ref())
-        && sessions::is_revoked(&dashboard.backends.db, &session.signature).await?
-    {
-        op = None;
+    if let Some(session) = op.as_ref().and_then(|op| op.session.as_ref()) {
+        match sessions::is_revoked(&dashboard.backends.db, &session.signature).await {
+            Ok(true) => op = None,
+            Ok(false) => {}
+            // The dashboard is most needed while a backend is down: a
+            // valid, unexpired cookie still opens it then, and only a
+            // logged-out one slips through until the database is back.
+            Err(e) => tracing::warn!(error = %e, "could not check the session against logouts"),
+        }
     }
     match op {
         Some(op) => {
