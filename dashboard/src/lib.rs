@@ -25,8 +25,9 @@
 //!   key fields of each job and the bulk selection.
 //! - `job_page`: one job, its attempts, trace and actions.
 //! - `search`: jobs by id, token, chat and message, error or trace.
-//! - `actions`: retry, discard, retry now and cancel, one or many;
-//!   each confirmed, audited per job.
+//! - `action`: what retry, discard, retry now and cancel do to one job.
+//! - `actions`: their forms, for one job or many; each confirmed, audited
+//!   per job.
 //! - `pausing`: pausing and resuming a queue's workers.
 //! - `payload`: payloads as operators see them, naming the application
 //!   instead of its internal id.
@@ -46,6 +47,7 @@ use axum::{
 };
 use chat_store::{Backends, queue::QueueName};
 
+mod action;
 mod actions;
 mod api;
 mod attempts;
