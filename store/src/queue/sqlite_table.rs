@@ -229,15 +229,17 @@ impl SqliteQueue {
         Ok(jobs)
     }
 
-    async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<()> {
-        self.writer
+    /// Runs one statement on the writer; returns the rows it changed.
+    async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<u64> {
+        let done = self
+            .writer
             .execute_raw(Statement::from_sql_and_values(
                 DbBackend::Sqlite,
                 sql,
                 values,
             ))
             .await?;
-        Ok(())
+        Ok(done.rows_affected())
     }
 }
 
@@ -414,7 +416,8 @@ impl JobQueue for SqliteQueue {
                 job.id.parse::<i64>().unwrap_or(-1).into(),
             ],
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn defer(&self, _queue: QueueName, jobs: &[Claimed], delay: Duration) -> Result<()> {
@@ -481,7 +484,8 @@ impl JobQueue for SqliteQueue {
                 job.id.parse::<i64>().unwrap_or(-1).into(),
             ],
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     /// The live states are counted over the `dead = 0` part of the index,
@@ -575,55 +579,45 @@ impl JobQueue for SqliteQueue {
         let Ok(row) = id.parse::<i64>() else {
             return Ok(None);
         };
-        let done = self
-            .writer
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+        let revived = self
+            .exec(
                 "UPDATE queue_jobs SET dead = 0, attempt = 1, run_at = ?, lease_owner = NULL, \
                  lease_until = NULL WHERE id = ? AND queue = ? AND dead = 1",
-                [
+                vec![
                     crate::now_millis().into(),
                     row.into(),
                     queue.as_str().into(),
                 ],
-            ))
+            )
             .await?;
         self.notify();
         // The row keeps its id: the handle stays the same in every state.
-        Ok((done.rows_affected() == 1).then(|| id.to_owned()))
+        Ok((revived == 1).then(|| id.to_owned()))
     }
 
     async fn discard(&self, queue: QueueName, id: &str) -> Result<bool> {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(false);
         };
-        let done = self
-            .writer
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
+        let deleted = self
+            .exec(
                 "DELETE FROM queue_jobs WHERE id = ? AND queue = ? AND dead = 1",
-                [id.into(), queue.as_str().into()],
-            ))
+                vec![id.into(), queue.as_str().into()],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(deleted == 1)
     }
 
     async fn retry_now(&self, queue: QueueName, id: &str) -> Result<bool> {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(false);
         };
-        let done = self
-            .writer
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                format!(
-                    "UPDATE queue_jobs SET run_at = ?1 WHERE id = ?2 AND queue = ?3 AND {}",
-                    state_filter(JobState::Retrying)
-                ),
-                [crate::now_millis().into(), id.into(), queue.as_str().into()],
-            ))
-            .await?;
-        let due = done.rows_affected() == 1;
+        let sql = format!(
+            "UPDATE queue_jobs SET run_at = ?1 WHERE id = ?2 AND queue = ?3 AND {}",
+            state_filter(JobState::Retrying)
+        );
+        let values = vec![crate::now_millis().into(), id.into(), queue.as_str().into()];
+        let due = self.exec(&sql, values).await? == 1;
         if due {
             self.notify();
         }
@@ -639,18 +633,12 @@ impl JobQueue for SqliteQueue {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(false);
         };
-        let done = self
-            .writer
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                format!(
-                    "DELETE FROM queue_jobs WHERE id = ?2 AND queue = ?3 AND {}",
-                    state_filter(state)
-                ),
-                [crate::now_millis().into(), id.into(), queue.as_str().into()],
-            ))
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let sql = format!(
+            "DELETE FROM queue_jobs WHERE id = ?2 AND queue = ?3 AND {}",
+            state_filter(state)
+        );
+        let values = vec![crate::now_millis().into(), id.into(), queue.as_str().into()];
+        Ok(self.exec(&sql, values).await? == 1)
     }
 
     async fn jobs(
