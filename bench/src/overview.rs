@@ -71,25 +71,35 @@ async fn seed_sqlite(d: &Deployment, jobs: usize) -> anyhow::Result<()> {
 }
 
 /// The figures workers would have written over the last 25 hours, for
-/// every queue and lag series and every field.
+/// every queue and lag series and every field: one sample in each bucket.
 async fn seed_figures(d: &Deployment) -> anyhow::Result<()> {
-    use chat_store::repo::pulse::{self, BUCKETS, Increments};
+    const SAMPLES: [u64; pulse::BUCKETS] = {
+        let mut ms = [0; pulse::BUCKETS];
+        let mut i = 0;
+        while i < pulse::BOUNDS_MS.len() {
+            ms[i] = pulse::BOUNDS_MS[i];
+            i += 1;
+        }
+        ms[pulse::BOUNDS_MS.len()] = u64::MAX / 2;
+        ms
+    };
+    use chat_store::repo::pulse::{self, Field, Histogram, Increments, LagStage};
     let db = d.connect().await?;
     let now = pulse::minute_now();
     for hour in 0..25 {
         let mut day = Increments::default();
         for minute in (now - (hour + 1) * 60 + 1)..=(now - hour * 60) {
             for queue in ["chats", "messages", "index"] {
-                day.add(queue, minute, "done", 2_000);
-                day.add(queue, minute, "failed", 3);
-                for bucket in 0..BUCKETS {
-                    day.add(queue, minute, &format!("wait.{bucket}"), 5);
-                    day.add(queue, minute, &format!("run.{bucket}"), 5);
+                day.add(queue, minute, Field::DONE, 2_000);
+                day.add(queue, minute, Field::FAILED, 3);
+                for &ms in &SAMPLES {
+                    day.sample(queue, minute, Histogram::Wait, ms);
+                    day.sample(queue, minute, Histogram::Run, ms);
                 }
             }
-            for stage in ["persisted", "indexed"] {
-                for bucket in 0..BUCKETS {
-                    day.add(stage, minute, &format!("lag.{bucket}"), 5);
+            for stage in LagStage::ALL {
+                for &ms in &SAMPLES {
+                    day.sample(stage.as_str(), minute, Histogram::Lag, ms);
                 }
             }
         }

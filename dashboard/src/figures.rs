@@ -9,7 +9,7 @@ use axum::{Json, extract::State};
 use chat_store::{
     queue::QueueName,
     repo::{
-        pulse::{self, BUCKETS, Quantile},
+        pulse::{self, BUCKETS, Field, LagStage, Quantile},
         workers::{self, WorkerBeat},
     },
 };
@@ -24,8 +24,6 @@ pub(crate) const CHART_MINUTES: usize = 60;
 pub(crate) const QUANTILE_MINUTES: i64 = 15;
 /// A worker whose heartbeat is older than this is shown as silent.
 const SILENT_AFTER_MS: i64 = 15_000;
-/// The write stages whose lag the workers report.
-pub(crate) const LAG_STAGES: [&str; 2] = ["persisted", "indexed"];
 
 type Histogram = [u64; BUCKETS];
 
@@ -68,8 +66,11 @@ impl Figures {
             .unwrap_or_else(QueueFigures::empty)
     }
 
-    fn lag(&self, stage: &str) -> Histogram {
-        self.lags.get(stage).copied().unwrap_or([0; BUCKETS])
+    fn lag(&self, stage: LagStage) -> Histogram {
+        self.lags
+            .get(stage.as_str())
+            .copied()
+            .unwrap_or([0; BUCKETS])
     }
 }
 
@@ -88,12 +89,11 @@ pub(crate) async fn load(d: &Dashboard) -> Result<Figures, DashError> {
         }
         let recent = row.minute > now - QUANTILE_MINUTES;
         let n = row.n.max(0) as u64;
-        let (name, bucket) = match row.field.split_once('.') {
-            Some((name, b)) => (name, b.parse::<usize>().ok().filter(|&b| b < BUCKETS)),
-            None => (row.field.as_str(), None),
+        let Some(field) = Field::parse(&row.field) else {
+            continue;
         };
-        if name == "lag" {
-            if let (Some(b), true) = (bucket, recent) {
+        if let Field::Lag(b) = field {
+            if recent {
                 figures
                     .lags
                     .entry(row.series.clone())
@@ -105,11 +105,11 @@ pub(crate) async fn load(d: &Dashboard) -> Result<Figures, DashError> {
             .queues
             .entry(row.series.clone())
             .or_insert_with(QueueFigures::empty);
-        match (name, bucket) {
-            ("done", None) => q.done[column] += n,
-            ("failed", None) => q.failed[column] += n,
-            ("wait", Some(b)) if recent => q.wait[b] += n,
-            ("run", Some(b)) if recent => q.run[b] += n,
+        match field {
+            Field::Done => q.done[column] += n,
+            Field::Failed => q.failed[column] += n,
+            Field::Wait(b) if recent => q.wait[b] += n,
+            Field::Run(b) if recent => q.run[b] += n,
             _ => {}
         }
     }
@@ -205,9 +205,9 @@ pub(crate) async fn throughput(
         else {
             continue;
         };
-        let target = match row.field.as_str() {
-            "done" => done,
-            "failed" => failed,
+        let target = match Field::parse(&row.field) {
+            Some(Field::Done) => done,
+            Some(Field::Failed) => failed,
             _ => continue,
         };
         if let Some(slot) = target.get_mut(bin) {
@@ -268,9 +268,9 @@ pub(crate) fn lags(f: &Figures) -> Markup {
         table #lags {
             thead { tr { th { "write lag, last " (QUANTILE_MINUTES) " min" } th { "p50" } th { "p99" } } }
             tbody {
-                @for stage in LAG_STAGES {
-                    tr data-stage=(stage) {
-                        td { (stage) }
+                @for stage in LagStage::ALL {
+                    tr data-stage=(stage.as_str()) {
+                        td { (stage.as_str()) }
                         td { (shown(&f.lag(stage), 0.5)) }
                         td { (shown(&f.lag(stage), 0.99)) }
                     }
@@ -369,9 +369,9 @@ pub(crate) async fn figures_json(
             (q.as_str(), summary)
         })
         .collect();
-    let lags = LAG_STAGES
+    let lags = LagStage::ALL
         .into_iter()
-        .map(|s| (s, percentiles(&f.lag(s))))
+        .map(|s| (s.as_str(), percentiles(&f.lag(s))))
         .collect();
     Ok(Json(FiguresView {
         first_minute: f.first_minute,

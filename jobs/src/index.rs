@@ -14,6 +14,7 @@ use chat_store::{
     StoreError,
     model::MessageRow,
     queue::QueueName,
+    repo::pulse::LagStage,
     search::{SearchIndex, Target},
 };
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ impl BulkWriter<MessageRow> for SearchWriter {
         let result = self.0.index(&Target::Live, rows).await;
         record_write(
             QueueName::Index,
-            "indexed",
+            LagStage::Indexed,
             started,
             &result,
             rows.iter().map(|r| r.updated_at),

@@ -12,7 +12,7 @@ use chat_store::{
     intake::Intake,
     model::{ChatRow, MessageRow},
     queue::{JobQueue, QueueName},
-    repo,
+    repo::{self, pulse::LagStage},
 };
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,7 @@ impl BulkWriter<ChatRow> for ChatWriter {
         let result = repo::chats::upsert_all(&self.db, rows).await;
         record_write(
             QueueName::Chats,
-            "persisted",
+            LagStage::Persisted,
             started,
             &result,
             rows.iter().map(|r| r.updated_at),
@@ -151,7 +151,7 @@ impl BulkWriter<MessageRow> for MessageWriter {
         let result = repo::messages::upsert_all(&self.db, rows).await;
         record_write(
             QueueName::Messages,
-            "persisted",
+            LagStage::Persisted,
             started,
             &result,
             rows.iter().map(|r| r.updated_at),

@@ -19,7 +19,7 @@ use std::{
 use chat_store::{
     queue::{Claimed, QueueName},
     repo::{
-        pulse::{self, Increments},
+        pulse::{self, Field, Histogram, Increments, LagStage},
         workers::{self, WorkerBeat},
     },
 };
@@ -65,27 +65,27 @@ pub(crate) fn done(queue: QueueName, jobs: &[Claimed]) {
     let minute = now.div_euclid(60_000);
     let series = queue.as_str();
     gather(|g| {
-        g.add(series, minute, "done", jobs.len() as i64);
+        g.add(series, minute, Field::DONE, jobs.len() as i64);
         for job in jobs {
             let wait = (job.claimed_at - job.ready_at).max(0) as u64;
-            g.sample(series, minute, "wait", wait);
-            g.sample(series, minute, "run", (now - job.claimed_at).max(0) as u64);
+            g.sample(series, minute, Histogram::Wait, wait);
+            let run = (now - job.claimed_at).max(0) as u64;
+            g.sample(series, minute, Histogram::Run, run);
         }
     });
 }
 
 /// A failed attempt, whether it will be retried or was buried.
 pub(crate) fn failed(queue: QueueName) {
-    gather(|g| g.add(queue.as_str(), pulse::minute_now(), "failed", 1));
+    gather(|g| g.add(queue.as_str(), pulse::minute_now(), Field::FAILED, 1));
 }
 
-/// Rows that reached `stage` (`persisted`, `indexed`), each `ms` after the
-/// API accepted it.
-pub(crate) fn lags(stage: &str, ms: impl Iterator<Item = u64>) {
+/// Rows that reached `stage`, each `ms` after the API accepted it.
+pub(crate) fn lags(stage: LagStage, ms: impl Iterator<Item = u64>) {
     let minute = pulse::minute_now();
     gather(|g| {
         for ms in ms {
-            g.sample(stage, minute, "lag", ms);
+            g.sample(stage.as_str(), minute, Histogram::Lag, ms);
         }
     });
 }

@@ -4,14 +4,14 @@
 use std::time::Instant;
 
 use chat_observability::metrics::metrics;
-use chat_store::{StoreError, queue::QueueName};
+use chat_store::{StoreError, queue::QueueName, repo::pulse::LagStage};
 use chrono::{DateTime, Utc};
 
 /// Records one bulk write of `rows` rows that started at `started`, and,
 /// when it succeeded, each row's lag to `stage` from its acceptance time.
 pub(crate) fn record_write(
     queue: QueueName,
-    stage: &'static str,
+    stage: LagStage,
     started: Instant,
     result: &Result<(), StoreError>,
     accepted: impl ExactSizeIterator<Item = DateTime<Utc>>,
@@ -27,7 +27,7 @@ pub(crate) fn record_write(
         let now = Utc::now();
         // A row's updated_at is stamped when the API accepted it.
         let lags: Vec<_> = accepted.map(|at| now - at).collect();
-        m.write_lags(stage, lags.iter().map(|lag| lag.as_seconds_f64()));
+        m.write_lags(stage.as_str(), lags.iter().map(|lag| lag.as_seconds_f64()));
         crate::pulse::lags(
             stage,
             lags.iter().map(|lag| lag.num_milliseconds().max(0) as u64),

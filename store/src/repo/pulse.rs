@@ -20,6 +20,92 @@ pub const BOUNDS_MS: [u64; 18] = [
 ];
 pub const BUCKETS: usize = BOUNDS_MS.len() + 1;
 
+/// What a figure counts, as workers write it and the dashboard reads it.
+/// A histogram's figures are one per bucket, named `<name>.<bucket>`
+/// ([`Increments::sample`], read back by [`Field::parse`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// Jobs finished in the minute.
+    Done,
+    /// Failed attempts in the minute (a job that fails three times counts
+    /// three).
+    Failed,
+    /// Histogram: from ready to claimed.
+    Wait(usize),
+    /// Histogram: from claimed to settled.
+    Run(usize),
+    /// Histogram, of a [`LagStage`] series: from the API's acceptance to
+    /// the stage.
+    Lag(usize),
+}
+
+impl Field {
+    pub const DONE: &str = "done";
+    pub const FAILED: &str = "failed";
+    const WAIT: &str = "wait";
+    const RUN: &str = "run";
+    const LAG: &str = "lag";
+
+    /// A stored figure's field; `None` for a name this build does not know
+    /// or a bucket out of range.
+    pub fn parse(stored: &str) -> Option<Field> {
+        match stored.split_once('.') {
+            None => match stored {
+                Self::DONE => Some(Field::Done),
+                Self::FAILED => Some(Field::Failed),
+                _ => None,
+            },
+            Some((name, bucket)) => {
+                let b = bucket.parse::<usize>().ok().filter(|&b| b < BUCKETS)?;
+                match name {
+                    Self::WAIT => Some(Field::Wait(b)),
+                    Self::RUN => Some(Field::Run(b)),
+                    Self::LAG => Some(Field::Lag(b)),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// A histogram that [`Increments::sample`] adds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Histogram {
+    Wait,
+    Run,
+    Lag,
+}
+
+impl Histogram {
+    fn name(self) -> &'static str {
+        match self {
+            Histogram::Wait => Field::WAIT,
+            Histogram::Run => Field::RUN,
+            Histogram::Lag => Field::LAG,
+        }
+    }
+}
+
+/// The write stages whose lag workers report, each a series of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LagStage {
+    /// The row is committed to the database.
+    Persisted,
+    /// The row is searchable.
+    Indexed,
+}
+
+impl LagStage {
+    pub const ALL: [LagStage; 2] = [LagStage::Persisted, LagStage::Indexed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LagStage::Persisted => "persisted",
+            LagStage::Indexed => "indexed",
+        }
+    }
+}
+
 /// Rows one upsert statement carries.
 const CHUNK: usize = 200;
 
@@ -73,9 +159,14 @@ impl Increments {
             .or_default() += n;
     }
 
-    /// Adds one sample of `ms` to the histogram `name` (`wait`, `run`, `lag`).
-    pub fn sample(&mut self, series: &str, minute: i64, name: &str, ms: u64) {
-        self.add(series, minute, &format!("{name}.{}", bucket(ms)), 1);
+    /// Adds one sample of `ms` to `histogram`.
+    pub fn sample(&mut self, series: &str, minute: i64, histogram: Histogram, ms: u64) {
+        self.add(
+            series,
+            minute,
+            &format!("{}.{}", histogram.name(), bucket(ms)),
+            1,
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,8 +231,8 @@ pub async fn throughput_since(db: &impl ConnectionTrait, since: i64) -> Result<V
     Ok(PulseRow::find_by_statement(Statement::from_sql_and_values(
         db.get_database_backend(),
         "SELECT series, minute, field, n FROM job_pulse \
-         WHERE minute >= ? AND field IN ('done', 'failed')",
-        [since.into()],
+         WHERE minute >= ? AND field IN (?, ?)",
+        [since.into(), Field::DONE.into(), Field::FAILED.into()],
     ))
     .all(db)
     .await?)
@@ -162,6 +253,30 @@ pub async fn trim(db: &impl ConnectionTrait, before: i64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_workers_write_the_dashboard_reads_back() {
+        let mut g = Increments::default();
+        g.add("messages", 1, Field::DONE, 2);
+        g.add("messages", 1, Field::FAILED, 1);
+        g.sample("messages", 1, Histogram::Wait, 7);
+        g.sample("messages", 1, Histogram::Run, 2_000);
+        g.sample(LagStage::Persisted.as_str(), 1, Histogram::Lag, 700_000);
+        let mut read: Vec<Field> = g.0.keys().filter_map(|(_, _, f)| Field::parse(f)).collect();
+        read.sort_by_key(|f| format!("{f:?}"));
+        assert_eq!(
+            read,
+            [
+                Field::Done,
+                Field::Failed,
+                Field::Lag(BUCKETS - 1),
+                Field::Run(bucket(2_000)),
+                Field::Wait(bucket(7)),
+            ]
+        );
+        assert_eq!(Field::parse("wait.99"), None, "a bucket out of range");
+        assert_eq!(Field::parse("unknown"), None);
+    }
 
     #[test]
     fn a_sample_lands_in_the_first_bucket_whose_bound_holds_it() {
