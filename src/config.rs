@@ -2,10 +2,12 @@
 //! them all with their variables and defaults.
 use std::{net::IpAddr, path::PathBuf, time::Duration};
 
+use chat::backends::BackendsConfig;
 use chat_jobs::{WorkerConfig, batcher::BatchConfig, settle::RetryPolicy};
 use chat_observability::LogFormat;
+use chat_queue::Retention;
 use chat_scheduler::SchedulerConfig;
-use chat_store::{BackendsConfig, queue::Retention, search::SearchConfig};
+use chat_search::SearchConfig;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -407,7 +409,7 @@ impl Settings {
             Some(url) => url,
             None => {
                 std::fs::create_dir_all(&self.data_dir)?;
-                chat_store::db::default_sqlite_url(&self.data_dir)
+                chat_links::db::default_sqlite_url(&self.data_dir)
             }
         };
         Ok(BackendsConfig {

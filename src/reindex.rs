@@ -1,9 +1,7 @@
 //! `chat reindex`: rebuild the search index from the database with a
 //! progress bar, or (`--check`) compare and repair per-chat counts.
-use chat_store::{
-    Backends,
-    search::maintenance::{self, Progress},
-};
+use chat::backends::Backends;
+use chat_search::maintenance::{self, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::ReindexArgs;

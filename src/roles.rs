@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use chat::backends::{Backends, BackendsConfig};
 use chat_api::{ApiConfig, AppState, overload::OverloadLimits, rate_limit::RateLimits};
 use chat_dashboard::{DashboardConfig, scheduler::Schedule};
-use chat_store::Backends;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::config::{Cli, Command, Settings};
@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         let listener = TcpListener::bind((settings.bind_addr, port)).await?;
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-        let app = chat_api::metrics::standalone_router(backends.clone());
+        let app = chat_api::metrics::standalone_router(backends.observed());
         let mut stop = shutdown.clone();
         roles.spawn(async move {
             let served = axum::serve(listener, app)
@@ -78,14 +78,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         });
     }
     if matches!(command, Command::Serve | Command::Worker) {
-        let (b, c, s) = (backends.clone(), settings.worker(), shutdown.clone());
+        let (b, c, s) = (backends.worker(), settings.worker(), shutdown.clone());
         roles.spawn(async move {
             chat_jobs::run_pool(&b, c, s).await;
             ("worker", Ok(()))
         });
     }
     if matches!(command, Command::Serve | Command::Scheduler) {
-        let (b, c, s) = (backends.clone(), settings.scheduler(), shutdown.clone());
+        let (b, c, s) = (backends.scheduler(), settings.scheduler(), shutdown.clone());
         roles.spawn(async move {
             chat_scheduler::run(b, c, s).await;
             ("scheduler", Ok(()))
@@ -131,7 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// is out of reach: a role started during an outage, or restarted by an
 /// orchestrator in one, comes up when the backend does instead of exiting.
 /// Anything else (a refused configuration, bad credentials) ends the role.
-async fn open_backends(config: &chat_store::BackendsConfig) -> anyhow::Result<Backends> {
+async fn open_backends(config: &BackendsConfig) -> anyhow::Result<Backends> {
     let mut pause = Duration::from_millis(250);
     loop {
         match Backends::open(config).await {
@@ -214,7 +214,7 @@ async fn serve_http(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let state = AppState::new(
-        backends.clone(),
+        backends.api(),
         ApiConfig {
             max_message_bytes: settings.max_message_bytes,
             rate_limits: RateLimits {
@@ -235,8 +235,8 @@ async fn serve_http(
     );
     let body_within = Duration::from_millis(settings.request_timeout_ms.max(1));
     let app = chat_api::router(state)
-        .merge(chat_dashboard::router(backends.clone(), dashboard))
-        .merge(chat_api::metrics::router(backends))
+        .merge(chat_dashboard::router(backends.dashboard(), dashboard))
+        .merge(chat_api::metrics::router(backends.observed()))
         .layer(axum::middleware::from_fn(move |request, next| {
             chat_api::body_deadline::limit(body_within, request, next)
         }))

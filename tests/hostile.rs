@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chat_store::search::Cursor;
+use chat_search::Cursor;
 use common::{App, Stack, profiles};
 use serde_json::{Value, json};
 

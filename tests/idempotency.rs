@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, header};
+use chat::backends::Backends;
 use chat_store::{
-    Backends,
     idempotency::{Begin, Key, Link, Scope},
     intake::WriteMeta,
 };
@@ -209,7 +209,7 @@ async fn a_write_whose_answer_was_lost_is_not_made_twice() {
         match stale {
             Ok(state) => assert_eq!(state.number, first.number, "{profile:?}"),
             Err(e) => assert!(
-                matches!(e, chat_store::error::StoreError::OutcomeUnknown(_)),
+                matches!(e, chat_links::error::StoreError::OutcomeUnknown(_)),
                 "{profile:?}: {e}"
             ),
         }

@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chat_store::{Backends, model::MessageRow, queue::QueueName};
+use chat::backends::Backends;
+use chat_queue::QueueName;
+use chat_store::model::MessageRow;
 use common::{App, Profile, Stack, numbers, profiles};
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -68,7 +70,7 @@ async fn wait_persisted(
 }
 
 /// The dead message jobs, once there is at least one or `within` passed.
-async fn wait_dead(b: &Backends, within: Duration) -> Vec<chat_store::queue::DeadJob> {
+async fn wait_dead(b: &Backends, within: Duration) -> Vec<chat_queue::DeadJob> {
     let deadline = Instant::now() + within;
     loop {
         let dead = b.queue.dead_jobs(QueueName::Messages, 10).await.unwrap();
@@ -275,7 +277,7 @@ async fn a_job_that_always_fails_ends_dead_while_others_flow() {
         let b = backends(&stack).await;
         let id = app_id(&b.db, &token).await;
         // Message number 0 violates the table's CHECK: no attempt can succeed.
-        let now = chat_store::now();
+        let now = chat_links::now();
         let poison = MessageRow {
             application_id: id,
             chat_number: 1,
@@ -474,7 +476,7 @@ async fn a_job_that_keeps_killing_its_worker_ends_dead() {
     for profile in profiles() {
         let stack = Stack::new(profile).await;
         let b = stack.backends(Duration::from_millis(100)).await;
-        let now = chat_store::now();
+        let now = chat_links::now();
         let row = MessageRow {
             application_id: 1,
             chat_number: 1,

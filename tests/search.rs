@@ -5,10 +5,8 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use chat_store::{
-    model::MessageRow,
-    search::{ChatKey, SearchIndex, SearchPage, Target, maintenance, switch::Switch},
-};
+use chat_search::{ChatKey, SearchIndex, SearchPage, Target, maintenance, switch::Switch};
+use chat_store::model::MessageRow;
 use common::search::{Engine, engines};
 
 fn row(app: i64, chat: i64, number: i64, version: i64, body: &str) -> MessageRow {
@@ -238,9 +236,9 @@ async fn database_with(rows: &[MessageRow]) -> (sea_orm::DatabaseConnection, std
     let dir =
         std::env::temp_dir().join(format!("chat-search-db-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let url = chat_store::db::default_sqlite_url(&dir);
-    let db = chat_store::db::connect(&url).await.unwrap();
-    chat_store::db::migrate(&db).await.unwrap();
+    let url = chat_links::db::default_sqlite_url(&dir);
+    let db = chat_links::db::connect(&url).await.unwrap();
+    chat_links::db::migrate(&db).await.unwrap();
     for chunk in rows.chunks(500) {
         chat_store::repo::messages::upsert_all(&db, chunk)
             .await

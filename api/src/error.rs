@@ -5,7 +5,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chat_store::StoreError;
+use chat_links::StoreError;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]

@@ -124,7 +124,7 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
     };
     let path = req.uri().path().to_owned();
     let scope = match token_of(&path) {
-        Some(token) => match state.lookup.app_id(&state.backends, token).await {
+        Some(token) => match state.lookup.app_id(&state.deps, token).await {
             Ok(id) => Scope::Application(id),
             Err(e) => return e.into_response(),
         },
@@ -138,7 +138,7 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
     };
     let print = fingerprint(&parts.method, &path, &parts.headers, &bytes);
     let key = Key::new(scope, &client_key);
-    let store = state.backends.idempotency.clone();
+    let store = state.deps.idempotency.clone();
     let link = match store.begin(&key, &print, lease(&state)).await {
         Ok(Begin::Run(link)) => link,
         Ok(Begin::Replay(stored)) => return replay(stored),

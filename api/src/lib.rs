@@ -32,10 +32,11 @@
 use std::sync::Arc;
 
 use axum::{Extension, Router, middleware};
-use chat_store::Backends;
+pub use deps::{ApiDeps, Observed};
 
 pub mod body_deadline;
 mod cors;
+mod deps;
 pub mod error;
 pub mod idempotency;
 mod input;
@@ -75,19 +76,19 @@ pub struct ApiConfig {
 }
 
 /// Cloned for every middleware layer of every request, so it holds only
-/// `Arc`s: cloning `Backends` itself (a dozen reference counts, shared by
+/// `Arc`s: cloning `ApiDeps` itself (a dozen reference counts, shared by
 /// every core) cost several microseconds of CPU per POST.
 #[derive(Clone)]
 pub struct AppState {
-    pub backends: Arc<Backends>,
+    pub deps: Arc<ApiDeps>,
     pub config: Arc<ApiConfig>,
     lookup: Arc<lookup::Lookup>,
 }
 
 impl AppState {
-    pub fn new(backends: Backends, config: ApiConfig) -> Self {
+    pub fn new(deps: ApiDeps, config: ApiConfig) -> Self {
         Self {
-            backends: Arc::new(backends),
+            deps: Arc::new(deps),
             config: Arc::new(config),
             lookup: Arc::new(lookup::Lookup::default()),
         }

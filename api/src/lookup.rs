@@ -7,8 +7,8 @@ use std::{
     sync::Mutex,
 };
 
+use crate::ApiDeps;
 use chat_store::{
-    Backends,
     model::{ChatView, newest_chat},
     repo,
 };
@@ -26,11 +26,11 @@ pub struct Lookup {
 
 impl Lookup {
     /// The internal id of the application with this token.
-    pub async fn app_id(&self, backends: &Backends, token: &str) -> Result<i64, ApiError> {
+    pub async fn app_id(&self, deps: &ApiDeps, token: &str) -> Result<i64, ApiError> {
         if let Some(id) = self.apps.lock().unwrap().get(token) {
             return Ok(*id);
         }
-        let app = repo::applications::find_by_token(&backends.db, token)
+        let app = repo::applications::find_by_token(&deps.db, token)
             .await?
             .ok_or(ApiError::NotFound("application"))?;
         let mut apps = self.apps.lock().unwrap();
@@ -44,19 +44,19 @@ impl Lookup {
     /// The newest state of a chat: persisted, or accepted and pending.
     pub async fn chat(
         &self,
-        backends: &Backends,
+        deps: &ApiDeps,
         app_id: i64,
         number: i64,
     ) -> Result<ChatView, ApiError> {
         let (persisted, pending) = tokio::join!(
-            repo::chats::find(&backends.db, app_id, number),
-            backends.intake.pending_chat(app_id, number)
+            repo::chats::find(&deps.db, app_id, number),
+            deps.intake.pending_chat(app_id, number)
         );
         let (mut persisted, pending) = (persisted?, pending?);
         if persisted.is_none() && pending.is_none() {
             // The row may have committed, and its pending entry gone,
             // between the two reads: the database answers for it now.
-            persisted = repo::chats::find(&backends.db, app_id, number).await?;
+            persisted = repo::chats::find(&deps.db, app_id, number).await?;
         }
         let chat = newest_chat(persisted, pending).ok_or(ApiError::NotFound("chat"))?;
         self.remember_chat(app_id, number);
@@ -67,14 +67,14 @@ impl Lookup {
     /// process has seen it before.
     pub async fn ensure_chat(
         &self,
-        backends: &Backends,
+        deps: &ApiDeps,
         app_id: i64,
         number: i64,
     ) -> Result<(), ApiError> {
         if self.chats.lock().unwrap().contains(&(app_id, number)) {
             return Ok(());
         }
-        self.chat(backends, app_id, number).await.map(|_| ())
+        self.chat(deps, app_id, number).await.map(|_| ())
     }
 
     pub fn remember_chat(&self, app_id: i64, number: i64) {

@@ -11,6 +11,7 @@
 //! layer, which also sees fallbacks and rejected bodies, records it.
 use std::time::Instant;
 
+use crate::Observed;
 use axum::{
     Router,
     extract::{MatchedPath, Request, State},
@@ -23,7 +24,7 @@ use chat_observability::{
     metrics::{self, metrics},
     otel,
 };
-use chat_store::{Backends, queue::QueueName};
+use chat_queue::QueueName;
 use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -124,17 +125,17 @@ async fn record(request: Request, next: Next) -> Response {
 /// `GET /metrics` in the OpenMetrics text format. The queue gauges are
 /// read from the queue at scrape time, so every process that serves this
 /// reports the same depths.
-pub fn router(backends: Backends) -> Router {
+pub fn router(deps: Observed) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
-        .with_state(backends)
+        .with_state(deps)
 }
 
 /// `/metrics` with the health probes, for a process without the API (a
 /// worker or a scheduler on `METRICS_PORT`), whose readiness also says
 /// whether its workers are paused for a backend.
-pub fn standalone_router(backends: Backends) -> Router {
-    router(backends.clone()).merge(crate::routes::health::probes(backends))
+pub fn standalone_router(deps: Observed) -> Router {
+    router(deps.clone()).merge(crate::routes::health::probes(deps))
 }
 
 #[utoipa::path(
@@ -145,10 +146,10 @@ pub fn standalone_router(backends: Backends) -> Router {
     responses((status = 200, description = "Every series, in the OpenMetrics text format",
         body = String, content_type = "application/openmetrics-text"))
 )]
-pub(crate) async fn scrape(State(backends): State<Backends>) -> Response {
+pub(crate) async fn scrape(State(deps): State<Observed>) -> Response {
     let m = metrics();
     for queue in QueueName::ALL {
-        match backends.queue.stats(queue).await {
+        match deps.queue.stats(queue).await {
             Ok(s) => {
                 for (state, jobs) in [
                     ("ready", s.ready),

@@ -160,7 +160,7 @@ fn refusal(verdict: &Verdict, config: &RateLimits) -> Response {
 }
 
 async fn check(state: &AppState, limits: &[Limit]) -> Option<Verdict> {
-    match state.backends.limiter.check(limits).await {
+    match state.deps.limiter.check(limits).await {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!(error = %e, "rate limiter unavailable; admitting the request");
@@ -179,7 +179,7 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
         return next.run(req).await;
     }
     let (mut response, verdict) =
-        if state.backends.intake.folds_rate_limits() && accepts_through_intake(&req) {
+        if state.deps.intake.folds_rate_limits() && accepts_through_intake(&req) {
             let (response, folded) = folded::within(limits.clone(), next.run(req)).await;
             let verdict = match folded {
                 Some(v) => Some(v),

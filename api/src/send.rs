@@ -4,8 +4,10 @@
 //! the worker's spans continue this request's trace. Both profiles
 //! reserve and enqueue in one atomic step, so the two spans cover the
 //! same call; they stay separate because an SRE looks for each by name.
+use chat_links::StoreError;
 use chat_observability::propagate;
-use chat_store::{StoreError, intake::WriteMeta, queue::QueueName};
+use chat_queue::QueueName;
+use chat_store::intake::WriteMeta;
 use tracing::{Instrument, field::Empty};
 
 use crate::{AppState, write::WriteContext};
@@ -56,7 +58,7 @@ pub(crate) async fn traced<T>(
         otel.name = queue.send_span_name(),
         otel.kind = "producer",
         otel.status_code = Empty,
-        messaging.system = state.backends.queue.system(),
+        messaging.system = state.deps.queue.system(),
         messaging.destination.name = queue.as_str(),
         messaging.operation.type = "send",
     );

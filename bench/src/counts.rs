@@ -22,7 +22,7 @@ pub struct Report {
     pub runs: Vec<(&'static str, Duration, counts::RecountReport)>,
 }
 
-async fn timed<F: Future<Output = chat_store::error::Result<counts::RecountReport>>>(
+async fn timed<F: Future<Output = chat_links::error::Result<counts::RecountReport>>>(
     f: F,
 ) -> anyhow::Result<(Duration, counts::RecountReport)> {
     let started = Instant::now();
@@ -36,7 +36,7 @@ pub async fn run(
     messages_n: usize,
 ) -> anyhow::Result<Report> {
     let db = deployment.connect().await?;
-    chat_store::db::migrate(&db).await?;
+    chat_links::db::migrate(&db).await?;
     let seed = seed(&db, chats_n, messages_n).await?;
     let stored = messages::total(&db).await?;
     let expected = (messages_n / chats_n * chats_n) as u64;
@@ -86,7 +86,7 @@ async fn seed(
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let app = application_with_chats(db, "bench", chats_n).await?;
-    let now = chat_store::now();
+    let now = chat_links::now();
     // Chat by chat, as a steady load would fill them.
     let per_chat = messages_n / chats_n.max(1);
     let mut batch = Vec::with_capacity(ROWS_PER_WRITE);
@@ -119,7 +119,7 @@ pub async fn application_with_chats(
     chats_n: usize,
 ) -> anyhow::Result<i64> {
     let app = applications::create(db, name).await?.id;
-    let now = chat_store::now();
+    let now = chat_links::now();
     let rows: Vec<ChatRow> = (1..=chats_n as i64)
         .map(|number| ChatRow {
             application_id: app,

@@ -28,7 +28,7 @@ pub async fn serve(url: &str, key: &str, port: u16) -> anyhow::Result<()> {
         let client = redis::Client::open(url)?;
         Counter::Redis(client.get_connection_manager().await?, key.to_owned())
     } else {
-        let db = chat_store::db::connect_writer(url).await?;
+        let db = chat_links::db::connect_writer(url).await?;
         db.execute_unprepared(
             "CREATE TABLE IF NOT EXISTS bench_counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
         )

@@ -294,11 +294,11 @@ async fn run_search(
     elasticsearch_url: Option<String>,
 ) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("chat-bench-{:08x}", rand::random::<u32>()));
-    let mut configs = vec![chat_store::search::SearchConfig::Embedded {
+    let mut configs = vec![chat_search::SearchConfig::Embedded {
         dir: work.join("tantivy"),
     }];
     if let Some(url) = elasticsearch_url {
-        configs.push(chat_store::search::SearchConfig::Elasticsearch {
+        configs.push(chat_search::SearchConfig::Elasticsearch {
             url,
             alias: format!("chat-bench-{:08x}", rand::random::<u32>()),
         });

@@ -52,7 +52,7 @@ struct Run {
 
 pub async fn run(deployment: &Deployment, o: &Options) -> anyhow::Result<()> {
     let db = deployment.connect().await?;
-    chat_store::db::migrate(&db).await?;
+    chat_links::db::migrate(&db).await?;
     let app = crate::counts::application_with_chats(&db, "marks", o.chats).await?;
     counts::recount_dirty(&db, PARENTS_PER_ROUND).await?;
 
@@ -187,7 +187,7 @@ async fn write(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let now = chat_store::now();
+        let now = chat_links::now();
         let rows: Vec<MessageRow> = (0..batch)
             .map(|_| {
                 // A stride through the chats, so a batch touches many.

@@ -45,9 +45,9 @@ fn payload(i: usize) -> String {
 }
 
 async fn seed_sqlite(d: &Deployment, jobs: usize) -> anyhow::Result<()> {
-    let db = chat_store::db::connect_writer(&d.database_url).await?;
-    chat_store::db::migrate(&db).await?;
-    let now = chat_store::now_millis();
+    let db = chat_links::db::connect_writer(&d.database_url).await?;
+    chat_links::db::migrate(&db).await?;
+    let now = chat_links::now_millis();
     for start in (0..jobs).step_by(ROWS_PER_INSERT) {
         let end = (start + ROWS_PER_INSERT).min(jobs);
         let marks = vec!["('messages', ?, 1, ?, 2, '[]', ?)"; end - start].join(", ");
@@ -83,7 +83,7 @@ async fn seed_figures(d: &Deployment) -> anyhow::Result<()> {
         ms[pulse::BOUNDS_MS.len()] = u64::MAX / 2;
         ms
     };
-    use chat_store::repo::pulse::{self, Field, Histogram, Increments, LagStage};
+    use chat_ops::pulse::{self, Field, Histogram, Increments, LagStage};
     let db = d.connect().await?;
     let now = pulse::minute_now();
     for hour in 0..25 {

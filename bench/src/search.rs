@@ -7,10 +7,9 @@ use std::{
 };
 
 use anyhow::Context;
-use chat_store::{
-    model::MessageRow,
-    search::{self, ChatKey, SearchConfig, SearchIndex, Target},
-};
+use chat_search as search;
+use chat_search::{ChatKey, SearchConfig, SearchIndex, Target};
+use chat_store::model::MessageRow;
 use serde_json::Value;
 
 use crate::{

@@ -326,7 +326,7 @@ impl Deployment {
     }
 
     pub async fn connect(&self) -> anyhow::Result<DatabaseConnection> {
-        Ok(chat_store::db::connect(&self.database_url).await?)
+        Ok(chat_links::db::connect(&self.database_url).await?)
     }
 
     /// Drops the database and the Redis keys, and removes the work dir

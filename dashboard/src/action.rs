@@ -5,10 +5,8 @@
 //! A retry revives the dead job in place: it keeps its payload, trace
 //! context and failure history and runs through the normal pipeline, where
 //! the version-guarded upsert makes a repeated row a no-op.
-use chat_store::{
-    model::{ChatRow, MessageRow},
-    queue::{JobRecord, JobState, QueueName},
-};
+use chat_queue::{JobRecord, JobState, QueueName};
+use chat_store::model::{ChatRow, MessageRow};
 
 use crate::{Dashboard, error::DashError, job_page::job_key};
 
@@ -118,7 +116,7 @@ impl Action {
         state: JobState,
         id: &str,
     ) -> Result<Option<Touched>, DashError> {
-        let queue = &d.backends.queue;
+        let queue = &d.deps.queue;
         let job: Option<JobRecord> = match state {
             JobState::Dead => queue.dead_job(q, id).await?.map(Into::into),
             s => queue.job(q, s, id).await?,
@@ -151,7 +149,7 @@ impl Action {
 /// cancelled (the write will never reach the database, so reads must stop
 /// answering with it), unless a newer state of the row is pending.
 async fn forget_write(d: &Dashboard, q: QueueName, payload: &str) -> Result<(), DashError> {
-    let intake = &d.backends.intake;
+    let intake = &d.deps.intake;
     match q {
         QueueName::Chats => {
             if let Ok(row) = serde_json::from_str::<ChatRow>(payload) {

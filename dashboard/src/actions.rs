@@ -13,10 +13,8 @@ use axum::{
     extract::{Path, RawQuery, State},
     response::{IntoResponse, Redirect, Response},
 };
-use chat_store::{
-    queue::{DeadJob, JobState, QueueName, contains_folded},
-    repo::audit::{self, JobRef},
-};
+use chat_ops::audit::{self, JobRef};
+use chat_queue::{DeadJob, JobState, QueueName, contains_folded};
 use maud::html;
 
 pub(crate) use crate::action::Action;
@@ -89,7 +87,7 @@ pub(crate) async fn matching(
     q: QueueName,
     filter: Option<&str>,
 ) -> Result<Vec<DeadJob>, DashError> {
-    let jobs = d.backends.queue.dead_jobs(q, RETRY_ALL_SCAN).await?;
+    let jobs = d.deps.queue.dead_jobs(q, RETRY_ALL_SCAN).await?;
     Ok(jobs
         .into_iter()
         .filter(|j| filter.is_none_or(|f| j.failures.iter().any(|x| contains_folded(&x.error, f))))
@@ -196,7 +194,7 @@ async fn record(
     done: &[Touched],
     bulk: Option<&Fields>,
 ) -> Result<(), DashError> {
-    let db = &d.backends.db;
+    let db = &d.deps.db;
     for t in done {
         let mut detail = Vec::new();
         if t.was != t.now {
@@ -262,7 +260,7 @@ pub(crate) async fn confirm(
     let (q, state) = parse_target(&queue, &state)?;
     let action = Action::named(&action)?;
     allowed(action, state)?;
-    d.backends
+    d.deps
         .queue
         .job(q, state, &id)
         .await?

@@ -1,14 +1,12 @@
 //! The JSON twins of the pages, for tools (with `Authorization: Bearer
 //! <ADMIN_TOKEN>`).
 use axum::{Json, extract::State};
-use chat_store::{
-    queue::{DeadJob, QueueName, QueueStats},
-    repo::{
-        audit::{self, AuditEntry},
-        pauses::{self, Pause},
-        runs::{self, RunRecord},
-    },
+use chat_ops::{
+    audit::{self, AuditEntry},
+    pauses::{self, Pause},
+    runs::{self, RunRecord},
 };
+use chat_queue::{DeadJob, QueueName, QueueStats};
 use serde::Serialize;
 
 use crate::{Dashboard, error::DashError, payload};
@@ -30,12 +28,12 @@ pub(crate) struct DeadView {
 
 /// Exact counts per queue and state, and which queues are paused.
 pub(crate) async fn queues(State(d): State<Dashboard>) -> Result<Json<Vec<QueueView>>, DashError> {
-    let paused = pauses::all(&d.backends.db).await?;
+    let paused = pauses::all(&d.deps.db).await?;
     let mut out = Vec::new();
     for q in QueueName::ALL {
         out.push(QueueView {
             queue: q.as_str(),
-            stats: d.backends.queue.stats(q).await?,
+            stats: d.deps.queue.stats(q).await?,
             paused: paused.iter().find(|p| p.queue == q.as_str()).cloned(),
         });
     }
@@ -48,7 +46,7 @@ pub(crate) async fn dead(State(d): State<Dashboard>) -> Result<Json<Vec<DeadView
     for q in QueueName::ALL {
         out.push(DeadView {
             queue: q.as_str(),
-            jobs: d.backends.queue.dead_jobs(q, 50).await?,
+            jobs: d.deps.queue.dead_jobs(q, 50).await?,
         });
     }
     // One lookup of the applications for every queue's jobs.
@@ -56,7 +54,7 @@ pub(crate) async fn dead(State(d): State<Dashboard>) -> Result<Json<Vec<DeadView
         .iter()
         .flat_map(|v| v.jobs.iter().map(|j| j.payload.as_str()))
         .collect();
-    let mut shown = payload::for_operators(&d.backends, &payloads)
+    let mut shown = payload::for_operators(&d.deps, &payloads)
         .await?
         .into_iter();
     for job in out.iter_mut().flat_map(|v| v.jobs.iter_mut()) {
@@ -67,9 +65,9 @@ pub(crate) async fn dead(State(d): State<Dashboard>) -> Result<Json<Vec<DeadView
 
 /// The newest scheduler runs of every task, newest first.
 pub(crate) async fn runs(State(d): State<Dashboard>) -> Result<Json<Vec<RunRecord>>, DashError> {
-    Ok(Json(runs::recent(&d.backends.db, None, 100).await?))
+    Ok(Json(runs::recent(&d.deps.db, None, 100).await?))
 }
 
 pub(crate) async fn audit(State(d): State<Dashboard>) -> Result<Json<Vec<AuditEntry>>, DashError> {
-    Ok(Json(audit::recent(&d.backends.db, 200).await?))
+    Ok(Json(audit::recent(&d.deps.db, 200).await?))
 }

@@ -31,7 +31,7 @@ use axum::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use chat_store::repo::sessions;
+use chat_ops::sessions;
 
 use crate::{Dashboard, attempts, error::DashError};
 
@@ -74,7 +74,7 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
 
 /// A session cookie's value for `name`, issued now.
 pub(crate) fn session(token: &str, name: &str) -> String {
-    let issued = chat_store::now_millis() / 1000;
+    let issued = chat_links::now_millis() / 1000;
     let name = hex::encode(name.as_bytes());
     let signature = mac(
         token,
@@ -117,7 +117,7 @@ fn verify(token: &str, value: &str) -> Option<Operator> {
         return None;
     }
     let issued: i64 = issued.parse().ok()?;
-    let age = chat_store::now_millis() / 1000 - issued;
+    let age = chat_links::now_millis() / 1000 - issued;
     if !(0..SESSION_SECS).contains(&age) {
         return None;
     }
@@ -181,7 +181,7 @@ pub(crate) async fn require(
     }
     let mut op = operator(&dashboard, request.headers());
     if let Some(session) = op.as_ref().and_then(|op| op.session.as_ref()) {
-        match sessions::is_revoked(&dashboard.backends.db, &session.signature).await {
+        match sessions::is_revoked(&dashboard.deps.db, &session.signature).await {
             Ok(true) => op = None,
             Ok(false) => {}
             // The dashboard is most needed while a backend is down: a

@@ -11,7 +11,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
 };
-use chat_store::StoreError;
+use chat_links::StoreError;
 use serde::{Deserialize, Serialize};
 
 use crate::{Dashboard, auth, pages};

@@ -6,13 +6,11 @@
 use std::collections::HashMap;
 
 use axum::{Json, extract::State};
-use chat_store::{
-    queue::QueueName,
-    repo::{
-        pulse::{self, BUCKETS, Field, LagStage, Quantile},
-        workers::{self, WorkerBeat},
-    },
+use chat_ops::{
+    pulse::{self, BUCKETS, Field, LagStage, Quantile},
+    workers::{self, WorkerBeat},
 };
+use chat_queue::QueueName;
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
@@ -82,7 +80,7 @@ pub(crate) async fn load(d: &Dashboard) -> Result<Figures, DashError> {
         first_minute,
         ..Figures::default()
     };
-    for row in pulse::since(&d.backends.db, first_minute).await? {
+    for row in pulse::since(&d.deps.db, first_minute).await? {
         let column = (row.minute - first_minute) as usize;
         if column >= CHART_MINUTES {
             continue;
@@ -199,7 +197,7 @@ pub(crate) async fn throughput(
         .into_iter()
         .map(|q| (q, vec![0.0; points], vec![0.0; points]))
         .collect();
-    for row in pulse::throughput_since(&d.backends.db, first_minute).await? {
+    for row in pulse::throughput_since(&d.deps.db, first_minute).await? {
         let bin = ((row.minute - first_minute) / minutes) as usize;
         let Some((_, done, failed)) = queues.iter_mut().find(|(q, ..)| q.as_str() == row.series)
         else {
@@ -281,7 +279,7 @@ pub(crate) fn lags(f: &Figures) -> Markup {
 }
 
 pub(crate) fn workers_table(workers: &[WorkerBeat]) -> Markup {
-    let now = chat_store::now_millis();
+    let now = chat_links::now_millis();
     html! {
         table #workers {
             thead { tr { th { "worker" } th { "queue" } th { "host" } th { "pid" } th { "last heartbeat" } th { "in flight" } th { "processed" } th { "failed" } th { "state" } } }
@@ -314,7 +312,7 @@ pub(crate) fn workers_table(workers: &[WorkerBeat]) -> Markup {
 }
 
 pub(crate) async fn worker_list(d: &Dashboard) -> Result<Vec<WorkerBeat>, DashError> {
-    Ok(workers::list(&d.backends.db).await?)
+    Ok(workers::list(&d.deps.db).await?)
 }
 
 #[derive(Serialize)]

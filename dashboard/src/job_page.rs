@@ -6,10 +6,8 @@ use axum::{
     Extension,
     extract::{Path, State},
 };
-use chat_store::{
-    queue::{Failure, JobRecord, JobState, QueueName},
-    repo::audit::{self, AuditEntry, JobRef},
-};
+use chat_ops::audit::{self, AuditEntry, JobRef};
+use chat_queue::{Failure, JobRecord, JobState, QueueName};
 use maud::{Markup, html};
 use sha2::{Digest, Sha256};
 
@@ -40,7 +38,7 @@ pub(crate) async fn detail(
     let q = queue_named(&queue)?;
     let state = state_named(&state)?;
     let job = d
-        .backends
+        .deps
         .queue
         .job(q, state, &id)
         .await?
@@ -57,7 +55,7 @@ pub(crate) async fn dead_detail(
 ) -> Result<Markup, DashError> {
     let q = queue_named(&queue)?;
     let job = d
-        .backends
+        .deps
         .queue
         .dead_job(q, &id)
         .await?
@@ -89,7 +87,7 @@ async fn actions_on(
         id: &job.id,
         key: &key,
     };
-    Ok(audit::for_job(&d.backends.db, q.as_str(), job).await?)
+    Ok(audit::for_job(&d.deps.db, q.as_str(), job).await?)
 }
 
 /// The row that marks an operator's retry between two runs of attempts:
@@ -153,7 +151,7 @@ pub(crate) async fn detail_page(
     q: QueueName,
     job: JobRecord,
 ) -> Result<Markup, DashError> {
-    let payload = payload::for_operators(&d.backends, &[&job.payload]).await?;
+    let payload = payload::for_operators(&d.deps, &[&job.payload]).await?;
     let (shown, full) = previews(&payload[0]);
     let trace = job.trace.as_deref().and_then(trace_id);
     let entries = actions_on(d, q, &job).await?;

@@ -8,7 +8,7 @@ use axum::{
     Extension,
     extract::{Path, Query, State},
 };
-use chat_store::queue::{JobRecord, JobState, QueueName, QueueStats};
+use chat_queue::{JobRecord, JobState, QueueName, QueueStats};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -80,7 +80,7 @@ pub(crate) async fn rows(
     jobs: Vec<(QueueName, JobRecord)>,
 ) -> Result<Vec<Row>, DashError> {
     let payloads: Vec<&str> = jobs.iter().map(|(_, j)| j.payload.as_str()).collect();
-    let shown = payload::for_operators(&d.backends, &payloads).await?;
+    let shown = payload::for_operators(&d.deps, &payloads).await?;
     Ok(jobs
         .into_iter()
         .zip(shown)
@@ -139,7 +139,7 @@ pub(crate) async fn list(
 ) -> Result<Markup, DashError> {
     let q = queue_named(&queue)?;
     let state = state_named(&state)?;
-    let stats = d.backends.queue.stats(q).await?;
+    let stats = d.deps.queue.stats(q).await?;
     let filter = query
         .error
         .as_deref()
@@ -152,7 +152,7 @@ pub(crate) async fn list(
         }
         None => {
             let page = d
-                .backends
+                .deps
                 .queue
                 .jobs(q, state, query.cursor.as_deref(), PAGE)
                 .await?;

@@ -45,7 +45,8 @@ use axum::{
     response::Redirect,
     routing::{get, post},
 };
-use chat_store::{Backends, queue::QueueName};
+use chat_queue::QueueName;
+pub use deps::DashboardDeps;
 
 mod action;
 mod actions;
@@ -53,6 +54,7 @@ mod api;
 mod attempts;
 pub mod auth;
 mod chart;
+mod deps;
 pub mod error;
 mod figures;
 mod job_page;
@@ -91,7 +93,7 @@ pub struct DashboardConfig {
 
 #[derive(Clone)]
 pub(crate) struct Dashboard {
-    backends: Backends,
+    deps: DashboardDeps,
     config: Arc<DashboardConfig>,
     attempts: Arc<attempts::FailedAttempts>,
 }
@@ -103,9 +105,9 @@ pub(crate) fn queue_named(name: &str) -> Result<QueueName, DashError> {
         .ok_or(DashError::NotFound("queue"))
 }
 
-pub fn router(backends: Backends, config: DashboardConfig) -> Router {
+pub fn router(deps: DashboardDeps, config: DashboardConfig) -> Router {
     let dashboard = Dashboard {
-        backends,
+        deps,
         attempts: Arc::new(attempts::FailedAttempts::new(config.login_failures)),
         config: Arc::new(config),
     };

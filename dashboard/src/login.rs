@@ -14,7 +14,7 @@ use axum::{
 use maud::html;
 use serde::Deserialize;
 
-use chat_store::repo::sessions;
+use chat_ops::sessions;
 
 use crate::{
     Dashboard,
@@ -135,7 +135,7 @@ pub(crate) async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, DashError> {
     if let Some(session) = &op.session {
-        sessions::revoke(&d.backends.db, &session.signature, session.expires_at).await?;
+        sessions::revoke(&d.deps.db, &session.signature, session.expires_at).await?;
     }
     let https = over_https(&headers, d.config.trust_forwarded_proto);
     Ok((

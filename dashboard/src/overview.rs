@@ -12,10 +12,8 @@ use axum::{
     Extension,
     extract::{Query, State},
 };
-use chat_store::{
-    queue::{QueueName, QueueStats},
-    repo::{audit, pauses, workers::WorkerBeat},
-};
+use chat_ops::{audit, pauses, workers::WorkerBeat};
+use chat_queue::{QueueName, QueueStats};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -56,7 +54,7 @@ where
 }
 
 async fn probes(d: &Dashboard) -> Vec<Probe> {
-    let b = &d.backends;
+    let b = &d.deps;
     let mut out = vec![
         probe("database", async {
             b.db.ping().await.map_err(|e| e.to_string())
@@ -117,7 +115,7 @@ pub(crate) async fn live(
 async fn stats(d: &Dashboard) -> Result<Vec<(QueueName, QueueStats)>, DashError> {
     let mut rows = Vec::new();
     for q in QueueName::ALL {
-        rows.push((q, d.backends.queue.stats(q).await?));
+        rows.push((q, d.deps.queue.stats(q).await?));
     }
     Ok(rows)
 }
@@ -131,11 +129,9 @@ async fn fragment(d: &Dashboard, op: &Operator, range: Range) -> Markup {
         Err(_) => Err(DashError::Unavailable("the database is unavailable".into())),
     };
     let workers = figures::worker_list(d).await;
-    let paused = pauses::all(&d.backends.db).await.map_err(DashError::from);
-    let recent = audit::recent(&d.backends.db, 5)
-        .await
-        .map_err(DashError::from);
-    let durability = match &d.backends.redis {
+    let paused = pauses::all(&d.deps.db).await.map_err(DashError::from);
+    let recent = audit::recent(&d.deps.db, 5).await.map_err(DashError::from);
+    let durability = match &d.deps.redis {
         Some(redis) => Some(redis.durability().await.map_err(DashError::from)),
         None => None,
     };

@@ -4,7 +4,8 @@
 //! script. Everything works with JavaScript off except the overview's
 //! live refresh and "select all".
 use axum::{Extension, extract::State};
-use chat_store::{queue::QueueName, repo::audit};
+use chat_ops::audit;
+use chat_queue::QueueName;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::{Dashboard, auth::Operator, error::DashError, search};
@@ -135,7 +136,7 @@ pub(crate) async fn audit_page(
     State(d): State<Dashboard>,
     Extension(op): Extension<Operator>,
 ) -> Result<Markup, DashError> {
-    let entries = audit::recent(&d.backends.db, 200).await?;
+    let entries = audit::recent(&d.deps.db, 200).await?;
     Ok(layout(
         "Audit",
         Some(&op),

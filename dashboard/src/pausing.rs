@@ -8,7 +8,7 @@ use axum::{
     extract::{Path, State},
     response::{IntoResponse, Redirect, Response},
 };
-use chat_store::repo::{audit, pauses};
+use chat_ops::{audit, pauses};
 
 use crate::{Dashboard, auth::Operator, error::DashError, queue_named};
 
@@ -21,7 +21,7 @@ async fn switch(
 ) -> Result<Response, DashError> {
     crate::actions::posted(d, op, body)?;
     let q = queue_named(queue)?;
-    let db = &d.backends.db;
+    let db = &d.deps.db;
     let changed = if pause {
         pauses::pause(db, q.as_str(), &op.name).await?
     } else {

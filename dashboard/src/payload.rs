@@ -5,7 +5,9 @@
 //! match a complaint, and reveals nothing a client could use.
 use std::collections::HashMap;
 
-use chat_store::{Backends, repo::applications};
+use chat_store::repo::applications;
+
+use crate::DashboardDeps;
 use serde_json::{Value, json};
 
 use crate::error::DashError;
@@ -16,7 +18,7 @@ const SHOWN_KEY: &str = "application";
 /// Each payload with every `application_id` replaced by its application;
 /// a payload that is not JSON is shown as it is.
 pub(crate) async fn for_operators(
-    backends: &Backends,
+    deps: &DashboardDeps,
     payloads: &[&str],
 ) -> Result<Vec<String>, DashError> {
     let mut values: Vec<Option<Value>> = payloads
@@ -29,7 +31,7 @@ pub(crate) async fn for_operators(
     }
     ids.sort_unstable();
     ids.dedup();
-    let shown: HashMap<i64, Value> = applications::find_by_ids(&backends.db, &ids)
+    let shown: HashMap<i64, Value> = applications::find_by_ids(&deps.db, &ids)
         .await?
         .into_iter()
         .map(|a| {

@@ -1,9 +1,9 @@
 //! The scheduler's page and the data-health page, both read from the run
-//! records the scheduler leaves (`chat_store::repo::runs`). Runs that
+//! records the scheduler leaves (`chat_ops::runs`). Runs that
 //! repaired drift are kept apart from the routine ones (see
 //! `runs::trim`), so a repair stays on the page long after it happened.
 use axum::{Extension, extract::State};
-use chat_store::repo::runs::{self, RunRecord};
+use chat_ops::runs::{self, RunRecord};
 use maud::{Markup, html};
 
 use crate::{Dashboard, auth::Operator, error::DashError, pages::layout};
@@ -82,10 +82,10 @@ pub(crate) async fn scheduler_page(
     State(d): State<Dashboard>,
     Extension(op): Extension<Operator>,
 ) -> Result<Markup, DashError> {
-    let now = chat_store::now_millis() / 1000;
+    let now = chat_links::now_millis() / 1000;
     let mut sections = Vec::new();
     for schedule in &d.config.schedules {
-        let runs = runs::recent(&d.backends.db, Some(schedule.task), RUNS_SHOWN).await?;
+        let runs = runs::recent(&d.deps.db, Some(schedule.task), RUNS_SHOWN).await?;
         sections.push((schedule, runs));
     }
     Ok(layout(
@@ -115,7 +115,7 @@ pub(crate) async fn scheduler_page(
 
 /// The newest run of `task` that finished, if any.
 async fn last_finished(d: &Dashboard, task: &str) -> Result<Option<RunRecord>, DashError> {
-    Ok(runs::recent(&d.backends.db, Some(task), RUNS_SHOWN)
+    Ok(runs::recent(&d.deps.db, Some(task), RUNS_SHOWN)
         .await?
         .into_iter()
         .find(|r| r.finished_at.is_some()))
@@ -180,7 +180,7 @@ pub(crate) async fn health_page(
     for check in &CHECKS {
         rows.push((check, last_finished(&d, check.task).await?));
         if check.finds_drift {
-            for run in runs::repairs(&d.backends.db, check.task, REPAIRS_SHOWN).await? {
+            for run in runs::repairs(&d.deps.db, check.task, REPAIRS_SHOWN).await? {
                 repairs.push((check, run));
             }
         }

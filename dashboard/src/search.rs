@@ -12,11 +12,8 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use chat_store::{
-    model::ApplicationView,
-    queue::{JobSearch, QueueName, Resource},
-    repo::applications,
-};
+use chat_queue::{JobSearch, QueueName, Resource};
+use chat_store::{model::ApplicationView, repo::applications};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -63,7 +60,7 @@ fn number(v: &Option<String>, what: &str) -> Result<Option<i64>, DashError> {
 /// The application a token names: whole, or cut (`d5US…`) when exactly
 /// one application's token starts that way.
 async fn application(d: &Dashboard, token: &str) -> Result<ApplicationView, DashError> {
-    if let Some(app) = applications::find_by_token(&d.backends.db, token).await? {
+    if let Some(app) = applications::find_by_token(&d.deps.db, token).await? {
         return Ok(app);
     }
     let prefix = token.trim_end_matches('…').trim_end_matches("...");
@@ -72,7 +69,7 @@ async fn application(d: &Dashboard, token: &str) -> Result<ApplicationView, Dash
             "application with that token (give at least its first 4 characters)",
         ));
     }
-    let mut found = applications::find_by_token_prefix(&d.backends.db, prefix, 2).await?;
+    let mut found = applications::find_by_token_prefix(&d.deps.db, prefix, 2).await?;
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(DashError::NotFound(
@@ -120,7 +117,7 @@ async fn run(d: &Dashboard, form: &SearchForm) -> Result<Vec<Row>, DashError> {
             trace: trace.clone(),
         };
         let jobs = d
-            .backends
+            .deps
             .queue
             .search(q, &search, SEARCH_SCAN, SEARCH_LIMIT)
             .await?;

@@ -19,11 +19,9 @@ use apalis_core::{
     task::{Task, builder::TaskBuilder, task_id::RandomId},
     worker::context::WorkerContext,
 };
+use chat_links::StoreError;
 use chat_observability::health;
-use chat_store::{
-    StoreError,
-    queue::{Claimed, JobQueue, QueueName},
-};
+use chat_queue::{Claimed, JobQueue, QueueName};
 use futures::{StreamExt, stream::BoxStream};
 use serde::de::DeserializeOwned;
 use tower::layer::util::Identity;
@@ -166,7 +164,7 @@ impl Feed {
                 }
                 Err(e) => {
                     if self.failures == 0 {
-                        health::down(QUEUE_BACKEND, chat_store::now_millis(), &e.to_string());
+                        health::down(QUEUE_BACKEND, chat_links::now_millis(), &e.to_string());
                     }
                     self.failures += 1;
                     let pause = Duration::from_millis(100 * 2u64.pow(self.failures.min(6)));

@@ -23,7 +23,8 @@
 use std::{collections::HashMap, hash::Hash, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use chat_store::{StoreError, queue::QueueName};
+use chat_links::StoreError;
+use chat_queue::QueueName;
 use tokio::{
     sync::{Semaphore, mpsc, oneshot},
     time::{Instant, timeout_at},

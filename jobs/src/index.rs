@@ -10,13 +10,11 @@ use std::sync::Arc;
 
 use apalis_core::{error::BoxDynError, task::data::Data};
 use async_trait::async_trait;
-use chat_store::{
-    StoreError,
-    model::MessageRow,
-    queue::QueueName,
-    repo::pulse::LagStage,
-    search::{SearchIndex, Target},
-};
+use chat_links::StoreError;
+use chat_ops::pulse::LagStage;
+use chat_queue::QueueName;
+use chat_search::{SearchIndex, Target};
+use chat_store::model::MessageRow;
 use serde::{Deserialize, Serialize};
 
 use crate::{

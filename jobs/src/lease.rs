@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use chat_store::queue::{Claimed, JobQueue, QueueName};
+use chat_queue::{Claimed, JobQueue, QueueName};
 
 /// The jobs this process's workers of one queue hold: claimed and not yet
 /// settled, by id, with the consumer that claimed each.

@@ -31,6 +31,7 @@
 //! for search, through `chat-store`'s interfaces.
 pub mod backend;
 pub mod batcher;
+mod deps;
 pub mod index;
 pub mod lease;
 pub mod outage;
@@ -42,4 +43,5 @@ pub mod settle;
 mod telemetry;
 pub mod trace;
 
+pub use deps::WorkerDeps;
 pub use pool::{WorkerConfig, run_pool};

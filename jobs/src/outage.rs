@@ -17,8 +17,8 @@ use std::{
     time::Duration,
 };
 
+use chat_links::StoreError;
 use chat_observability::health;
-use chat_store::StoreError;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
@@ -78,7 +78,7 @@ impl Gate {
             return;
         }
         tracing::warn!(backend = self.name, %error, "backend unavailable; pausing its workers");
-        let since_ms = chat_store::now_millis();
+        let since_ms = chat_links::now_millis();
         health::down(self.name, since_ms, error);
         *state = State::Closed {
             since_ms,
@@ -143,7 +143,7 @@ impl Gate {
         match answer {
             Ok(()) => {
                 if let State::Closed { since_ms, .. } = &*state {
-                    let down_ms = chat_store::now_millis() - since_ms;
+                    let down_ms = chat_links::now_millis() - since_ms;
                     tracing::info!(
                         backend = self.name,
                         down_ms,
@@ -160,7 +160,7 @@ impl Gate {
                     } => (*since_ms, (*pause * 2).min(MAX_PAUSE)),
                     _ => {
                         tracing::warn!(backend = self.name, %error, "backend unavailable; pausing its workers");
-                        (chat_store::now_millis(), FIRST_PAUSE)
+                        (chat_links::now_millis(), FIRST_PAUSE)
                     }
                 };
                 health::down(self.name, since_ms, &error);

@@ -8,10 +8,8 @@ use std::{
     time::Duration,
 };
 
-use chat_store::{
-    queue::QueueName,
-    repo::pauses::{self, Pause},
-};
+use chat_ops::pauses::{self, Pause};
+use chat_queue::QueueName;
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 

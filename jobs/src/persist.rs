@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use apalis_core::{error::BoxDynError, task::data::Data};
 use async_trait::async_trait;
+use chat_links::StoreError;
 use chat_observability::propagate;
+use chat_ops::pulse::LagStage;
+use chat_queue::{JobQueue, QueueName};
 use chat_store::{
-    StoreError,
     intake::Intake,
     model::{ChatRow, MessageRow},
-    queue::{JobQueue, QueueName},
-    repo::{self, pulse::LagStage},
+    repo,
 };
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};

@@ -6,12 +6,10 @@
 //! worker that stops with an error is started again under a new name.
 use std::{sync::Arc, time::Duration};
 
+use crate::WorkerDeps;
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::worker::{builder::WorkerBuilder, ext::ack::AcknowledgementExt};
-use chat_store::{
-    Backends, Profile,
-    queue::{JobQueue, QueueName},
-};
+use chat_queue::{JobQueue, QueueName};
 use tokio::sync::watch;
 
 use crate::{
@@ -48,15 +46,15 @@ struct Gates {
 }
 
 impl Gates {
-    fn new(backends: &Backends) -> Self {
-        let db = backends.writer.clone();
+    fn new(deps: &WorkerDeps) -> Self {
+        let db = deps.writer.clone();
         let database: Probe = Arc::new(move || {
             let db = db.clone();
             Box::pin(async move { db.ping().await.map_err(Into::into) })
         });
         // The server must answer; then `ensure` recreates the index if the
         // cluster lost it.
-        let search_index = backends.search.clone();
+        let search_index = deps.search.clone();
         let search: Probe = Arc::new(move || {
             let search_index = search_index.clone();
             Box::pin(async move {
@@ -87,26 +85,26 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) -> Result<(), std::io::Err
 }
 
 /// Runs every queue's worker until `shutdown` turns true.
-pub async fn run_pool(backends: &Backends, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
-    pulse::install(backends.writer.clone());
-    let gates = Gates::new(backends);
-    let pauses = OperatorPauses::watch(backends.db.clone(), shutdown.clone()).await;
+pub async fn run_pool(deps: &WorkerDeps, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
+    pulse::install(deps.writer.clone());
+    let gates = Gates::new(deps);
+    let pauses = OperatorPauses::watch(deps.db.clone(), shutdown.clone()).await;
     let chats = run_chats(
-        backends.clone(),
+        deps.clone(),
         config,
         gates.database.clone(),
         pauses.clone(),
         shutdown.clone(),
     );
     let messages = run_messages(
-        backends.clone(),
+        deps.clone(),
         config,
         gates.database.clone(),
         pauses.clone(),
         shutdown.clone(),
     );
-    if backends.search.configured() {
-        let index = run_index(backends.clone(), config, gates.search, pauses, shutdown);
+    if deps.search.configured() {
+        let index = run_index(deps.clone(), config, gates.search, pauses, shutdown);
         tokio::join!(chats, messages, index);
     } else {
         tokio::join!(chats, messages);
@@ -143,14 +141,14 @@ fn index_jobs_in_hand(_: &WorkerConfig) -> usize {
     8
 }
 
-fn chat_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::ChatRow>> {
+fn chat_writer(b: &WorkerDeps) -> Arc<dyn BulkWriter<chat_store::model::ChatRow>> {
     Arc::new(ChatWriter {
         db: b.writer.clone(),
         intake: b.intake.clone(),
     })
 }
 
-fn message_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
+fn message_writer(b: &WorkerDeps) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
     Arc::new(MessageWriter {
         db: b.writer.clone(),
         queue: b.queue.clone(),
@@ -159,7 +157,7 @@ fn message_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::Message
     })
 }
 
-fn search_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
+fn search_writer(b: &WorkerDeps) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
     Arc::new(SearchWriter(b.search.clone()))
 }
 
@@ -170,28 +168,28 @@ fn search_writer(b: &Backends) -> Arc<dyn BulkWriter<chat_store::model::MessageR
 macro_rules! run_queue {
     ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident, $policy:ident, $in_hand:expr) => {
         async fn $fn_name(
-            backends: Backends,
+            deps: WorkerDeps,
             config: WorkerConfig,
             gate: Arc<Gate>,
             pauses: Arc<OperatorPauses>,
             shutdown: watch::Receiver<bool>,
         ) {
             let name = $queue;
-            let writer = $writer(&backends);
+            let writer = $writer(&deps);
             let mut batch = config.batch;
-            if backends.profile == Profile::Embedded {
+            if deps.single_writer {
                 batch.writes_in_flight = 1;
             }
             let label = BatchLabel {
                 queue: name,
-                system: backends.queue.system(),
+                system: deps.queue.system(),
             };
             let batcher = Batcher::spawn(writer, batch, label, gate.clone());
             let policy = config.$policy;
             let in_hand: usize = $in_hand(&config);
-            let settler = settler(&backends.queue, name, policy, gate);
+            let settler = settler(&deps.queue, name, policy, gate);
             let renewing = lease::keep_renewed(
-                backends.queue.clone(),
+                deps.queue.clone(),
                 name,
                 settler.held.clone(),
                 config.lease,
@@ -200,7 +198,7 @@ macro_rules! run_queue {
                 let worker_name = unique_name(name);
                 tracing::info!(worker = %worker_name, "worker starting");
                 let backend = QueueBackend::<$job>::new(
-                    backends.queue.clone(),
+                    deps.queue.clone(),
                     name,
                     in_hand,
                     policy.max_attempts,
@@ -212,7 +210,7 @@ macro_rules! run_queue {
                     },
                 );
                 let heartbeat = pulse::heartbeat(
-                    backends.writer.clone(),
+                    deps.writer.clone(),
                     worker_name.clone(),
                     name,
                     settler.tally.clone(),
@@ -225,7 +223,7 @@ macro_rules! run_queue {
                     .build($handler);
                 let result = worker.run_until(stopped(shutdown.clone())).await;
                 heartbeat.stop().await;
-                supervise(result, &worker_name, &backends, name, &settler).await;
+                supervise(result, &worker_name, &deps, name, &settler).await;
             }
             renewing.abort();
         }
@@ -263,7 +261,7 @@ run_queue!(
 async fn supervise(
     result: Result<(), apalis_core::error::WorkerError>,
     worker_name: &str,
-    backends: &Backends,
+    deps: &WorkerDeps,
     queue: QueueName,
     settler: &Settler,
 ) {
@@ -273,7 +271,7 @@ async fn supervise(
             // Acks first, so the hand-back below covers only jobs that never
             // ran rather than finished jobs whose acks were still queued.
             settler.acker.flush().await;
-            match backends.queue.retire(queue, worker_name).await {
+            match deps.queue.retire(queue, worker_name).await {
                 Ok(()) => settler.held.release_consumer(worker_name),
                 Err(e) => {
                     tracing::warn!(worker = worker_name, error = %e, "could not retire the consumer")

@@ -16,13 +16,11 @@ use std::{
     time::Duration,
 };
 
-use chat_store::{
-    queue::{Claimed, QueueName},
-    repo::{
-        pulse::{self, Field, Histogram, Increments, LagStage},
-        workers::{self, WorkerBeat},
-    },
+use chat_ops::{
+    pulse::{self, Field, Histogram, Increments, LagStage},
+    workers::{self, WorkerBeat},
 };
+use chat_queue::{Claimed, QueueName};
 use sea_orm::DatabaseConnection;
 
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -61,7 +59,7 @@ fn gather(f: impl FnOnce(&mut Increments)) {
 
 /// Jobs acked now: one done each, with their wait and run.
 pub(crate) fn done(queue: QueueName, jobs: &[Claimed]) {
-    let now = chat_store::now_millis();
+    let now = chat_links::now_millis();
     let minute = now.div_euclid(60_000);
     let series = queue.as_str();
     gather(|g| {
@@ -135,7 +133,7 @@ impl Tally {
             host: host(),
             pid: std::process::id().into(),
             started_at,
-            beat_at: chat_store::now_millis(),
+            beat_at: chat_links::now_millis(),
             in_flight: self.handed.load(Ordering::Relaxed).saturating_sub(settled) as i64,
             processed: self.settled.load(Ordering::Relaxed) as i64,
             failed: self.failed.load(Ordering::Relaxed) as i64,
@@ -165,7 +163,7 @@ pub(crate) fn heartbeat(
     queue: QueueName,
     tally: Arc<Tally>,
 ) -> Heartbeat {
-    let started_at = chat_store::now_millis();
+    let started_at = chat_links::now_millis();
     let task = {
         let (db, name) = (db.clone(), name.clone());
         tokio::spawn(async move {

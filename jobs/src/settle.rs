@@ -19,10 +19,8 @@ use std::{sync::Arc, time::Duration};
 
 use apalis_core::{error::BoxDynError, task::ExecutionContext, worker::ext::ack::Acknowledge};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chat_store::{
-    StoreError,
-    queue::{Claimed, JobQueue, QueueName},
-};
+use chat_links::StoreError;
+use chat_queue::{Claimed, JobQueue, QueueName};
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 

@@ -3,8 +3,10 @@
 //! reached the database or the search index.
 use std::time::Instant;
 
+use chat_links::StoreError;
 use chat_observability::metrics::metrics;
-use chat_store::{StoreError, queue::QueueName, repo::pulse::LagStage};
+use chat_ops::pulse::LagStage;
+use chat_queue::QueueName;
 use chrono::{DateTime, Utc};
 
 /// Records one bulk write of `rows` rows that started at `started`, and,

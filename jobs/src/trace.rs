@@ -20,7 +20,7 @@ use chat_observability::{
     otel,
     propagate::{self, Linked},
 };
-use chat_store::queue::{Claimed, QueueName};
+use chat_queue::{Claimed, QueueName};
 use tracing::{Span, field::Empty};
 
 /// Where a job came from, kept in its task's data from claim to settle.
@@ -70,7 +70,7 @@ fn process_name(queue: QueueName) -> &'static str {
 
 /// Records a just-claimed job's wait, and opens its `receive` span.
 pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> JobOrigin {
-    let waited_ms = (chat_store::now_millis() - job.ready_at).max(0);
+    let waited_ms = (chat_links::now_millis() - job.ready_at).max(0);
     metrics().queue_wait(queue.as_str(), waited_ms as f64 / 1e3);
     // Senders only pass sampled contexts (see `propagate::sampled`).
     let Some(sender) = job.trace.as_deref().and_then(propagate::sender) else {

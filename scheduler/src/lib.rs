@@ -4,16 +4,19 @@
 //!
 //! apalis-cron fires on every replica; this crate makes each tick run
 //! once across all of them by racing on the tick's run record (see
-//! [`chat_store::repo::runs`]). It owns *when* work runs and the run
+//! [`chat_ops::runs`]). It owns *when* work runs and the run
 //! history; *what* a run does (the SQL, the trims, the drift check) lives
 //! in `chat-store`. It must not know about HTTP, the worker pools or
 //! apalis's job backends.
+mod deps;
 pub mod schedule;
 pub mod tasks;
 
 use std::{sync::Arc, time::Duration};
 
-use chat_store::{Backends, queue::Retention, repo::runs};
+use chat_ops::runs;
+use chat_queue::Retention;
+pub use deps::SchedulerDeps;
 use tokio::sync::watch;
 
 pub use tasks::Task;
@@ -63,11 +66,11 @@ pub fn default_owner() -> String {
 }
 
 /// Runs every task on its schedule until `shutdown` turns true.
-pub async fn run(backends: Backends, config: SchedulerConfig, shutdown: watch::Receiver<bool>) {
+pub async fn run(deps: SchedulerDeps, config: SchedulerConfig, shutdown: watch::Receiver<bool>) {
     let config = Arc::new(config);
     let mut tasks = tokio::task::JoinSet::new();
     for task in Task::ALL {
-        if task == Task::SearchDrift && !backends.search.configured() {
+        if task == Task::SearchDrift && !deps.search.configured() {
             tracing::warn!(
                 "search is not configured in this process (no ELASTICSEARCH_URL): the search \
                  drift check does not run"
@@ -77,7 +80,7 @@ pub async fn run(backends: Backends, config: SchedulerConfig, shutdown: watch::R
         let Some(every) = config.every(task) else {
             continue;
         };
-        let (b, c, s) = (backends.clone(), config.clone(), shutdown.clone());
+        let (b, c, s) = (deps.clone(), config.clone(), shutdown.clone());
         tasks.spawn(run_task(b, c, task, every, s));
     }
     tracing::info!(owner = %config.owner, "scheduler started");
@@ -85,7 +88,7 @@ pub async fn run(backends: Backends, config: SchedulerConfig, shutdown: watch::R
 }
 
 async fn run_task(
-    backends: Backends,
+    deps: SchedulerDeps,
     config: Arc<SchedulerConfig>,
     task: Task,
     every: Duration,
@@ -98,7 +101,7 @@ async fn run_task(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         let Some(tick) = tick else { return };
-        if let Err(e) = run_tick(&backends, &config, task, tick, &mut shutdown).await {
+        if let Err(e) = run_tick(&deps, &config, task, tick, &mut shutdown).await {
             tracing::warn!(task = task.name(), tick, error = %e, "scheduler bookkeeping failed");
         }
     }
@@ -106,14 +109,14 @@ async fn run_task(
 
 /// Runs `task` for `tick` if this replica wins the tick, recording it.
 async fn run_tick(
-    backends: &Backends,
+    deps: &SchedulerDeps,
     config: &SchedulerConfig,
     task: Task,
     tick: i64,
     shutdown: &mut watch::Receiver<bool>,
-) -> chat_store::error::Result<()> {
-    let db = &backends.writer;
-    let stale = chat_store::now_millis() - STALE_AFTER.as_millis() as i64;
+) -> chat_links::error::Result<()> {
+    let db = &deps.writer;
+    let stale = chat_links::now_millis() - STALE_AFTER.as_millis() as i64;
     let abandoned = runs::abandon_stale(db, stale).await?;
     if abandoned > 0 {
         tracing::warn!(
@@ -127,7 +130,7 @@ async fn run_tick(
     };
     let work = async {
         tokio::time::sleep(config.hold).await;
-        task.run(backends, config).await
+        task.run(deps, config).await
     };
     let started = std::time::Instant::now();
     let mut work = std::pin::pin!(work);
@@ -140,7 +143,7 @@ async fn run_tick(
             // a transaction left unfinished rolls back: a long recount must
             // not hold the process past its shutdown deadline.
             _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
-                break Err(chat_store::error::StoreError::Other(
+                break Err(chat_links::error::StoreError::Other(
                     "stopped by shutdown before it finished; the next tick runs it again".into(),
                 ));
             }

@@ -1,14 +1,12 @@
 //! The periodic tasks and what one run of each does.
-use chat_store::{
-    Backends,
-    error::Result,
-    queue::QueueName,
-    repo::{counts, pulse, workers},
-    search::maintenance,
-};
+use chat_links::error::Result;
+use chat_ops::{pulse, workers};
+use chat_queue::QueueName;
+use chat_search::maintenance;
+use chat_store::repo::counts;
 use serde_json::json;
 
-use crate::SchedulerConfig;
+use crate::{SchedulerConfig, SchedulerDeps};
 
 /// Distinct parents per incremental round: a round reads marks until it
 /// names this many, recounts each of them once however many marks named
@@ -63,17 +61,17 @@ impl Task {
         }
     }
 
-    pub async fn run(self, backends: &Backends, config: &SchedulerConfig) -> Result<Done> {
+    pub async fn run(self, deps: &SchedulerDeps, config: &SchedulerConfig) -> Result<Done> {
         match self {
             Task::Counts => {
-                let report = counts::recount_dirty(&backends.writer, PARENTS_PER_ROUND).await?;
+                let report = counts::recount_dirty(&deps.writer, PARENTS_PER_ROUND).await?;
                 Ok(Done {
                     rows_touched: report.repaired(),
                     detail: serde_json::to_value(report)?,
                 })
             }
             Task::CountsFull => {
-                let report = counts::recount_all(&backends.writer, FULL_RECOUNT_BATCH).await?;
+                let report = counts::recount_all(&deps.writer, FULL_RECOUNT_BATCH).await?;
                 Ok(Done {
                     rows_touched: report.repaired(),
                     detail: serde_json::to_value(report)?,
@@ -83,22 +81,22 @@ impl Task {
                 let mut detail = serde_json::Map::new();
                 let mut touched = 0;
                 for queue in QueueName::ALL {
-                    let trimmed = backends.queue.trim(queue, config.retention).await?;
+                    let trimmed = deps.queue.trim(queue, config.retention).await?;
                     touched += trimmed.done + trimmed.dead;
                     detail.insert(queue.as_str().into(), serde_json::to_value(trimmed)?);
                 }
-                let purged = backends.intake.purge_expired().await?;
+                let purged = deps.intake.purge_expired().await?;
                 touched += purged;
                 detail.insert("pending_purged".into(), purged.into());
-                let keys = backends.idempotency.purge_expired().await?;
+                let keys = deps.idempotency.purge_expired().await?;
                 touched += keys;
                 detail.insert("idempotency_keys_purged".into(), keys.into());
                 let figures =
-                    pulse::trim(&backends.writer, pulse::minute_now() - PULSE_KEEP_MINUTES).await?;
+                    pulse::trim(&deps.writer, pulse::minute_now() - PULSE_KEEP_MINUTES).await?;
                 detail.insert("figures_trimmed".into(), figures.into());
                 let silent = workers::forget_silent(
-                    &backends.writer,
-                    chat_store::now_millis() - WORKER_SILENT_MS,
+                    &deps.writer,
+                    chat_links::now_millis() - WORKER_SILENT_MS,
                 )
                 .await?;
                 detail.insert("silent_workers_forgotten".into(), silent.into());
@@ -108,13 +106,9 @@ impl Task {
                 })
             }
             Task::SearchDrift => {
-                let report = maintenance::check_drift(
-                    &backends.db,
-                    backends.search.as_ref(),
-                    true,
-                    DRIFT_SETTLE,
-                )
-                .await?;
+                let report =
+                    maintenance::check_drift(&deps.db, deps.search.as_ref(), true, DRIFT_SETTLE)
+                        .await?;
                 Ok(Done {
                     rows_touched: report.resent + report.removed,
                     detail: json!({

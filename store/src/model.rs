@@ -79,7 +79,7 @@ mod tests {
     use super::*;
 
     fn chat(version: i64, name: &str) -> ChatRow {
-        let t = crate::now();
+        let t = chat_links::now();
         ChatRow {
             application_id: 1,
             number: 1,

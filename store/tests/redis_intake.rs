@@ -3,15 +3,13 @@
 //! pending entry carry the same state the caller got back.
 //!
 //! Runs against `TEST_REDIS_URL`; skipped (with a message) when unset.
-mod support;
-
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use chat_links::db;
+use chat_queue::{JobQueue, QueueName, RedisStreamQueue};
 use chat_store::{
-    db,
     intake::{Intake, RedisIntake},
     model::MessageRow,
-    queue::{JobQueue, QueueName, RedisStreamQueue},
 };
 
 struct Setup {
@@ -58,7 +56,15 @@ async fn setup() -> Option<Setup> {
 
 impl Setup {
     async fn tear_down(self) {
-        support::drop_keys(&self.prefix).await;
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::Script::new(
+            "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
+        )
+        .arg(format!("{}*", self.prefix))
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
         // SQLite's WAL and shared-memory files sit beside the database.
         for suffix in ["", "-wal", "-shm"] {
             let mut path = self.file.clone().into_os_string();
@@ -174,7 +180,7 @@ async fn a_pending_entry_left_as_a_hash_by_an_older_version_reads_as_absent() {
 }
 
 async fn futures_join(
-    tasks: impl Iterator<Item = tokio::task::JoinHandle<chat_store::error::Result<MessageRow>>>,
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<chat_links::error::Result<MessageRow>>>,
 ) -> Vec<MessageRow> {
     let mut out = Vec::new();
     for t in tasks {
@@ -188,10 +194,8 @@ async fn futures_join(
 /// the same counts.
 #[tokio::test]
 async fn folded_limits_are_checked_and_counted_in_the_accept() {
-    use chat_store::{
-        StoreError,
-        ratelimit::{Limit, RateLimiter, RedisRateLimiter, folded},
-    };
+    use chat_links::StoreError;
+    use chat_store::ratelimit::{Limit, RateLimiter, RedisRateLimiter, folded};
     let Some(s) = setup().await else { return };
     assert!(s.intake.folds_rate_limits());
     let limits = vec![Limit {

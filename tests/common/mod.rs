@@ -101,8 +101,8 @@ impl Stack {
     /// Storage handles as a process of the stack would open them; `lease`
     /// is how long claims made through them last (on SQLite it is stamped
     /// on the row at claim time).
-    pub async fn backends(&self, lease: Duration) -> chat_store::Backends {
-        chat_store::Backends::open(&chat_store::BackendsConfig {
+    pub async fn backends(&self, lease: Duration) -> chat::backends::Backends {
+        chat::backends::Backends::open(&chat::backends::BackendsConfig {
             database_url: self.database_url.clone(),
             redis_url: self.redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
@@ -113,7 +113,7 @@ impl Stack {
             // Not the app's own index directory, which a running server
             // holds: these tests never search. One per call, since an
             // embedded index has one owner at a time.
-            search: chat_store::search::SearchConfig::Embedded {
+            search: chat_search::SearchConfig::Embedded {
                 dir: self
                     .data_dir
                     .join(format!("search-of-test-{}", uuid::Uuid::new_v4().simple())),

@@ -7,12 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chat::backends::{Backends, BackendsConfig};
 use chat_jobs::{WorkerConfig, batcher::BatchConfig, settle::RetryPolicy};
-use chat_store::{
-    Backends, BackendsConfig,
-    queue::{QueueName, QueueStats},
-    search::{self, SearchConfig, SearchIndex},
-};
+use chat_queue::{QueueName, QueueStats};
+use chat_search as search;
+use chat_search::{SearchConfig, SearchIndex};
 use tokio::sync::watch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,7 +191,7 @@ impl Pipeline {
             std::env::temp_dir().join(format!("chat-pipeline-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut backends = Backends::open(&BackendsConfig {
-            database_url: chat_store::db::default_sqlite_url(&dir),
+            database_url: chat_links::db::default_sqlite_url(&dir),
             redis_url: None,
             redis_prefix: String::new(),
             claim_idle: Duration::from_secs(15),
@@ -227,7 +226,7 @@ impl Pipeline {
         };
         let (stop, shutdown) = watch::channel(false);
         let workers = {
-            let b = backends.clone();
+            let b = backends.worker();
             tokio::spawn(async move { chat_jobs::run_pool(&b, config, shutdown).await })
         };
         Pipeline {

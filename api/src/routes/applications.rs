@@ -69,12 +69,12 @@ async fn create(
     let token = match write.idempotency() {
         Some(link) => {
             let proposal = repo::applications::new_token();
-            state.backends.idempotency.plan(link, &proposal).await?
+            state.deps.idempotency.plan(link, &proposal).await?
         }
         None => repo::applications::new_token(),
     };
     write.reaching();
-    let app = repo::applications::create_as(&state.backends.writer, &name, &token).await?;
+    let app = repo::applications::create_as(&state.deps.writer, &name, &token).await?;
     let location = format!("/api/v1/applications/{}", app.token);
     Ok((
         StatusCode::CREATED,
@@ -87,7 +87,7 @@ async fn find(
     state: &AppState,
     token: &str,
 ) -> Result<chat_store::model::ApplicationView, ApiError> {
-    repo::applications::find_by_token(&state.backends.db, token)
+    repo::applications::find_by_token(&state.deps.db, token)
         .await?
         .ok_or(ApiError::NotFound("application"))
 }
@@ -134,7 +134,7 @@ async fn replace(
     let name = validate::required_name(input.name)?;
     write.reaching();
     Ok(Json(
-        repo::applications::rename(&state.backends.writer, app.id, &name)
+        repo::applications::rename(&state.deps.writer, app.id, &name)
             .await?
             .into(),
     ))
@@ -160,7 +160,7 @@ async fn amend(
     match validate::optional_name(input.name)? {
         Some(name) => Ok(Json({
             write.reaching();
-            repo::applications::rename(&state.backends.writer, app.id, &name)
+            repo::applications::rename(&state.deps.writer, app.id, &name)
                 .await?
                 .into()
         })),

@@ -6,7 +6,8 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
-use chat_store::{model::ChatView, queue::QueueName, repo};
+use chat_queue::QueueName;
+use chat_store::{model::ChatView, repo};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -59,13 +60,13 @@ async fn create(
     Input(input): Input<ChatInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = validate::optional_name(input.name)?;
-    let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
+    let app_id = state.lookup.app_id(&state.deps, path.token()).await?;
     let row = send::traced(
         &state,
         &write,
         Reserving::ChatNumber,
         QueueName::Chats,
-        async |meta| state.backends.intake.create_chat(app_id, name, meta).await,
+        async |meta| state.deps.intake.create_chat(app_id, name, meta).await,
     )
     .await?;
     state.lookup.remember_chat(app_id, row.number);
@@ -95,16 +96,16 @@ async fn list(
     path: Segments,
     page: PageRequest,
 ) -> Result<Json<ListJson<ChatJson>>, ApiError> {
-    let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
-    let page = repo::chats::list(&state.backends.db, app_id, page.after, page.limit).await?;
+    let app_id = state.lookup.app_id(&state.deps, path.token()).await?;
+    let page = repo::chats::list(&state.deps.db, app_id, page.after, page.limit).await?;
     Ok(Json(page.into()))
 }
 
 /// The chat the path names, persisted or pending.
 async fn find(state: &AppState, path: &Segments) -> Result<ChatView, ApiError> {
     let number = path.number("number")?;
-    let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
-    state.lookup.chat(&state.backends, app_id, number).await
+    let app_id = state.lookup.app_id(&state.deps, path.token()).await?;
+    state.lookup.chat(&state.deps, app_id, number).await
 }
 
 /// Reads a chat, including one whose write is still queued.
@@ -134,7 +135,7 @@ async fn update(
         QueueName::Chats,
         async |meta| {
             state
-                .backends
+                .deps
                 .intake
                 .update_chat(&current.row, name, meta)
                 .await

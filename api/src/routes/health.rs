@@ -1,9 +1,9 @@
 //! Liveness and readiness probes for orchestrators.
 use std::time::Duration;
 
+use crate::Observed;
 use axum::{Json, extract::State};
 use chat_observability::health;
-use chat_store::Backends;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -49,7 +49,7 @@ async fn live() -> Json<Status> {
 async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     // Not the workers' pauses: an API that takes writes stays in rotation
     // while search, say, is down (`/metrics` and the dashboard show those).
-    readiness(&state.backends, false).await
+    readiness(&state.deps.observed(), false).await
 }
 
 /// How long a probe waits for each backend: a frozen server must make the
@@ -59,10 +59,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The readiness answer of any role: its backends answer within
 /// [`PROBE_TIMEOUT`], and, with `workers`, none of this process's workers
 /// is paused for a backend.
-async fn readiness(backends: &Backends, workers: bool) -> Result<Json<Status>, ApiError> {
+async fn readiness(deps: &Observed, workers: bool) -> Result<Json<Status>, ApiError> {
     let (db, queue) = tokio::join!(
-        tokio::time::timeout(PROBE_TIMEOUT, backends.db.ping()),
-        tokio::time::timeout(PROBE_TIMEOUT, backends.queue.ping())
+        tokio::time::timeout(PROBE_TIMEOUT, deps.db.ping()),
+        tokio::time::timeout(PROBE_TIMEOUT, deps.queue.ping())
     );
     // The probe is open to anyone: it names what is down, and the error
     // itself (hosts, users, server versions) goes to the log only.
@@ -99,14 +99,14 @@ async fn readiness(backends: &Backends, workers: bool) -> Result<Json<Status>, A
 
 /// Liveness and readiness for a process without the API (`chat worker`,
 /// `chat scheduler`), served beside its `/metrics`.
-pub(crate) fn probes(backends: Backends) -> axum::Router {
+pub(crate) fn probes(deps: Observed) -> axum::Router {
     axum::Router::new()
         .route("/health/live", axum::routing::get(live))
         .route(
             "/health/ready",
             axum::routing::get(
-                |State(b): State<Backends>| async move { readiness(&b, true).await },
+                |State(b): State<Observed>| async move { readiness(&b, true).await },
             ),
         )
-        .with_state(backends)
+        .with_state(deps)
 }

@@ -5,9 +5,9 @@ use axum::{
     http::{StatusCode, header},
     response::IntoResponse,
 };
+use chat_queue::QueueName;
 use chat_store::{
     model::{MessageRow, newest_message},
-    queue::QueueName,
     repo,
 };
 use serde::Deserialize;
@@ -55,10 +55,10 @@ struct MessageChanges {
 /// Resolves the token and chat of the path, 404 when either is unknown.
 pub(super) async fn chat_of(state: &AppState, path: &Segments) -> Result<(i64, i64), ApiError> {
     let chat_number = path.number("number")?;
-    let app_id = state.lookup.app_id(&state.backends, path.token()).await?;
+    let app_id = state.lookup.app_id(&state.deps, path.token()).await?;
     state
         .lookup
-        .ensure_chat(&state.backends, app_id, chat_number)
+        .ensure_chat(&state.deps, app_id, chat_number)
         .await?;
     Ok((app_id, chat_number))
 }
@@ -66,11 +66,11 @@ pub(super) async fn chat_of(state: &AppState, path: &Segments) -> Result<(i64, i
 async fn find(state: &AppState, path: &Segments) -> Result<MessageRow, ApiError> {
     let number = path.number("message")?;
     let (app_id, chat_number) = chat_of(state, path).await?;
-    let db = &state.backends.db;
+    let db = &state.deps.db;
     let (persisted, pending) = tokio::join!(
         repo::messages::find(db, app_id, chat_number, number),
         state
-            .backends
+            .deps
             .intake
             .pending_message(app_id, chat_number, number)
     );
@@ -112,7 +112,7 @@ async fn create(
         Reserving::MessageNumber,
         QueueName::Messages,
         async |meta| {
-            let intake = &state.backends.intake;
+            let intake = &state.deps.intake;
             intake.create_message(app_id, chat_number, body, meta).await
         },
     )
@@ -144,14 +144,8 @@ async fn list(
     page: PageRequest,
 ) -> Result<Json<ListJson<MessageJson>>, ApiError> {
     let (app_id, chat_number) = chat_of(&state, &path).await?;
-    let page = repo::messages::list(
-        &state.backends.db,
-        app_id,
-        chat_number,
-        page.after,
-        page.limit,
-    )
-    .await?;
+    let page =
+        repo::messages::list(&state.deps.db, app_id, chat_number, page.after, page.limit).await?;
     Ok(Json(page.into()))
 }
 
@@ -182,13 +176,7 @@ async fn update(
         write,
         Reserving::Version,
         QueueName::Messages,
-        async |meta| {
-            state
-                .backends
-                .intake
-                .update_message(current, body, meta)
-                .await
-        },
+        async |meta| state.deps.intake.update_message(current, body, meta).await,
     )
     .await?;
     Ok(Json(row.into()))

@@ -4,7 +4,8 @@ use axum::{
     extract::{FromRequestParts, State},
     http::request::Parts,
 };
-use chat_store::search::{self, ChatKey, Cursor};
+use chat_search as search;
+use chat_search::{ChatKey, Cursor};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -119,7 +120,7 @@ async fn search(
         chat_number,
     };
     let page = state
-        .backends
+        .deps
         .search
         .search(chat, &query.q, query.limit, query.after)
         .await?;

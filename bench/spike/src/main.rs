@@ -12,7 +12,7 @@ use std::{
 
 use apalis::prelude::*;
 use apalis_redis::{Config, RedisStorage};
-use chat_store::queue::{JobQueue, QueueName, RedisStreamQueue};
+use chat_queue::{JobQueue, QueueName, RedisStreamQueue};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

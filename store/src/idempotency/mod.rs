@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
-use crate::error::Result;
+use chat_links::error::Result;
 
 mod redis;
 mod sqlite;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use redis::{Script, aio::ConnectionManager};
 
 use super::{Begin, IdempotencyStore, Key, Link, Scope, Stored, new_owner};
-use crate::{
+use chat_links::{
     error::{Result, StoreError},
     redis_link,
 };
@@ -128,7 +128,7 @@ impl IdempotencyStore for RedisIdempotency {
                 &[
                     fingerprint,
                     &owner,
-                    &crate::now_millis().to_string(),
+                    &chat_links::now_millis().to_string(),
                     &lease.as_millis().to_string(),
                     &self.retention.as_secs().max(1).to_string(),
                 ],

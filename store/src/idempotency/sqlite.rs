@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement};
 
 use super::{Begin, IdempotencyStore, Key, Link, Stored, new_owner};
-use crate::error::Result;
+use chat_links::error::Result;
 
 pub struct SqliteIdempotency {
     writer: DatabaseConnection,
@@ -44,7 +44,7 @@ impl SqliteIdempotency {
 impl IdempotencyStore for SqliteIdempotency {
     async fn begin(&self, key: &Key, fingerprint: &str, lease: Duration) -> Result<Begin> {
         let (scope, digest) = record_id(key);
-        let now = crate::now_millis();
+        let now = chat_links::now_millis();
         let owner = new_owner();
         let until = now + lease.as_millis() as i64;
         let expires = now + self.retention.as_millis() as i64;
@@ -178,7 +178,7 @@ impl IdempotencyStore for SqliteIdempotency {
             .writer
             .execute_raw(stmt(
                 "DELETE FROM idempotency_keys WHERE expires_at < ?",
-                vec![crate::now_millis().into()],
+                vec![chat_links::now_millis().into()],
             ))
             .await?;
         Ok(done.rows_affected())

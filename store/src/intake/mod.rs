@@ -13,10 +13,10 @@
 use async_trait::async_trait;
 
 use crate::{
-    error::Result,
     idempotency::Link,
     model::{ChatRow, MessageRow},
 };
+use chat_links::error::Result;
 
 mod redis;
 mod redis_accept;
@@ -98,7 +98,7 @@ pub trait Intake: Send + Sync + 'static {
 
     /// Whether the writes above check the limits of
     /// [`folded::within`](crate::ratelimit::folded::within) in their own
-    /// round trip, refusing with [`StoreError::RateLimited`](crate::StoreError).
+    /// round trip, refusing with [`StoreError::RateLimited`](chat_links::StoreError).
     fn folds_rate_limits(&self) -> bool {
         false
     }

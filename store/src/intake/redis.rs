@@ -19,13 +19,16 @@ use super::{
     redis_accept::{Accept, Accepter, LIMITS_PER_ACCEPT},
 };
 use crate::{
-    error::{Result, StoreError},
     idempotency,
     model::{ChatRow, MessageRow},
-    queue::{QueueName, RedisStreamQueue},
     ratelimit::{self, folded},
-    redis_link, repo,
+    repo,
 };
+use chat_links::{
+    error::{Result, StoreError},
+    redis_link,
+};
+use chat_queue::{QueueName, RedisStreamQueue};
 
 /// How long a read waits for a Redis that refuses it (restarting, loading
 /// its data) before it fails.
@@ -141,8 +144,8 @@ impl RedisIntake {
         queue: Arc<RedisStreamQueue>,
         pending_ttl: Duration,
     ) -> Result<Self> {
-        let client = crate::redis_link::client(url)?;
-        let conn = crate::redis_link::manager(&client).await?;
+        let client = chat_links::redis_link::client(url)?;
+        let conn = chat_links::redis_link::manager(&client).await?;
         Ok(Self {
             accepter: Accepter::spawn(conn.clone(), pending_ttl.as_secs()),
             conn,
@@ -445,7 +448,7 @@ impl Intake for RedisIntake {
         name: Option<String>,
         meta: WriteMeta,
     ) -> Result<ChatRow> {
-        let now = crate::now();
+        let now = chat_links::now();
         let tail = json_tail(&ChatState {
             application_id: app_id,
             number: None,
@@ -485,7 +488,7 @@ impl Intake for RedisIntake {
         meta: WriteMeta,
     ) -> Result<ChatRow> {
         let app_id = current.application_id;
-        let now = crate::now();
+        let now = chat_links::now();
         let tail = json_tail(&ChatState {
             application_id: app_id,
             number: Some(current.number),
@@ -515,7 +518,7 @@ impl Intake for RedisIntake {
         body: String,
         meta: WriteMeta,
     ) -> Result<MessageRow> {
-        let now = crate::now();
+        let now = chat_links::now();
         let tail = json_tail(&MessageState {
             application_id: app_id,
             chat_number,
@@ -556,7 +559,7 @@ impl Intake for RedisIntake {
         meta: WriteMeta,
     ) -> Result<MessageRow> {
         let app_id = current.application_id;
-        let now = crate::now();
+        let now = chat_links::now();
         let tail = json_tail(&MessageState {
             application_id: app_id,
             chat_number: current.chat_number,

@@ -12,9 +12,9 @@ use std::{sync::Arc, time::Duration};
 use redis::{Script, aio::ConnectionManager};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::{
+use crate::ratelimit::GCRA_LUA;
+use chat_links::{
     error::{Result, StoreError},
-    ratelimit::GCRA_LUA,
     redis_link::{self, Outcome},
 };
 

@@ -18,12 +18,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Intake, WriteMeta, chat_scope, message_scope};
 use crate::{
-    error::{Result, StoreError},
     idempotency::{self, Link},
     model::{ChatRow, MessageRow},
-    queue::{QueueName, SqliteQueue},
     repo,
 };
+use chat_links::error::{Result, StoreError};
+use chat_queue::{QueueName, SqliteQueue};
 
 /// Most requests applied in one transaction.
 const GROUP: usize = 256;
@@ -161,7 +161,7 @@ impl SqliteIntake {
     async fn recall<T: serde::de::DeserializeOwned>(&self, scope: &str) -> Result<Option<T>> {
         let row = State::find_by_statement(stmt(
             "SELECT state FROM pending_rows WHERE scope = ? AND expires_at > ?",
-            vec![scope.into(), crate::now_millis().into()],
+            vec![scope.into(), chat_links::now_millis().into()],
         ))
         .one(&self.db)
         .await?;
@@ -252,7 +252,7 @@ impl Committer {
                     repo::chats::max_number(t, app_id).await
                 })
                 .await?;
-                let now = crate::now();
+                let now = chat_links::now();
                 let row = ChatRow {
                     application_id: app_id,
                     number,
@@ -276,7 +276,7 @@ impl Committer {
                 let row = ChatRow {
                     name: name.clone(),
                     version: version(txn, current.application_id).await?,
-                    updated_at: crate::now(),
+                    updated_at: chat_links::now(),
                     ..current.clone()
                 };
                 let scope = chat_scope(row.application_id, row.number);
@@ -296,7 +296,7 @@ impl Committer {
                     async |t| repo::messages::max_number(t, app_id, chat_number).await,
                 )
                 .await?;
-                let now = crate::now();
+                let now = chat_links::now();
                 let row = MessageRow {
                     application_id: app_id,
                     chat_number,
@@ -315,7 +315,7 @@ impl Committer {
                 let row = MessageRow {
                     body: body.clone(),
                     version: version(txn, current.application_id).await?,
-                    updated_at: crate::now(),
+                    updated_at: chat_links::now(),
                     ..current.clone()
                 };
                 let scope = message_scope(row.application_id, row.chat_number, row.number);
@@ -405,7 +405,7 @@ async fn record(txn: &DatabaseTransaction, link: &Link, accepted: &Accepted) -> 
 
 /// The application's next version: `max(last + 1, now in µs)`.
 async fn version(txn: &DatabaseTransaction, app_id: i64) -> Result<i64> {
-    let now = crate::time::now_micros();
+    let now = chat_links::now_micros();
     let v = Value::find_by_statement(stmt(
         "INSERT INTO counters (scope, value) VALUES (?, ?) \
          ON CONFLICT (scope) DO UPDATE SET value = MAX(counters.value + 1, excluded.value) \
@@ -424,7 +424,7 @@ async fn remember(
     version: i64,
     state: &str,
 ) -> Result<()> {
-    let expires = crate::now_millis() + pending_ttl.as_millis() as i64;
+    let expires = chat_links::now_millis() + pending_ttl.as_millis() as i64;
     txn.execute_raw(stmt(
         "INSERT INTO pending_rows (scope, version, state, expires_at) VALUES (?, ?, ?, ?) \
          ON CONFLICT (scope) DO UPDATE SET version = excluded.version, state = excluded.state, \
@@ -534,7 +534,7 @@ impl Intake for SqliteIntake {
             .writer
             .execute_raw(stmt(
                 "DELETE FROM pending_rows WHERE expires_at < ?",
-                vec![crate::now_millis().into()],
+                vec![chat_links::now_millis().into()],
             ))
             .await?;
         Ok(done.rows_affected())

@@ -9,7 +9,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{Limit, RateLimiter, Verdict, step, verdict};
-use crate::error::Result;
+use chat_links::error::Result;
 
 /// Keys kept before the idle ones (whose TAT has passed) are dropped.
 const PRUNE_ABOVE: usize = 100_000;

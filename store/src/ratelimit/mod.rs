@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use chat_links::error::Result;
 
 pub mod folded;
 mod memory;

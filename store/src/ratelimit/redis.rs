@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use redis::{Script, aio::ConnectionManager};
 
 use super::{Limit, RateLimiter, Verdict, verdict};
-use crate::error::Result;
+use chat_links::error::Result;
 
 /// GCRA over a request's keys at `now` (µs, from Redis's `TIME`):
 /// `keys`, and each key's cost and period in µs. Admits the request only
@@ -63,9 +63,9 @@ pub struct RedisRateLimiter {
 
 impl RedisRateLimiter {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client = crate::redis_link::client(url)?;
+        let client = chat_links::redis_link::client(url)?;
         Ok(Self {
-            conn: crate::redis_link::manager(&client).await?,
+            conn: chat_links::redis_link::manager(&client).await?,
             prefix: prefix.to_owned(),
             script: Script::new(&format!("{GCRA_LUA}{CHECK}")),
         })

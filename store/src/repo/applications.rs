@@ -5,7 +5,8 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::{entity::application, error::Result, model::ApplicationView};
+use crate::{entity::application, model::ApplicationView};
+use chat_links::error::Result;
 
 /// 128 random bits from the OS-seeded CSPRNG, URL-safe base64 (22 chars).
 pub fn new_token() -> String {
@@ -67,7 +68,7 @@ pub async fn create_as(
 }
 
 async fn insert(db: &DatabaseConnection, name: &str, token: &str) -> Result<ApplicationView> {
-    let now = crate::now();
+    let now = chat_links::now();
     let model = application::ActiveModel {
         token: Set(token.to_owned()),
         name: Set(name.to_owned()),
@@ -140,7 +141,7 @@ pub async fn rename(db: &DatabaseConnection, id: i64, name: &str) -> Result<Appl
     let model = application::ActiveModel {
         id: Set(id),
         name: Set(name.to_owned()),
-        updated_at: Set(crate::now()),
+        updated_at: Set(chat_links::now()),
         ..Default::default()
     }
     .update(db)

@@ -13,7 +13,7 @@
 //! MySQL.
 use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement};
 
-use crate::error::Result;
+use chat_links::error::Result;
 
 /// The scope of the ceiling of an application's chat numbers.
 pub fn chats(app_id: i64) -> String {

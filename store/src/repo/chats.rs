@@ -6,9 +6,9 @@ use sea_orm::{
 use super::{Page, upsert};
 use crate::{
     entity::chat,
-    error::Result,
     model::{ChatRow, ChatView},
 };
+use chat_links::error::Result;
 
 fn view(m: chat::Model) -> ChatView {
     ChatView {

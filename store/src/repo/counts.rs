@@ -28,7 +28,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
-use crate::error::Result;
+use chat_links::error::Result;
 
 /// Parents recounted per statement.
 const PARENTS_PER_STATEMENT: usize = 500;

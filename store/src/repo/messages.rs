@@ -4,7 +4,8 @@ use sea_orm::{
 };
 
 use super::{Page, upsert};
-use crate::{entity::message, error::Result, model::MessageRow};
+use crate::{entity::message, model::MessageRow};
+use chat_links::error::Result;
 
 fn row(m: message::Model) -> MessageRow {
     MessageRow {

@@ -7,17 +7,11 @@
 //! as SQL per backend, because their version guard (`only move a row
 //! forward`) is spelled differently on MySQL and SQLite.
 pub mod applications;
-pub mod audit;
 pub mod ceilings;
 pub mod chats;
 pub mod counts;
 pub mod messages;
-pub mod pauses;
-pub mod pulse;
-pub mod runs;
-pub mod sessions;
 mod upsert;
-pub mod workers;
 
 /// One page of a list ordered by number, and the cursor for the next.
 #[derive(Debug, Clone)]

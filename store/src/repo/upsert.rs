@@ -7,10 +7,8 @@
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use tracing::{Instrument, field::Empty};
 
-use crate::{
-    error::Result,
-    model::{ChatRow, MessageRow},
-};
+use crate::model::{ChatRow, MessageRow};
+use chat_links::error::Result;
 
 /// Runs one bulk INSERT in a CLIENT span named and attributed per the
 /// OpenTelemetry database conventions.

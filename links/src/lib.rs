@@ -1,0 +1,23 @@
+//! Reaching the backends: opening the relational database, connections to
+//! Redis that heal by themselves, and what a backend's failure means.
+//!
+//! # Layout
+//! - [`db`]: connecting to MySQL or SQLite and applying migrations.
+//! - [`redis_link`]: connections to Redis that heal by themselves, and
+//!   what a Redis error says about whether a command ran.
+//! - [`redis_durability`]: what Redis keeps across a crash; an eviction
+//!   policy that could drop keys is refused.
+//! - [`error`]: [`StoreError`], the one failure type of every storage
+//!   crate, and whether a failure is an outage or contention.
+//! - [`now`] and [`now_millis`]: the clocks that stored times are read from.
+//!
+//! Every crate that stores something builds on this one. It must not know
+//! what is stored: no tables but the migrations', no keys, no job types.
+pub mod db;
+pub mod error;
+pub mod redis_durability;
+pub mod redis_link;
+mod time;
+
+pub use error::{Result, StoreError};
+pub use time::{now, now_micros, now_millis};

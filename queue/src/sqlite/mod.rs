@@ -1,0 +1,245 @@
+//! The job queue as one SQLite table, for the embedded profile.
+//!
+//! A claim is one `UPDATE … RETURNING` that leases up to N ready rows.
+//! An ack keeps the lease columns, so a done row still says which worker
+//! ran it and when (nothing reads the lease of a settled row otherwise),
+//! and moves its ready time to `ready_at`, so it says how long it waited.
+//! The `dead` column is the row's state: 0 live, 1 dead, 2 done. An ack
+//! marks rows done and a bury marks them dead; both set `run_at` to the
+//! settle time, so the `(queue, dead, run_at)` index that serves claims
+//! also serves housekeeping's trim by age. Claims only ever read the
+//! `dead = 0` part of that index, so their cost does not grow with the
+//! history kept (the decay measured in apalis-sqlite 1.0.0), and
+//! [`JobHistory::trim`] keeps the history itself bounded.
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use tokio::sync::Notify;
+
+use crate::{Claimed, QueueName};
+use chat_links::error::Result;
+
+/// How often an idle consumer looks again when nothing woke it: the
+/// fallback for writers in another process.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Rows one trim statement deletes.
+const TRIM_CHUNK: i64 = 5_000;
+const LIVE: i64 = 0;
+const DEAD: i64 = 1;
+const DONE: i64 = 2;
+
+pub struct SqliteQueue {
+    /// Counts and listings.
+    db: DatabaseConnection,
+    /// Every statement that changes the table.
+    writer: DatabaseConnection,
+    lease: Duration,
+    /// Most done rows kept per queue; enforced by `trim`.
+    done_cap: u64,
+    /// Wakes consumers in this process as soon as a job is committed.
+    pushed: Arc<Notify>,
+}
+
+#[derive(FromQueryResult)]
+struct Row {
+    id: i64,
+    payload: String,
+    attempt: i32,
+    errors: String,
+    trace: Option<String>,
+    run_at: i64,
+    enqueued_at: i64,
+}
+
+#[derive(FromQueryResult)]
+struct Live {
+    ready: Option<i64>,
+    in_flight: Option<i64>,
+    retrying: Option<i64>,
+}
+
+#[derive(FromQueryResult)]
+struct Settled {
+    state: i64,
+    n: i64,
+}
+
+mod history;
+mod protocol;
+mod rows;
+
+impl SqliteQueue {
+    pub fn new(db: DatabaseConnection, writer: DatabaseConnection, lease: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            writer,
+            lease,
+            done_cap: 10_000,
+            pushed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Keeps at most about `cap` done rows per queue (default 10,000); 0
+    /// keeps none beyond the next trim.
+    pub fn with_done_cap(mut self: Arc<Self>, cap: u64) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set the cap before sharing")
+            .done_cap = cap;
+        self
+    }
+
+    /// Deletes the `state` rows of `queue` settled before `before` (a
+    /// `run_at`); returns how many.
+    async fn trim_settled(&self, queue: QueueName, state: i64, before: i64) -> Result<u64> {
+        self.delete_chunked(
+            "queue = ? AND dead = ? AND run_at < ?",
+            vec![queue.as_str().into(), state.into(), before.into()],
+        )
+        .await
+    }
+
+    /// Deletes the done rows of `queue` beyond the newest `done_cap`. By id
+    /// rather than settle time: many rows settle in the same millisecond,
+    /// and a cut by time would take them all.
+    async fn trim_beyond_cap(&self, queue: QueueName) -> Result<u64> {
+        #[derive(FromQueryResult)]
+        struct Edge {
+            id: i64,
+        }
+        let edge = Edge::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT id FROM queue_jobs WHERE queue = ? AND dead = ? \
+             ORDER BY id DESC LIMIT 1 OFFSET ?",
+            [
+                queue.as_str().into(),
+                DONE.into(),
+                (self.done_cap as i64).into(),
+            ],
+        ))
+        .one(&self.db)
+        .await?;
+        let Some(edge) = edge else { return Ok(0) };
+        self.delete_chunked(
+            "queue = ? AND dead = ? AND id <= ?",
+            vec![queue.as_str().into(), DONE.into(), edge.id.into()],
+        )
+        .await
+    }
+
+    /// Deletes the rows matching `filter`, [`TRIM_CHUNK`] per statement, so
+    /// a large trim never holds the single writer for long.
+    async fn delete_chunked(&self, filter: &str, values: Vec<Value>) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM queue_jobs WHERE id IN (SELECT id FROM queue_jobs WHERE {filter} LIMIT ?)"
+        );
+        let mut values = values;
+        values.push(TRIM_CHUNK.into());
+        let mut total = 0;
+        loop {
+            let done = self
+                .writer
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    &sql,
+                    values.clone(),
+                ))
+                .await?;
+            total += done.rows_affected();
+            if (done.rows_affected() as i64) < TRIM_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Inserts a job inside the caller's transaction; call [`Self::notify`]
+    /// after it commits.
+    pub async fn insert(
+        conn: &impl ConnectionTrait,
+        queue: QueueName,
+        payload: String,
+        trace: Option<&str>,
+    ) -> Result<()> {
+        let now = chat_links::now_millis();
+        conn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "INSERT INTO queue_jobs \
+               (queue, payload, attempt, run_at, dead, errors, enqueued_at, trace) \
+             VALUES (?, ?, 1, ?, 0, '[]', ?, ?)",
+            [
+                queue.as_str().into(),
+                payload.into(),
+                now.into(),
+                now.into(),
+                trace.map(str::to_owned).into(),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Wakes the claims that wait for new jobs.
+    pub fn notify(&self) {
+        self.pushed.notify_waiters();
+    }
+
+    async fn try_claim(
+        &self,
+        queue: QueueName,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<Claimed>> {
+        let now = chat_links::now_millis();
+        let until = now + self.lease.as_millis() as i64;
+        let rows = Row::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            // A row still carrying a lease owner was claimed before and never
+            // settled (its worker died): that delivery counts as an attempt.
+            "UPDATE queue_jobs SET attempt = attempt + (lease_owner IS NOT NULL), \
+               lease_owner = ?, lease_until = ? WHERE id IN ( \
+               SELECT id FROM queue_jobs WHERE queue = ? AND dead = 0 AND run_at <= ? \
+               AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) \
+             RETURNING id, payload, attempt, errors, trace, run_at, enqueued_at",
+            [
+                consumer.into(),
+                until.into(),
+                queue.as_str().into(),
+                now.into(),
+                now.into(),
+                (max as i64).into(),
+            ],
+        ))
+        .all(&self.writer)
+        .await?;
+        let mut jobs: Vec<Claimed> = rows
+            .into_iter()
+            .map(|r| Claimed {
+                id: r.id.to_string(),
+                payload: r.payload,
+                attempt: r.attempt.max(1) as u32,
+                failures: serde_json::from_str(&r.errors).unwrap_or_default(),
+                trace: r.trace,
+                // Set at enqueue, and to the due time by a retry.
+                ready_at: r.run_at,
+                claimed_at: now,
+                enqueued_at: r.enqueued_at,
+                worker: consumer.to_owned(),
+            })
+            .collect();
+        // RETURNING gives no order guarantee; keep enqueue order.
+        jobs.sort_by_key(|j| j.id.parse::<i64>().unwrap_or(0));
+        Ok(jobs)
+    }
+
+    /// Runs one statement on the writer; returns the rows it changed.
+    async fn exec(&self, sql: &str, values: Vec<Value>) -> Result<u64> {
+        let done = self
+            .writer
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql,
+                values,
+            ))
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,474 @@
+//! The Elasticsearch backend.
+//!
+//! Writes and searches go through an alias (`SEARCH_INDEX`, default
+//! `chat-messages`) that names exactly one concrete index, a generation
+//! `<alias>-<name>`. Every generation takes its settings from one index
+//! template, so a rebuild creates a new generation, fills it, and swaps the
+//! alias in one atomic `_aliases` call.
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use elasticsearch::{
+    Elasticsearch,
+    http::{
+        Method, StatusCode,
+        headers::{CONTENT_TYPE, HeaderMap, HeaderValue},
+        transport::{SingleNodeConnectionPool, TransportBuilder},
+    },
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::{ChatKey, Cursor, SearchIndex, SearchPage, Target};
+use chat_links::error::{Result, StoreError};
+use chat_store::model::MessageRow;
+
+pub mod dsl;
+pub mod mapping;
+
+const FIRST_GENERATION: &str = "g1";
+/// Numbers listed per request when comparing a chat with the database.
+const NUMBERS_PAGE: usize = 5_000;
+/// A hung node must not hold an index job for long: the request fails as
+/// an outage, and the index workers pause until the node answers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Elastic {
+    client: Elasticsearch,
+    alias: String,
+    /// Set once the template and alias are known to exist; cleared when a
+    /// write finds the index missing (a wiped cluster), so it is recreated.
+    ensured: AtomicBool,
+}
+
+/// The outcome of one request: its status and JSON body.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Reply {
+    fn ok(self, what: &str) -> Result<Value> {
+        if self.status.is_success() {
+            return Ok(self.body);
+        }
+        let message = format!("{what}: {} {}", self.status, self.body);
+        // Overloaded or failing nodes pass; anything else is about the
+        // request.
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error() {
+            Err(StoreError::SearchUnavailable(message))
+        } else {
+            Err(StoreError::Search(message))
+        }
+    }
+
+    fn error_type(&self) -> Option<&str> {
+        self.body["error"]["type"].as_str()
+    }
+}
+
+#[derive(Deserialize)]
+struct Hit {
+    #[serde(rename = "_source")]
+    source: MessageRow,
+    #[serde(default)]
+    sort: Vec<Value>,
+}
+
+impl Elastic {
+    pub fn connect(url: &str, alias: &str) -> Result<Self> {
+        let url = url
+            .parse()
+            .map_err(|e| StoreError::Search(format!("ELASTICSEARCH_URL: {e}")))?;
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| StoreError::Search(e.to_string()))?;
+        Ok(Self {
+            client: Elasticsearch::new(transport),
+            alias: alias.to_owned(),
+            ensured: AtomicBool::new(false),
+        })
+    }
+
+    fn generation_index(&self, name: &str) -> String {
+        format!("{}-{name}", self.alias)
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<String>) -> Result<Reply> {
+        self.send_with(method, path, &[], body).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Result<Reply> {
+        let mut headers = HeaderMap::new();
+        if path.ends_with("_bulk") {
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+        }
+        let response = self
+            .client
+            .send(
+                method,
+                path,
+                headers,
+                (!query.is_empty()).then_some(query),
+                body,
+                None,
+            )
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("elasticsearch: {e}")))?;
+        let status = response.status_code();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("elasticsearch: {e}")))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Reply { status, body })
+    }
+
+    async fn put_template(&self) -> Result<()> {
+        let path = format!("/_index_template/{}", self.alias);
+        self.send(
+            Method::Put,
+            &path,
+            Some(mapping::template(&self.alias).to_string()),
+        )
+        .await?
+        .ok("put index template")?;
+        Ok(())
+    }
+
+    /// Creates a generation's index; the template supplies its settings.
+    async fn create_index(&self, index: &str, body: Value) -> Result<()> {
+        let reply = self
+            .send(Method::Put, &format!("/{index}"), Some(body.to_string()))
+            .await?;
+        if reply.status.is_success()
+            || reply.error_type() == Some("resource_already_exists_exception")
+        {
+            return Ok(());
+        }
+        reply.ok("create index").map(|_| ())
+    }
+
+    /// The concrete indices the alias names now.
+    async fn aliased(&self) -> Result<Vec<String>> {
+        let reply = self
+            .send(Method::Get, &format!("/_alias/{}", self.alias), None)
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        let body = reply.ok("get alias")?;
+        Ok(body
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn bulk(&self, index: &str, rows: &[MessageRow]) -> Result<()> {
+        // A CLIENT span per the OpenTelemetry Elasticsearch conventions.
+        let span = tracing::info_span!(
+            "_bulk",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "elasticsearch",
+            db.operation.name = "bulk",
+            db.operation.batch.size = rows.len() as i64,
+            http.request.method = "POST",
+        );
+        // Writes through the alias require it to be an alias: on a wiped
+        // cluster, a write to the bare name would otherwise create a
+        // concrete index of that name with a guessed mapping.
+        let query: &[(&str, &str)] = if index == self.alias {
+            &[("require_alias", "true")]
+        } else {
+            &[]
+        };
+        let reply = self
+            .send_with(Method::Post, "/_bulk", query, Some(dsl::bulk(index, rows)))
+            .instrument(span.clone())
+            .await;
+        let body = reply.and_then(|r| r.ok("bulk"));
+        if body.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        let body = body?;
+        if body["errors"] != Value::Bool(true) {
+            return Ok(());
+        }
+        let mut missing_index = false;
+        let mut overloaded = false;
+        let mut failures = Vec::new();
+        for item in body["items"].as_array().into_iter().flatten() {
+            let result = &item["index"];
+            let status = result["status"].as_u64().unwrap_or(0);
+            match status {
+                200..=299 => {}
+                // The index holds an equal or newer version: nothing to do.
+                409 => {}
+                _ => {
+                    if result["error"]["type"] == "index_not_found_exception" {
+                        missing_index = true;
+                    }
+                    overloaded |= status == 429 || status >= 500;
+                    failures.push(result["error"].to_string());
+                }
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        if missing_index {
+            self.ensured.store(false, Ordering::Relaxed);
+        }
+        let message = format!(
+            "bulk: {} of {} documents failed, first: {}",
+            failures.len(),
+            rows.len(),
+            failures[0]
+        );
+        // A wiped cluster (the alias gone) or an overloaded one is an
+        // outage: the next `ensure` recreates the index, and the jobs wait
+        // without spending attempts.
+        if missing_index || overloaded {
+            Err(StoreError::SearchUnavailable(message))
+        } else {
+            Err(StoreError::Search(message))
+        }
+    }
+}
+
+#[async_trait]
+impl SearchIndex for Elastic {
+    fn kind(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.send(Method::Get, "/", None).await?.ok("ping")?;
+        Ok(())
+    }
+
+    async fn ensure(&self) -> Result<()> {
+        if self.ensured.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.put_template().await?;
+        if self.aliased().await?.is_empty() {
+            // Every process races to the same first name, so at most one
+            // index is created, whoever wins.
+            let first = self.generation_index(FIRST_GENERATION);
+            self.create_index(
+                &first,
+                json!({ "aliases": { &self.alias: { "is_write_index": true } } }),
+            )
+            .await?;
+        }
+        self.ensured.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn index(&self, target: &Target, rows: &[MessageRow]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let index = match target {
+            Target::Live => {
+                self.ensure().await?;
+                self.alias.clone()
+            }
+            Target::Generation(name) => self.generation_index(name),
+        };
+        self.bulk(&index, rows).await
+    }
+
+    async fn search(
+        &self,
+        chat: ChatKey,
+        query: &str,
+        limit: usize,
+        after: Option<Cursor>,
+    ) -> Result<SearchPage> {
+        // The same rule as the embedded backend: a query with no word to
+        // match (only punctuation or emoji) matches nothing.
+        if super::text::query_words(query).is_empty() || limit == 0 {
+            return Ok(SearchPage::default());
+        }
+        let body = dsl::search(chat, query, limit, after);
+        let reply = self
+            .send(
+                Method::Post,
+                &format!("/{}/_search", self.alias),
+                Some(body.to_string()),
+            )
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(SearchPage::default());
+        }
+        let body = reply.ok("search")?;
+        let hits: Vec<Hit> = serde_json::from_value(body["hits"]["hits"].clone())?;
+        let mut page = SearchPage::default();
+        let mut last = None;
+        for hit in hits {
+            if page.hits.len() == limit {
+                page.next_after = last;
+                break;
+            }
+            let score = hit.sort.first().and_then(Value::as_f64).unwrap_or(0.0) as f32;
+            last = Some(Cursor {
+                score,
+                number: hit.source.number,
+            });
+            page.hits.push(hit.source);
+        }
+        Ok(page)
+    }
+
+    async fn counts(&self, chats: &[ChatKey]) -> Result<Vec<u64>> {
+        if chats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reply = self
+            .send(
+                Method::Post,
+                &format!("/{}/_search", self.alias),
+                Some(dsl::counts(chats).to_string()),
+            )
+            .await?;
+        let body = reply.ok("count per chat")?;
+        let mut found = std::collections::HashMap::new();
+        for bucket in body["aggregations"]["per_chat"]["buckets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(key), Some(n)) = (bucket["key"].as_str(), bucket["doc_count"].as_u64()) {
+                found.insert(key.to_owned(), n);
+            }
+        }
+        Ok(chats
+            .iter()
+            .map(|c| found.get(&c.term()).copied().unwrap_or(0))
+            .collect())
+    }
+
+    async fn numbers(&self, chat: ChatKey) -> Result<Vec<i64>> {
+        let mut numbers = Vec::new();
+        let mut after = None;
+        loop {
+            let reply = self
+                .send(
+                    Method::Post,
+                    &format!("/{}/_search", self.alias),
+                    Some(dsl::numbers(chat, after, NUMBERS_PAGE).to_string()),
+                )
+                .await?;
+            let body = reply.ok("list numbers")?;
+            let page: Vec<i64> = body["hits"]["hits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h["sort"][0].as_i64())
+                .collect();
+            numbers.extend(&page);
+            if page.len() < NUMBERS_PAGE {
+                return Ok(numbers);
+            }
+            after = page.last().copied();
+        }
+    }
+
+    async fn delete(&self, chat: ChatKey, numbers: &[i64]) -> Result<()> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let body = dsl::bulk_delete(&self.alias, chat, numbers);
+        let body = self
+            .send(Method::Post, "/_bulk", Some(body))
+            .await?
+            .ok("bulk delete")?;
+        let failed = body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| {
+                let status = i["delete"]["status"].as_u64().unwrap_or(0);
+                // 404: already gone.
+                !(200..300).contains(&status) && status != 404
+            })
+            .count();
+        if failed > 0 {
+            return Err(StoreError::Search(format!("bulk delete: {failed} failed")));
+        }
+        Ok(())
+    }
+
+    async fn create_generation(&self, name: &str, fresh: bool) -> Result<()> {
+        self.put_template().await?;
+        let index = self.generation_index(name);
+        if fresh {
+            let reply = self
+                .send(Method::Delete, &format!("/{index}"), None)
+                .await?;
+            if reply.status != StatusCode::NOT_FOUND {
+                reply.ok("delete unfinished generation")?;
+            }
+        }
+        // Bulk loading: no refreshes until it is promoted.
+        self.create_index(
+            &index,
+            json!({ "settings": { "index": { "refresh_interval": "-1" } } }),
+        )
+        .await
+    }
+
+    async fn promote_generation(&self, name: &str) -> Result<()> {
+        let index = self.generation_index(name);
+        self.send(
+            Method::Put,
+            &format!("/{index}/_settings"),
+            Some(json!({ "index": { "refresh_interval": null } }).to_string()),
+        )
+        .await?
+        .ok("restore refresh interval")?;
+        self.send(Method::Post, &format!("/{index}/_refresh"), None)
+            .await?
+            .ok("refresh")?;
+        let old = self.aliased().await?;
+        let mut actions: Vec<Value> = old
+            .iter()
+            .filter(|o| **o != index)
+            .map(|o| json!({ "remove": { "index": o, "alias": self.alias } }))
+            .collect();
+        actions.push(
+            json!({ "add": { "index": index, "alias": self.alias, "is_write_index": true } }),
+        );
+        self.send(
+            Method::Post,
+            "/_aliases",
+            Some(json!({ "actions": actions }).to_string()),
+        )
+        .await?
+        .ok("swap alias")?;
+        for o in old.iter().filter(|o| **o != index) {
+            let reply = self.send(Method::Delete, &format!("/{o}"), None).await?;
+            if !reply.status.is_success() {
+                tracing::warn!(index = %o, status = %reply.status, "could not delete the old generation");
+            }
+        }
+        Ok(())
+    }
+}
