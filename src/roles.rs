@@ -173,25 +173,13 @@ fn dashboard_config(settings: &Settings, addr: std::net::SocketAddr) -> Dashboar
         }
     };
     let scheduler = settings.scheduler();
-    let secs = |d: std::time::Duration| Some(d.as_secs());
-    let schedules = vec![
-        Schedule {
-            task: "counts",
-            every_secs: secs(scheduler.counts_every),
-        },
-        Schedule {
-            task: "counts_full",
-            every_secs: secs(scheduler.counts_full_every),
-        },
-        Schedule {
-            task: "housekeeping",
-            every_secs: secs(scheduler.housekeeping_every),
-        },
-        Schedule {
-            task: "search_drift",
-            every_secs: scheduler.search_drift_every.map(|d| d.as_secs()),
-        },
-    ];
+    let schedules = chat_scheduler::Task::ALL
+        .into_iter()
+        .map(|task| Schedule {
+            task,
+            every_secs: scheduler.every(task).map(|d| d.as_secs()),
+        })
+        .collect();
     DashboardConfig {
         token,
         schedules,

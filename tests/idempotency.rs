@@ -184,8 +184,8 @@ async fn a_write_whose_answer_was_lost_is_not_made_twice() {
                 chat,
                 "written once".into(),
                 WriteMeta {
-                    trace: None,
                     idempotency: Some(link),
+                    ..Default::default()
                 },
             )
         };

@@ -1,12 +1,12 @@
-//! `ApiError`: every failure a handler can return, and its RFC 9457
-//! `application/problem+json` rendering. Statuses are chosen here only.
+//! `ApiError`: every failure a handler can return, and the status and
+//! problem kind of each, chosen here only; `chat_problem` renders them.
 use axum::{
-    Json,
-    http::{HeaderValue, StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use chat_links::StoreError;
-use serde::Serialize;
+pub use chat_problem::Problem;
+use chat_problem::StoreFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -44,23 +44,6 @@ pub enum ApiError {
     OutcomeUnknown(String),
     #[error("{0}")]
     Internal(String),
-}
-
-/// An RFC 9457 problem: every error response, as `application/problem+json`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Problem<'a> {
-    /// Names the kind of problem; stable, so clients may match on it.
-    #[serde(rename = "type")]
-    #[schema(example = "/problems/not-found")]
-    kind: &'a str,
-    /// The status's reason phrase.
-    #[schema(example = "Not Found")]
-    title: &'a str,
-    #[schema(minimum = 400, maximum = 599, example = 404)]
-    status: u16,
-    /// What went wrong with this request, for a person to read.
-    #[schema(example = "application not found")]
-    detail: String,
 }
 
 impl ApiError {
@@ -102,49 +85,27 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug) = self.parts();
-        let kind = format!("/problems/{slug}");
         let detail = match &self {
             // The cause was logged where it happened; clients get no internals.
             ApiError::Internal(_) => "the server failed to handle this request".to_owned(),
             other => other.to_string(),
         };
-        let mut response = (
-            status,
-            Json(Problem {
-                kind: &kind,
-                title: status.canonical_reason().unwrap_or("Error"),
-                status: status.as_u16(),
-                detail,
-            }),
-        )
-            .into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        response
+        Problem::new(status, slug, detail).response()
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound => ApiError::NotFound("resource"),
+        match StoreFailure::from(e) {
+            StoreFailure::NotFound => ApiError::NotFound("resource"),
             // `rate_limit::enforce` answers with the limit's figures.
-            StoreError::RateLimited => ApiError::TooManyRequests("rate limit exceeded".into()),
-            StoreError::SearchNotConfigured => ApiError::SearchNotConfigured,
-            StoreError::OutcomeUnknown(e) => {
-                tracing::warn!(error = %e, "a write's outcome is unknown");
-                ApiError::outcome_unknown()
-            }
-            e if e.is_unavailable() => {
-                tracing::warn!(error = %e, "storage unavailable");
+            StoreFailure::RateLimited => ApiError::TooManyRequests("rate limit exceeded".into()),
+            StoreFailure::SearchNotConfigured => ApiError::SearchNotConfigured,
+            StoreFailure::OutcomeUnknown => ApiError::outcome_unknown(),
+            StoreFailure::Unavailable => {
                 ApiError::Unavailable("storage is unavailable, retry later".into())
             }
-            other => {
-                tracing::error!(error = %other, "storage failure");
-                ApiError::Internal(other.to_string())
-            }
+            StoreFailure::Internal => ApiError::Internal("storage failure".into()),
         }
     }
 }

@@ -15,19 +15,17 @@ use crate::Observed;
 use axum::{
     Router,
     extract::{MatchedPath, Request, State},
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderValue, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
 use chat_observability::{
     metrics::{self, metrics},
-    otel,
+    otel, spans,
 };
 use chat_queue::QueueName;
-use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
-use tracing::{Instrument, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::Instrument;
 
 #[derive(Clone)]
 struct Route(String);
@@ -53,18 +51,6 @@ async fn tag_route(request: Request, next: Next) -> Response {
 /// The response header that tells a client which trace to quote.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
 
-struct Headers<'a>(&'a HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
 async fn record(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let started = Instant::now();
@@ -75,19 +61,16 @@ async fn record(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let span = tracing::info_span!(
-        "http request",
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = %method,
-        "http.request.header.x-request-id" = %request_id,
-        http.route = Empty,
-        http.response.status_code = Empty,
-    );
+    let span = spans::http_server(method.as_str(), &request_id);
     if traced {
-        let parent = global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
-        // Fails only if the span is filtered out of the OpenTelemetry layer.
-        let _ = span.set_parent(parent);
+        let carried: Vec<(&str, &str)> = ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|name| {
+                let value = request.headers().get(name)?.to_str().ok()?;
+                Some((name, value))
+            })
+            .collect();
+        spans::continue_remote(&span, &carried);
     }
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
@@ -96,23 +79,10 @@ async fn record(request: Request, next: Next) -> Response {
         .get::<Route>()
         .map_or("unmatched", |r| r.0.as_str())
         .to_owned();
-    span.record("http.route", route.as_str());
-    span.record("http.response.status_code", i64::from(status));
-    if status >= 500 {
-        span.record("otel.status_code", "error");
-    }
-    if traced {
-        // The route is known only now, and a started span ignores a
-        // recorded `otel.name`, so the name is set on the OpenTelemetry
-        // span itself.
-        let context = span.context();
-        context.span().update_name(format!("{method} {route}"));
-        let trace = context.span().span_context().clone();
-        if trace.is_valid()
-            && let Ok(value) = HeaderValue::from_str(&trace.trace_id().to_string())
-        {
-            response.headers_mut().insert(TRACE_ID_HEADER, value);
-        }
+    if let Some(trace_id) = spans::finish_http(&span, method.as_str(), &route, status)
+        && let Ok(value) = HeaderValue::from_str(&trace_id)
+    {
+        response.headers_mut().insert(TRACE_ID_HEADER, value);
     }
     let elapsed = started.elapsed();
     // An access log line, off by default; inside the span, so it carries

@@ -11,25 +11,26 @@
 //! service, and the write itself then fails or succeeds on its own.
 //!
 //! A chat or message write on Redis spends no round trip on its limits:
-//! they are folded into the intake's accept script, which checks them in
-//! the call that accepts the write (`ratelimit::folded`). A write that
+//! they ride in the write to the intake's accept script, which checks them
+//! in the call that accepts the write (`ratelimit::folded`). Which routes
+//! write through the intake is `routes::INTAKE_WRITES`. A write that
 //! ends without an accept (refused by validation, unknown chat, nothing to
 //! change) is counted after the fact, and answered 429 if it was over the
 //! limit: it changed nothing, so it can still be refused.
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, MatchedPath, Request, State},
     http::{HeaderMap, HeaderValue, Method},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use chat_store::{
-    ratelimit::{Limit, Verdict, folded},
+    ratelimit::{Limit, Verdict, folded::Folded},
     repo::applications::token_digest,
 };
 
-use crate::{ApiError, AppState, under_api};
+use crate::{ApiError, AppState, routes, under_api};
 
 /// The limits, each in requests per `window`; 0 turns one off.
 #[derive(Clone, Debug)]
@@ -136,15 +137,6 @@ fn describe(headers: &mut HeaderMap, v: &Verdict) {
     set("ratelimit-reset", secs_up(v.reset));
 }
 
-/// Whether the request is a write that goes through the intake: a chat or
-/// a message created or changed.
-fn accepts_through_intake(req: &Request) -> bool {
-    let write = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    write
-        && token_in(req.uri().path())
-            .is_some_and(|(_, rest)| rest == "/chats" || rest.starts_with("/chats/"))
-}
-
 fn refusal(verdict: &Verdict, config: &RateLimits) -> Response {
     let wait = secs_up(verdict.retry_after).max(1);
     let mut refused = ApiError::TooManyRequests(format!(
@@ -169,7 +161,11 @@ async fn check(state: &AppState, limits: &[Limit]) -> Option<Verdict> {
     }
 }
 
-pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn enforce(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let config = &state.config.rate_limits;
     if !config.enabled || !under_api(req.uri().path()) {
         return next.run(req).await;
@@ -178,25 +174,29 @@ pub(crate) async fn enforce(State(state): State<AppState>, req: Request, next: N
     if limits.is_empty() {
         return next.run(req).await;
     }
-    let (mut response, verdict) =
-        if state.deps.intake.folds_rate_limits() && accepts_through_intake(&req) {
-            let (response, folded) = folded::within(limits.clone(), next.run(req)).await;
-            let verdict = match folded {
-                Some(v) => Some(v),
-                None => check(&state, &limits).await,
-            };
-            match verdict {
-                // Refused in the accept (which wrote nothing), or counted
-                // after a request that accepted nothing.
-                Some(v) if !v.allowed => (refusal(&v, config), Some(v)),
-                other => (response, other),
-            }
-        } else {
-            match check(&state, &limits).await {
-                Some(v) if !v.allowed => (refusal(&v, config), Some(v)),
-                other => (next.run(req).await, other),
-            }
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let folds = state.deps.intake.folds_rate_limits()
+        && route.is_some_and(|r| routes::accepts_through_intake(req.method(), r.as_str()));
+    let (mut response, verdict) = if folds {
+        let folded = Folded::new(limits.clone());
+        req.extensions_mut().insert(folded.clone());
+        let response = next.run(req).await;
+        let verdict = match folded.verdict() {
+            Some(v) => Some(v),
+            None => check(&state, &limits).await,
         };
+        match verdict {
+            // Refused in the accept (which wrote nothing), or counted
+            // after a request that accepted nothing.
+            Some(v) if !v.allowed => (refusal(&v, config), Some(v)),
+            other => (response, other),
+        }
+    } else {
+        match check(&state, &limits).await {
+            Some(v) if !v.allowed => (refusal(&v, config), Some(v)),
+            other => (next.run(req).await, other),
+        }
+    };
     if let Some(verdict) = verdict {
         describe(response.headers_mut(), &verdict);
     }
@@ -220,33 +220,28 @@ mod tests {
     }
 
     #[test]
-    fn only_chat_and_message_writes_go_through_the_intake() {
-        let req = |method: Method, path: &str| {
-            Request::builder()
-                .method(method)
-                .uri(path)
-                .body(axum::body::Body::empty())
-                .unwrap()
-        };
-        for (method, path, through) in [
-            (Method::POST, "/api/v1/applications/t/chats", true),
-            (Method::PATCH, "/api/v1/applications/t/chats/1", true),
-            (
-                Method::PUT,
-                "/api/v1/applications/t/chats/1/messages/2",
-                true,
-            ),
-            (Method::GET, "/api/v1/applications/t/chats", false),
-            (Method::POST, "/api/v1/applications", false),
-            (Method::PUT, "/api/v1/applications/t", false),
-            (Method::POST, "/api/v1/applications/t/chatsx", false),
-        ] {
-            assert_eq!(
-                accepts_through_intake(&req(method.clone(), path)),
-                through,
-                "{method} {path}"
+    fn every_intake_write_is_a_documented_operation_of_chats_or_messages() {
+        let doc = serde_json::to_value(crate::openapi::document()).unwrap();
+        for (method, route) in routes::INTAKE_WRITES {
+            let documented = doc["paths"][route][method.as_str().to_lowercase()].as_object();
+            assert!(documented.is_some(), "{method} {route} is not an operation");
+            assert!(
+                route.contains("/chats"),
+                "{route} is no chat or message write"
             );
         }
+        assert!(routes::accepts_through_intake(
+            &Method::POST,
+            "/api/v1/applications/{token}/chats"
+        ));
+        assert!(!routes::accepts_through_intake(
+            &Method::POST,
+            "/api/v1/applications"
+        ));
+        assert!(!routes::accepts_through_intake(
+            &Method::GET,
+            "/api/v1/applications/{token}/chats"
+        ));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! reserve and enqueue in one atomic step, so the two spans cover the
 //! same call; they stay separate because an SRE looks for each by name.
 use chat_links::StoreError;
-use chat_observability::propagate;
+use chat_observability::{
+    propagate,
+    spans::{self, Destination},
+};
 use chat_queue::QueueName;
 use chat_store::intake::WriteMeta;
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use crate::{AppState, write::WriteContext};
 
@@ -21,11 +24,11 @@ pub(crate) enum Reserving {
 }
 
 impl Reserving {
-    fn span_name(self) -> &'static str {
+    fn what(self) -> &'static str {
         match self {
-            Reserving::ChatNumber => "reserve chat number",
-            Reserving::MessageNumber => "reserve message number",
-            Reserving::Version => "reserve version",
+            Reserving::ChatNumber => "chat number",
+            Reserving::MessageNumber => "message number",
+            Reserving::Version => "version",
         }
     }
 }
@@ -47,20 +50,13 @@ pub(crate) async fn traced<T>(
     if !propagate::sampled(&tracing::Span::current()) {
         return accept(write.meta(None)).await;
     }
-    let reserve = tracing::info_span!(
-        "reserve",
-        otel.name = reserving.span_name(),
-        otel.status_code = Empty,
-    );
-    let send = tracing::info_span!(
-        parent: &reserve,
-        "send",
-        otel.name = queue.send_span_name(),
-        otel.kind = "producer",
-        otel.status_code = Empty,
-        messaging.system = state.deps.queue.system(),
-        messaging.destination.name = queue.as_str(),
-        messaging.operation.type = "send",
+    let reserve = spans::reserve(reserving.what());
+    let send = spans::send(
+        Destination {
+            queue: queue.as_str(),
+            system: state.deps.queue.system(),
+        },
+        Some(&reserve),
     );
     let trace = propagate::traceparent(&send);
     let result = accept(write.meta(trace))
@@ -68,8 +64,8 @@ pub(crate) async fn traced<T>(
         .instrument(reserve.clone())
         .await;
     if result.is_err() {
-        send.record("otel.status_code", "error");
-        reserve.record("otel.status_code", "error");
+        spans::failed(&send);
+        spans::failed(&reserve);
     }
     result
 }

@@ -1,6 +1,7 @@
 //! What a write handler carries to storage besides its row: the marker
-//! that tells the load shedder the write has reached storage, and the
-//! `Idempotency-Key` run it belongs to.
+//! that tells the load shedder the write has reached storage, the
+//! `Idempotency-Key` run it belongs to, and the rate limits the intake
+//! checks in its accept.
 //!
 //! Once a write has reached storage, its outcome can no longer be "not
 //! done, retry": the shedder then waits for it a while longer instead of
@@ -14,7 +15,7 @@ use std::{
 };
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use chat_store::{idempotency::Link, intake::WriteMeta};
+use chat_store::{idempotency::Link, intake::WriteMeta, ratelimit::folded::Folded};
 
 /// Set once the request's write has been handed to storage.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +32,9 @@ impl Reached {
 pub(crate) struct WriteContext {
     reached: Option<Reached>,
     idempotency: Option<Link>,
+    /// The request's rate limits, when the limiter left them for the
+    /// intake to check (see `rate_limit`).
+    limits: Option<Folded>,
 }
 
 impl WriteContext {
@@ -46,6 +50,7 @@ impl WriteContext {
         WriteMeta {
             trace,
             idempotency: self.idempotency.clone(),
+            limits: self.limits.clone(),
         }
     }
 
@@ -62,6 +67,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WriteContext {
         Ok(Self {
             reached: parts.extensions.get::<Reached>().cloned(),
             idempotency: parts.extensions.get::<Link>().cloned(),
+            limits: parts.extensions.get::<Folded>().cloned(),
         })
     }
 }

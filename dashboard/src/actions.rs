@@ -23,6 +23,10 @@ use crate::{
 };
 
 /// Most dead jobs one "retry all" looks at: the newest ones, a bounded scan.
+mod trail;
+
+use trail::record;
+
 pub(crate) const RETRY_ALL_SCAN: usize = 1000;
 /// Job ids a bulk action's audit summary lists before it says "and N more".
 const IDS_IN_SUMMARY: usize = 50;
@@ -182,68 +186,6 @@ fn confirm_page(
         },
     )
     .into_response()
-}
-
-/// Records each job the action touched, under the handle it goes on with,
-/// then, for many, one summary naming them.
-async fn record(
-    d: &Dashboard,
-    op: &Operator,
-    action: Action,
-    q: QueueName,
-    done: &[Touched],
-    bulk: Option<&Fields>,
-) -> Result<(), DashError> {
-    let db = &d.deps.db;
-    for t in done {
-        let mut detail = Vec::new();
-        if t.was != t.now {
-            detail.push(format!("was {}", t.was));
-        }
-        if bulk.is_some() {
-            detail.push(format!("one of {} in a bulk {}", done.len(), action.slug()));
-        }
-        let detail = (!detail.is_empty()).then(|| detail.join("; "));
-        audit::record(
-            db,
-            &op.name,
-            action.slug(),
-            q.as_str(),
-            Some(JobRef {
-                id: &t.now,
-                key: &t.key,
-            }),
-            detail.as_deref(),
-        )
-        .await?;
-    }
-    if let Some(f) = bulk {
-        let mut summary = format!("{} jobs", done.len());
-        if let Some(error) = &f.error {
-            summary.push_str(&format!(" whose errors contain {error:?}"));
-        }
-        if !done.is_empty() {
-            let shown: Vec<&str> = done
-                .iter()
-                .take(IDS_IN_SUMMARY)
-                .map(|t| t.was.as_str())
-                .collect();
-            summary.push_str(&format!(": {}", shown.join(", ")));
-            if done.len() > IDS_IN_SUMMARY {
-                summary.push_str(&format!(" and {} more", done.len() - IDS_IN_SUMMARY));
-            }
-        }
-        audit::record(
-            db,
-            &op.name,
-            &format!("{}_bulk", action.slug()),
-            q.as_str(),
-            None,
-            Some(&summary),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 fn back(url: &str, notice: &str) -> Response {
@@ -414,25 +356,4 @@ pub(crate) fn urlencoding(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_form_keeps_every_selected_id() {
-        let f = Fields::parse(b"id=1-0&id=2-0&action=cancel&csrf=x&error=&all=on");
-        assert_eq!(f.ids, ["1-0", "2-0"]);
-        assert_eq!(f.action().unwrap(), Action::Cancel);
-        assert!(f.all);
-        assert_eq!(f.error, None, "an empty filter is no filter");
-    }
-
-    #[test]
-    fn each_state_offers_only_what_it_can_do() {
-        assert!(allowed(Action::Cancel, JobState::Pending).is_ok());
-        assert!(allowed(Action::RetryNow, JobState::Retrying).is_ok());
-        assert!(allowed(Action::Retry, JobState::Dead).is_ok());
-        assert!(allowed(Action::Cancel, JobState::InFlight).is_err());
-        assert!(allowed(Action::RetryNow, JobState::Pending).is_err());
-        assert!(allowed(Action::Discard, JobState::Done).is_err());
-    }
-}
+mod tests;

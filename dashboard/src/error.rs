@@ -1,10 +1,9 @@
 //! Every way a dashboard request can fail, rendered as RFC 9457
-//! `application/problem+json`, except an unauthenticated page request,
+//! `application/problem+json` by `chat_problem`, as the API's are, except an unauthenticated page request,
 //! which is sent to the login form. [`as_html`] turns the problems of page
 //! routes into pages with the navigation and a search form around them;
 //! the JSON twins under `/admin/api` keep problem+json.
 use axum::{
-    Json,
     body::to_bytes,
     extract::{Request, State},
     http::{StatusCode, header},
@@ -12,7 +11,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use chat_links::StoreError;
-use serde::{Deserialize, Serialize};
+use chat_problem::{Problem, StoreFailure};
 
 use crate::{Dashboard, auth, pages};
 
@@ -29,15 +28,26 @@ pub enum DashError {
     NotFound(&'static str),
     BadRequest(String),
     Unavailable(String),
+    /// A fault no operator action fixes; the cause is in the log.
+    Internal,
     /// This address failed the token too often; retry after this long.
     TooManyAttempts(std::time::Duration),
 }
 
 impl From<StoreError> for DashError {
-    /// Logged here, once, where a backend's failure becomes an answer.
+    /// Logged once, by `StoreFailure`, where a backend's failure becomes an
+    /// answer.
     fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "dashboard: a backend failed");
-        DashError::Unavailable(e.to_string())
+        match StoreFailure::from(e) {
+            StoreFailure::NotFound => DashError::NotFound("record"),
+            StoreFailure::Unavailable | StoreFailure::OutcomeUnknown => {
+                DashError::Unavailable("a backend is unavailable; retry in a moment".into())
+            }
+            StoreFailure::SearchNotConfigured => {
+                DashError::Unavailable("search is not configured on this process".into())
+            }
+            StoreFailure::RateLimited | StoreFailure::Internal => DashError::Internal,
+        }
     }
 }
 
@@ -49,19 +59,13 @@ impl DashError {
             | DashError::BadRequest(detail)
             | DashError::Forbidden(detail) => detail.clone(),
             DashError::NotFound(what) => format!("{what} not found"),
+            DashError::Internal => INTERNAL.to_owned(),
             other => format!("{other:?}"),
         }
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Problem {
-    #[serde(rename = "type")]
-    kind: String,
-    title: String,
-    status: u16,
-    detail: String,
-}
+const INTERNAL: &str = "the dashboard failed to handle this request; the server log has the cause";
 
 impl IntoResponse for DashError {
     fn into_response(self) -> Response {
@@ -109,40 +113,26 @@ impl IntoResponse for DashError {
                 "Service Unavailable",
                 detail,
             ),
+            DashError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal Server Error",
+                INTERNAL.to_owned(),
+            ),
             DashError::TooManyAttempts(wait) => {
-                let mut response = (
+                let mut response = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    Json(Problem {
-                        kind: "/problems/too-many-attempts".into(),
-                        title: "Too Many Requests".into(),
-                        status: 429,
-                        detail: too_many_attempts(wait),
-                    }),
+                    "too-many-attempts",
+                    too_many_attempts(wait),
                 )
-                    .into_response();
-                let headers = response.headers_mut();
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/problem+json"),
-                );
-                headers.insert(header::RETRY_AFTER, retry_after(wait));
+                .response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, retry_after(wait));
                 return response;
             }
         };
-        let mut response = (
-            status,
-            Json(Problem {
-                kind: format!("/problems/{slug}"),
-                title: title.into(),
-                status: status.as_u16(),
-                detail,
-            }),
-        )
-            .into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/problem+json"),
-        );
+        let mut response = Problem::new(status, slug, detail).titled(title).response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -165,7 +155,6 @@ pub(crate) fn retry_after(wait: std::time::Duration) -> header::HeaderValue {
     header::HeaderValue::from(wait.as_secs().max(1))
 }
 
-const PROBLEM_JSON: &str = "application/problem+json";
 /// A problem body is a few hundred bytes; anything longer is not ours.
 const PROBLEM_MAX: usize = 64 * 1024;
 
@@ -187,7 +176,7 @@ pub(crate) async fn as_html(State(d): State<Dashboard>, request: Request, next: 
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+        .is_some_and(|v| v.as_bytes() == chat_problem::CONTENT_TYPE.as_bytes());
     if !is_problem {
         return response;
     }

@@ -3,7 +3,7 @@
 //! repaired drift are kept apart from the routine ones (see
 //! `runs::trim`), so a repair stays on the page long after it happened.
 use axum::{Extension, extract::State};
-use chat_ops::runs::{self, RunRecord};
+use chat_ops::runs::{self, RunRecord, Task};
 use maud::{Markup, html};
 
 use crate::{Dashboard, auth::Operator, error::DashError, pages::layout};
@@ -15,15 +15,8 @@ const RUNS_SHOWN: u64 = 10;
 /// in seconds, or `None` when it is turned off.
 #[derive(Clone, Debug)]
 pub struct Schedule {
-    pub task: &'static str,
+    pub task: Task,
     pub every_secs: Option<u64>,
-}
-
-/// Ticks fall on multiples of the interval since the epoch (the
-/// scheduler's own rule), so the next one is computable here.
-fn next_tick(every_secs: u64, now_secs: i64) -> i64 {
-    let every = every_secs.max(1) as i64;
-    (now_secs / every + 1) * every
 }
 
 fn at(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -85,7 +78,7 @@ pub(crate) async fn scheduler_page(
     let now = chat_links::now_millis() / 1000;
     let mut sections = Vec::new();
     for schedule in &d.config.schedules {
-        let runs = runs::recent(&d.deps.db, Some(schedule.task), RUNS_SHOWN).await?;
+        let runs = runs::recent(&d.deps.db, Some(schedule.task.name()), RUNS_SHOWN).await?;
         sections.push((schedule, runs));
     }
     Ok(layout(
@@ -95,13 +88,13 @@ pub(crate) async fn scheduler_page(
         html! {
             h1 { "Scheduler" }
             @for (schedule, runs) in &sections {
-                section.task data-task=(schedule.task) {
-                    h2 { (schedule.task) }
+                section.task data-task=(schedule.task.name()) {
+                    h2 { (schedule.task.name()) }
                     p {
                         @match schedule.every_secs {
                             Some(every) => {
                                 "every " (every) " s; next tick due "
-                                (at(chrono::DateTime::from_timestamp(next_tick(every, now), 0).unwrap_or_default()))
+                                (at(chrono::DateTime::from_timestamp(runs::next_tick(every, now.max(0) as u64) as i64, 0).unwrap_or_default()))
                             }
                             None => "turned off",
                         }
@@ -126,7 +119,7 @@ async fn last_finished(d: &Dashboard, task: &str) -> Result<Option<RunRecord>, D
 /// made stale, which is routine; the full recount and the search check
 /// find drift, and repair it.
 struct Check {
-    task: &'static str,
+    task: Task,
     what: &'static str,
     /// Whether touching rows means something had drifted.
     finds_drift: bool,
@@ -134,17 +127,17 @@ struct Check {
 
 const CHECKS: [Check; 3] = [
     Check {
-        task: "counts",
+        task: Task::Counts,
         what: "Counts, incremental: the chats and applications written since the last run",
         finds_drift: false,
     },
     Check {
-        task: "counts_full",
+        task: Task::CountsFull,
         what: "Counts, full: every chat and application",
         finds_drift: true,
     },
     Check {
-        task: "search_drift",
+        task: Task::SearchDrift,
         what: "Search drift: per-chat counts, database against the search index",
         finds_drift: true,
     },
@@ -178,9 +171,9 @@ pub(crate) async fn health_page(
     let mut rows = Vec::new();
     let mut repairs = Vec::new();
     for check in &CHECKS {
-        rows.push((check, last_finished(&d, check.task).await?));
+        rows.push((check, last_finished(&d, check.task.name()).await?));
         if check.finds_drift {
-            for run in runs::repairs(&d.deps.db, check.task, REPAIRS_SHOWN).await? {
+            for run in runs::repairs(&d.deps.db, check.task.name(), REPAIRS_SHOWN).await? {
                 repairs.push((check, run));
             }
         }
@@ -197,8 +190,8 @@ pub(crate) async fn health_page(
                 thead { tr { th { "check" } th { "last run" } th { "outcome" } th { "rows" } th { "figures" } } }
                 tbody {
                     @for (check, run) in &rows {
-                        tr data-task=(check.task) {
-                            td { b { (check.task) } br; (check.what) }
+                        tr data-task=(check.task.name()) {
+                            td { b { (check.task.name()) } br; (check.what) }
                             @match run {
                                 Some(r) => {
                                     td { (at(r.tick_at)) }
@@ -221,8 +214,8 @@ pub(crate) async fn health_page(
                         tr { td colspan="4" { "No drift found yet." } }
                     }
                     @for (check, r) in &repairs {
-                        tr data-task=(check.task) {
-                            td { (check.task) }
+                        tr data-task=(check.task.name()) {
+                            td { (check.task.name()) }
                             td { (at(r.tick_at)) }
                             td { (r.rows_touched) }
                             (figures_cell(r))
@@ -237,13 +230,6 @@ pub(crate) async fn health_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_next_tick_is_the_next_multiple_of_the_interval() {
-        assert_eq!(next_tick(60, 120), 180);
-        assert_eq!(next_tick(60, 121), 180);
-        assert_eq!(next_tick(3600, 7199), 7200);
-    }
 
     #[test]
     fn routine_recounts_are_worded_apart_from_drift() {

@@ -1,7 +1,8 @@
 //! Coalescing jobs into bulk writes.
 //!
-//! Handlers submit rows and wait; one task per queue collects up to
-//! `max_rows` rows or waits `linger`, whichever comes first, collapses
+//! Handlers submit rows and wait; one task per queue (a
+//! `chat_links::grouping::Group`) collects up to `max_rows` rows or waits
+//! `linger`, whichever comes first, collapses
 //! several states of the same row into the newest (highest version), and
 //! writes the batch in one statement. Every waiting handler then learns
 //! whether its row committed, so each job is acked only after the commit.
@@ -24,11 +25,9 @@ use std::{collections::HashMap, hash::Hash, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chat_links::StoreError;
+use chat_links::grouping::{Group, GroupWork, Grouping, Stopped};
 use chat_queue::QueueName;
-use tokio::{
-    sync::{Semaphore, mpsc, oneshot},
-    time::{Instant, timeout_at},
-};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{
@@ -90,10 +89,8 @@ impl std::fmt::Display for WriteError {
 
 impl std::error::Error for WriteError {}
 
-type Reply = oneshot::Sender<Result<(), WriteError>>;
-
-/// One row waiting for its batch: the row, whom to tell, and its job.
-type Item<R> = (R, Reply, JobOrigin);
+/// One row waiting for its batch, and its job.
+type Item<R> = (R, JobOrigin);
 
 /// The queue a batcher writes for, and what that queue runs on, as its
 /// batch spans name them.
@@ -103,9 +100,10 @@ pub struct BatchLabel {
     pub system: &'static str,
 }
 
+/// Gathers rows into batches and writes each in one statement.
 #[derive(Clone)]
 pub struct Batcher<R> {
-    tx: mpsc::Sender<Item<R>>,
+    group: Group<Item<R>, Result<(), WriteError>>,
 }
 
 impl<R: Coalesce> Batcher<R> {
@@ -116,64 +114,53 @@ impl<R: Coalesce> Batcher<R> {
         label: BatchLabel,
         gate: Arc<Gate>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(config.max_rows * 4);
-        tokio::spawn(run(rx, writer, config, label, gate));
-        Self { tx }
+        let grouping = Grouping {
+            max: config.max_rows,
+            linger: config.linger,
+            in_flight: config.writes_in_flight,
+        };
+        let work = BatchWork {
+            writer,
+            timeout: config.write_timeout,
+            label,
+            gate,
+        };
+        Self {
+            group: Group::spawn(Arc::new(work), grouping),
+        }
     }
 
     /// Waits until `row` is committed; an error says why it was not.
     pub async fn submit(&self, row: R, origin: JobOrigin) -> Result<(), WriteError> {
-        let (reply, answer) = oneshot::channel();
         // A batcher gone is this process stopping: hand the job back whole.
-        self.tx
-            .send((row, reply, origin))
+        self.group
+            .ask((row, origin))
             .await
-            .map_err(|_| WriteError::Outage("the batcher has stopped".to_owned()))?;
-        answer
-            .await
-            .map_err(|_| WriteError::Outage("the batcher dropped the row".to_owned()))?
+            .map_err(|Stopped| WriteError::Outage("the batcher has stopped".to_owned()))?
     }
 }
 
-async fn run<R: Coalesce>(
-    mut rx: mpsc::Receiver<Item<R>>,
+struct BatchWork<R> {
     writer: Arc<dyn BulkWriter<R>>,
-    config: BatchConfig,
+    timeout: Duration,
     label: BatchLabel,
     gate: Arc<Gate>,
-) {
-    let in_flight = config.writes_in_flight.max(1);
-    let slots = Arc::new(Semaphore::new(in_flight));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+}
+
+#[async_trait]
+impl<R: Coalesce> GroupWork<Item<R>> for BatchWork<R> {
+    type Answer = Result<(), WriteError>;
+
+    async fn answer(&self, batch: Vec<Item<R>>) -> Vec<Result<(), WriteError>> {
+        let origins: Vec<&JobOrigin> = batch.iter().map(|(_, o)| o).collect();
+        let span = trace::batch(self.label.queue, self.label.system, &origins);
+        let writer = Bounded {
+            writer: self.writer.as_ref(),
+            timeout: self.timeout,
         };
-        let Some(first) = rx.recv().await else {
-            break;
-        };
-        let mut batch: Vec<Item<R>> = Vec::with_capacity(config.max_rows);
-        batch.push(first);
-        let deadline = Instant::now() + config.linger;
-        while batch.len() < config.max_rows {
-            match timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => batch.push(item),
-                _ => break,
-            }
-        }
-        let (writer, gate) = (writer.clone(), gate.clone());
-        tokio::spawn(async move {
-            let origins: Vec<&JobOrigin> = batch.iter().map(|(_, _, o)| o).collect();
-            let span = trace::batch(label.queue, label.system, &origins);
-            let writer = Bounded {
-                writer: writer.as_ref(),
-                timeout: config.write_timeout,
-            };
-            flush(batch, &writer, &gate).instrument(span).await;
-            drop(slot);
-        });
+        let rows = batch.into_iter().map(|(row, _)| row).collect();
+        flush(rows, &writer, &self.gate).instrument(span).await
     }
-    // Every sender is gone: let the writes in flight finish.
-    let _ = slots.acquire_many(in_flight as u32).await;
 }
 
 /// Keeps the newest state per key, in first-seen order.
@@ -241,42 +228,41 @@ fn classify(e: &StoreError, gate: &Gate) -> WriteError {
     }
 }
 
-async fn flush<R: Coalesce>(batch: Vec<Item<R>>, writer: &Bounded<'_, R>, gate: &Gate) {
-    let (keyed_replies, rows): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|(row, reply, _)| ((row.key(), reply), row))
-        .unzip();
+/// Writes `rows` and answers each, in order.
+async fn flush<R: Coalesce>(
+    rows: Vec<R>,
+    writer: &Bounded<'_, R>,
+    gate: &Gate,
+) -> Vec<Result<(), WriteError>> {
+    let keys: Vec<R::Key> = rows.iter().map(Coalesce::key).collect();
     if let Some((_, error)) = gate.reason() {
-        for (_, reply) in keyed_replies {
-            let _ = reply.send(Err(WriteError::Outage(error.clone())));
-        }
-        return;
+        return keys
+            .iter()
+            .map(|_| Err(WriteError::Outage(error.clone())))
+            .collect();
     }
     let rows = coalesce(rows);
     let started = Instant::now();
     let failure = match writer.write_contended(&rows).await {
         Ok(()) => {
-            tracing::debug!(jobs = keyed_replies.len(), rows = rows.len(), elapsed = ?started.elapsed(), "batch committed");
-            for (_, reply) in keyed_replies {
-                let _ = reply.send(Ok(()));
-            }
-            return;
+            tracing::debug!(jobs = keys.len(), rows = rows.len(), elapsed = ?started.elapsed(), "batch committed");
+            return keys.iter().map(|_| Ok(())).collect();
         }
         Err(e) => {
-            tracing::Span::current().record("otel.status_code", "error");
+            chat_observability::spans::failed(&tracing::Span::current());
             classify(&e, gate)
         }
     };
     let mut outcome: HashMap<R::Key, Result<(), WriteError>> = HashMap::new();
     match failure {
         WriteError::Outage(e) => {
-            tracing::warn!(jobs = keyed_replies.len(), error = %e, "batch not written: its backend is unavailable; handing its jobs back");
+            tracing::warn!(jobs = keys.len(), error = %e, "batch not written: its backend is unavailable; handing its jobs back");
             for row in &rows {
                 outcome.insert(row.key(), Err(WriteError::Outage(e.clone())));
             }
         }
         WriteError::Failed(e) => {
-            tracing::warn!(jobs = keyed_replies.len(), error = %e, "batch failed; writing its rows one by one");
+            tracing::warn!(jobs = keys.len(), error = %e, "batch failed; writing its rows one by one");
             let mut down: Option<String> = None;
             for row in rows {
                 let result = match &down {
@@ -296,213 +282,15 @@ async fn flush<R: Coalesce>(batch: Vec<Item<R>>, writer: &Bounded<'_, R>, gate: 
             }
         }
     }
-    for (key, reply) in keyed_replies {
-        let result = outcome
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| Err(WriteError::Failed("row missing from its batch".into())));
-        let _ = reply.send(result);
-    }
+    keys.iter()
+        .map(|key| {
+            outcome
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| Err(WriteError::Failed("row missing from its batch".into())))
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Clone, Debug, PartialEq)]
-    struct Row(u32, i64);
-
-    impl Coalesce for Row {
-        type Key = u32;
-        fn key(&self) -> u32 {
-            self.0
-        }
-        fn version(&self) -> i64 {
-            self.1
-        }
-    }
-
-    #[test]
-    fn coalescing_keeps_the_newest_state_of_each_row() {
-        let rows = coalesce(vec![Row(1, 5), Row(2, 1), Row(1, 9), Row(1, 7)]);
-        assert_eq!(rows, vec![Row(1, 9), Row(2, 1)]);
-    }
-
-    /// Counts how many writes overlap, and every row written.
-    #[derive(Default)]
-    struct SlowWriter {
-        now: std::sync::atomic::AtomicUsize,
-        peak: std::sync::atomic::AtomicUsize,
-        written: std::sync::Mutex<Vec<u32>>,
-    }
-
-    #[async_trait]
-    impl BulkWriter<Row> for SlowWriter {
-        async fn write(&self, rows: &[Row]) -> Result<(), StoreError> {
-            use std::sync::atomic::Ordering::SeqCst;
-            let now = self.now.fetch_add(1, SeqCst) + 1;
-            self.peak.fetch_max(now, SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            self.written
-                .lock()
-                .unwrap()
-                .extend(rows.iter().map(|r| r.0));
-            self.now.fetch_sub(1, SeqCst);
-            Ok(())
-        }
-    }
-
-    async fn peak_writes(writes_in_flight: usize) -> usize {
-        let writer = Arc::new(SlowWriter::default());
-        let batcher = Batcher::spawn(
-            writer.clone(),
-            BatchConfig {
-                max_rows: 10,
-                linger: Duration::from_millis(1),
-                writes_in_flight,
-                write_timeout: Duration::from_secs(10),
-            },
-            BatchLabel {
-                queue: QueueName::Messages,
-                system: "test",
-            },
-            open_gate(),
-        );
-        let submissions = (0..100).map(|i| {
-            let batcher = batcher.clone();
-            tokio::spawn(async move { batcher.submit(Row(i, 1), trace::Origin::untraced()).await })
-        });
-        for s in futures::future::join_all(submissions).await {
-            assert_eq!(s.unwrap(), Ok(()));
-        }
-        let mut written = writer.written.lock().unwrap().clone();
-        written.sort_unstable();
-        assert_eq!(written, (0..100).collect::<Vec<_>>(), "every row once");
-        writer.peak.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    #[tokio::test]
-    async fn batches_overlap_up_to_the_configured_writes_in_flight() {
-        assert_eq!(peak_writes(1).await, 1);
-        assert_eq!(peak_writes(3).await, 3);
-    }
-
-    /// A gate whose probe always answers.
-    fn open_gate() -> Arc<Gate> {
-        Gate::new("test", Arc::new(|| Box::pin(async { Ok(()) })))
-    }
-
-    /// Fails writes holding row `bad` as bad data, and every write while
-    /// `down` is set as an outage; counts the writes it was asked for.
-    #[derive(Default)]
-    struct Picky {
-        bad: Option<u32>,
-        down: std::sync::atomic::AtomicBool,
-        calls: std::sync::atomic::AtomicUsize,
-        stall: bool,
-    }
-
-    #[async_trait]
-    impl BulkWriter<Row> for Picky {
-        async fn write(&self, rows: &[Row]) -> Result<(), StoreError> {
-            use std::sync::atomic::Ordering::SeqCst;
-            self.calls.fetch_add(1, SeqCst);
-            if self.stall {
-                futures::future::pending::<()>().await;
-            }
-            if self.down.load(SeqCst) {
-                return Err(StoreError::Unavailable("connection refused".into()));
-            }
-            if rows.iter().any(|r| Some(r.0) == self.bad) {
-                return Err(StoreError::Other("value out of range".into()));
-            }
-            Ok(())
-        }
-    }
-
-    async fn submit_all(
-        writer: Arc<Picky>,
-        gate: Arc<Gate>,
-        rows: u32,
-    ) -> Vec<Result<(), WriteError>> {
-        let batcher = Batcher::spawn(
-            writer,
-            BatchConfig {
-                max_rows: 100,
-                linger: Duration::from_millis(20),
-                writes_in_flight: 1,
-                write_timeout: Duration::from_millis(200),
-            },
-            BatchLabel {
-                queue: QueueName::Messages,
-                system: "test",
-            },
-            gate,
-        );
-        let submissions = (0..rows).map(|i| {
-            let batcher = batcher.clone();
-            tokio::spawn(async move { batcher.submit(Row(i, 1), trace::Origin::untraced()).await })
-        });
-        futures::future::join_all(submissions)
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn a_bad_row_fails_alone_and_the_others_commit() {
-        let writer = Arc::new(Picky {
-            bad: Some(3),
-            ..Default::default()
-        });
-        let results = submit_all(writer.clone(), open_gate(), 10).await;
-        for (i, r) in results.iter().enumerate() {
-            match i {
-                3 => assert!(matches!(r, Err(WriteError::Failed(_))), "{r:?}"),
-                _ => assert_eq!(r, &Ok(()), "row {i}"),
-            }
-        }
-        let calls = writer.calls.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(calls, 11, "the batch, then each of its ten rows");
-    }
-
-    #[tokio::test]
-    async fn an_outage_hands_every_row_back_without_writing_them_one_by_one() {
-        let writer = Arc::new(Picky::default());
-        writer.down.store(true, std::sync::atomic::Ordering::SeqCst);
-        let gate = open_gate();
-        let results = submit_all(writer.clone(), gate.clone(), 10).await;
-        assert!(
-            results
-                .iter()
-                .all(|r| matches!(r, Err(WriteError::Outage(_)))),
-            "{results:?}"
-        );
-        assert_eq!(writer.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert!(gate.is_closed(), "the outage closed the gate");
-
-        // While the gate is closed, batches do not even try.
-        let more = submit_all(writer.clone(), gate, 5).await;
-        assert!(more.iter().all(|r| matches!(r, Err(WriteError::Outage(_)))));
-        assert_eq!(writer.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn a_write_with_no_answer_is_an_outage_after_the_write_timeout() {
-        let writer = Arc::new(Picky {
-            stall: true,
-            ..Default::default()
-        });
-        let gate = open_gate();
-        let started = Instant::now();
-        let results = submit_all(writer, gate.clone(), 3).await;
-        assert!(
-            results
-                .iter()
-                .all(|r| matches!(r, Err(WriteError::Outage(_))))
-        );
-        assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(gate.is_closed());
-    }
-}
+mod tests;

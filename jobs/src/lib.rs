@@ -41,6 +41,8 @@ pub mod pool;
 pub mod pulse;
 pub mod settle;
 mod telemetry;
+#[cfg(feature = "test-switches")]
+mod test_switches;
 pub mod trace;
 
 pub use deps::WorkerDeps;

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use apalis_core::{error::BoxDynError, task::data::Data};
 use async_trait::async_trait;
 use chat_links::StoreError;
-use chat_observability::propagate;
+use chat_observability::{
+    propagate,
+    spans::{self, Destination},
+};
 use chat_ops::pulse::LagStage;
 use chat_queue::{JobQueue, QueueName};
 use chat_store::{
@@ -24,25 +27,6 @@ use crate::{
     telemetry::record_write,
     trace::JobOrigin,
 };
-
-/// A failure switch for end-to-end tests of retries and dead jobs: while
-/// the file named by `CHAT_TEST_FAIL_SWITCH` exists, a message whose body
-/// contains `fail-while-switched-on` fails. Unset (always, outside tests),
-/// this is one environment lookup per process.
-mod fault {
-    use std::{path::PathBuf, sync::OnceLock};
-
-    const MARKER: &str = "fail-while-switched-on";
-
-    pub(super) fn injected(body: &str) -> bool {
-        static SWITCH: OnceLock<Option<PathBuf>> = OnceLock::new();
-        let switch =
-            SWITCH.get_or_init(|| std::env::var_os("CHAT_TEST_FAIL_SWITCH").map(PathBuf::from));
-        switch
-            .as_ref()
-            .is_some_and(|path| body.contains(MARKER) && path.exists())
-    }
-}
 
 /// Persist a chat's state (create or update).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,13 +89,12 @@ impl MessageWriter {
     /// batch's span), whose context the job carries.
     async fn send_index(&self, rows: &[MessageRow]) -> Result<(), StoreError> {
         let job = serde_json::to_string(rows)?;
-        let span = tracing::info_span!(
-            "send",
-            otel.name = QueueName::Index.send_span_name(),
-            otel.kind = "producer",
-            messaging.system = self.queue.system(),
-            messaging.destination.name = QueueName::Index.as_str(),
-            messaging.operation.type = "send",
+        let span = spans::send(
+            Destination {
+                queue: QueueName::Index.as_str(),
+                system: self.queue.system(),
+            },
+            None,
         );
         let trace = propagate::traceparent(&span);
         self.queue
@@ -182,7 +165,8 @@ pub async fn persist_message(
     batcher: Data<Batcher<MessageRow>>,
     origin: Data<JobOrigin>,
 ) -> Result<(), BoxDynError> {
-    if fault::injected(&job.0.body) {
+    #[cfg(feature = "test-switches")]
+    if crate::test_switches::failing(&job.0.body) {
         return Err("injected failure (CHAT_TEST_FAIL_SWITCH)".into());
     }
     batcher

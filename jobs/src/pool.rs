@@ -8,13 +8,19 @@ use std::{sync::Arc, time::Duration};
 
 use crate::WorkerDeps;
 use apalis::prelude::WorkerBuilderExt;
-use apalis_core::worker::{builder::WorkerBuilder, ext::ack::AcknowledgementExt};
+use apalis_core::{
+    error::BoxDynError,
+    task::data::Data,
+    worker::{builder::WorkerBuilder, ext::ack::AcknowledgementExt},
+};
 use chat_queue::{JobQueue, QueueName};
+use chat_store::model::{ChatRow, MessageRow};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::{
     backend::{QueueBackend, Shared},
-    batcher::{BatchConfig, BatchLabel, Batcher, BulkWriter},
+    batcher::{BatchConfig, BatchLabel, Batcher, BulkWriter, Coalesce},
     index::{IndexMessages, SearchWriter, index_messages},
     lease::{self, Held},
     outage::{Gate, Probe},
@@ -24,6 +30,7 @@ use crate::{
     },
     pulse::{self, Tally},
     settle::{Acker, RetryPolicy, Settler},
+    trace::JobOrigin,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -89,14 +96,14 @@ pub async fn run_pool(deps: &WorkerDeps, config: WorkerConfig, shutdown: watch::
     pulse::install(deps.writer.clone());
     let gates = Gates::new(deps);
     let pauses = OperatorPauses::watch(deps.db.clone(), shutdown.clone()).await;
-    let chats = run_chats(
+    let chats = run_queue::<PersistChat>(
         deps.clone(),
         config,
         gates.database.clone(),
         pauses.clone(),
         shutdown.clone(),
     );
-    let messages = run_messages(
+    let messages = run_queue::<PersistMessage>(
         deps.clone(),
         config,
         gates.database.clone(),
@@ -104,7 +111,8 @@ pub async fn run_pool(deps: &WorkerDeps, config: WorkerConfig, shutdown: watch::
         shutdown.clone(),
     );
     if deps.search.configured() {
-        let index = run_index(deps.clone(), config, gates.search, pauses, shutdown);
+        let index =
+            run_queue::<IndexMessages>(deps.clone(), config, gates.search, pauses, shutdown);
         tokio::join!(chats, messages, index);
     } else {
         tokio::join!(chats, messages);
@@ -129,134 +137,156 @@ fn settler(
     }
 }
 
-/// Jobs a worker claims at a time: enough to fill a batch of single rows.
-fn rows_per_batch(config: &WorkerConfig) -> usize {
-    config.batch.max_rows
+/// A queue a pool works, by the type of its jobs: where its rows go, how
+/// its jobs are retried, how many are claimed at a time, and the handler
+/// each job runs.
+pub(crate) trait QueueSpec: DeserializeOwned + Send + Sync + 'static {
+    type Row: Coalesce;
+    const QUEUE: QueueName;
+    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<Self::Row>>;
+    fn policy(config: &WorkerConfig) -> RetryPolicy {
+        config.retry
+    }
+    /// Jobs a worker holds at a time: by default enough to fill a batch
+    /// of single rows.
+    fn in_hand(config: &WorkerConfig) -> usize {
+        config.batch.max_rows
+    }
+    fn handle(
+        self,
+        batcher: Data<Batcher<Self::Row>>,
+        origin: Data<JobOrigin>,
+    ) -> impl Future<Output = Result<(), BoxDynError>> + Send;
 }
 
-/// An index job already carries a whole batch of rows, so a few jobs fill
-/// a bulk call; claiming as many as there are rows per batch would hold
-/// that many batches in memory.
-fn index_jobs_in_hand(_: &WorkerConfig) -> usize {
-    8
+impl QueueSpec for PersistChat {
+    type Row = ChatRow;
+    const QUEUE: QueueName = QueueName::Chats;
+    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<ChatRow>> {
+        Arc::new(ChatWriter {
+            db: deps.writer.clone(),
+            intake: deps.intake.clone(),
+        })
+    }
+    fn handle(
+        self,
+        batcher: Data<Batcher<ChatRow>>,
+        origin: Data<JobOrigin>,
+    ) -> impl Future<Output = Result<(), BoxDynError>> + Send {
+        persist_chat(self, batcher, origin)
+    }
 }
 
-fn chat_writer(b: &WorkerDeps) -> Arc<dyn BulkWriter<chat_store::model::ChatRow>> {
-    Arc::new(ChatWriter {
-        db: b.writer.clone(),
-        intake: b.intake.clone(),
-    })
+impl QueueSpec for PersistMessage {
+    type Row = MessageRow;
+    const QUEUE: QueueName = QueueName::Messages;
+    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<MessageRow>> {
+        Arc::new(MessageWriter {
+            db: deps.writer.clone(),
+            queue: deps.queue.clone(),
+            intake: deps.intake.clone(),
+            indexes: deps.search.configured(),
+        })
+    }
+    fn handle(
+        self,
+        batcher: Data<Batcher<MessageRow>>,
+        origin: Data<JobOrigin>,
+    ) -> impl Future<Output = Result<(), BoxDynError>> + Send {
+        persist_message(self, batcher, origin)
+    }
 }
 
-fn message_writer(b: &WorkerDeps) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
-    Arc::new(MessageWriter {
-        db: b.writer.clone(),
-        queue: b.queue.clone(),
-        intake: b.intake.clone(),
-        indexes: b.search.configured(),
-    })
+impl QueueSpec for IndexMessages {
+    type Row = MessageRow;
+    const QUEUE: QueueName = QueueName::Index;
+    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<MessageRow>> {
+        Arc::new(SearchWriter(deps.search.clone()))
+    }
+    fn policy(config: &WorkerConfig) -> RetryPolicy {
+        config.index_retry
+    }
+    /// An index job already carries a whole batch of rows, so a few jobs
+    /// fill a bulk call; claiming as many as there are rows per batch would
+    /// hold that many batches in memory.
+    fn in_hand(_: &WorkerConfig) -> usize {
+        8
+    }
+    fn handle(
+        self,
+        batcher: Data<Batcher<MessageRow>>,
+        origin: Data<JobOrigin>,
+    ) -> impl Future<Output = Result<(), BoxDynError>> + Send {
+        index_messages(self, batcher, origin)
+    }
 }
 
-fn search_writer(b: &WorkerDeps) -> Arc<dyn BulkWriter<chat_store::model::MessageRow>> {
-    Arc::new(SearchWriter(b.search.clone()))
+/// The one handler apalis runs, for any queue: its job's own.
+async fn handle<J: QueueSpec>(
+    job: J,
+    batcher: Data<Batcher<J::Row>>,
+    origin: Data<JobOrigin>,
+) -> Result<(), BoxDynError> {
+    job.handle(batcher, origin).await
 }
 
-/// Runs one queue's worker until shutdown, restarting it under a fresh
-/// name when it fails. A macro rather than a generic function because
-/// apalis's worker-builder bounds are not worth spelling out for three
-/// queues.
-macro_rules! run_queue {
-    ($fn_name:ident, $queue:expr, $job:ty, $writer:ident, $handler:ident, $policy:ident, $in_hand:expr) => {
-        async fn $fn_name(
-            deps: WorkerDeps,
-            config: WorkerConfig,
-            gate: Arc<Gate>,
-            pauses: Arc<OperatorPauses>,
-            shutdown: watch::Receiver<bool>,
-        ) {
-            let name = $queue;
-            let writer = $writer(&deps);
-            let mut batch = config.batch;
-            if deps.single_writer {
-                batch.writes_in_flight = 1;
-            }
-            let label = BatchLabel {
-                queue: name,
-                system: deps.queue.system(),
-            };
-            let batcher = Batcher::spawn(writer, batch, label, gate.clone());
-            let policy = config.$policy;
-            let in_hand: usize = $in_hand(&config);
-            let settler = settler(&deps.queue, name, policy, gate);
-            let renewing = lease::keep_renewed(
-                deps.queue.clone(),
-                name,
-                settler.held.clone(),
-                config.lease,
-            );
-            while !*shutdown.borrow() {
-                let worker_name = unique_name(name);
-                tracing::info!(worker = %worker_name, "worker starting");
-                let backend = QueueBackend::<$job>::new(
-                    deps.queue.clone(),
-                    name,
-                    in_hand,
-                    policy.max_attempts,
-                    Shared {
-                        tally: settler.tally.clone(),
-                        gate: settler.gate.clone(),
-                        held: settler.held.clone(),
-                        pauses: pauses.clone(),
-                    },
-                );
-                let heartbeat = pulse::heartbeat(
-                    deps.writer.clone(),
-                    worker_name.clone(),
-                    name,
-                    settler.tally.clone(),
-                );
-                let worker = WorkerBuilder::new(worker_name.as_str())
-                    .backend(backend)
-                    .data(batcher.clone())
-                    .ack_with(settler.clone())
-                    .concurrency(in_hand * 2)
-                    .build($handler);
-                let result = worker.run_until(stopped(shutdown.clone())).await;
-                heartbeat.stop().await;
-                supervise(result, &worker_name, &deps, name, &settler).await;
-            }
-            renewing.abort();
-        }
+/// Runs the worker of `J`'s queue until shutdown, restarting it under a
+/// fresh name when it fails.
+async fn run_queue<J: QueueSpec>(
+    deps: WorkerDeps,
+    config: WorkerConfig,
+    gate: Arc<Gate>,
+    pauses: Arc<OperatorPauses>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let name = J::QUEUE;
+    let mut batch = config.batch;
+    if deps.single_writer {
+        batch.writes_in_flight = 1;
+    }
+    let label = BatchLabel {
+        queue: name,
+        system: deps.queue.system(),
     };
+    let batcher = Batcher::spawn(J::writer(&deps), batch, label, gate.clone());
+    let policy = J::policy(&config);
+    let in_hand = J::in_hand(&config);
+    let settler = settler(&deps.queue, name, policy, gate);
+    let renewing =
+        lease::keep_renewed(deps.queue.clone(), name, settler.held.clone(), config.lease);
+    while !*shutdown.borrow() {
+        let worker_name = unique_name(name);
+        tracing::info!(worker = %worker_name, "worker starting");
+        let backend = QueueBackend::<J>::new(
+            deps.queue.clone(),
+            name,
+            in_hand,
+            policy.max_attempts,
+            Shared {
+                tally: settler.tally.clone(),
+                gate: settler.gate.clone(),
+                held: settler.held.clone(),
+                pauses: pauses.clone(),
+            },
+        );
+        let heartbeat = pulse::heartbeat(
+            deps.writer.clone(),
+            worker_name.clone(),
+            name,
+            settler.tally.clone(),
+        );
+        let worker = WorkerBuilder::new(worker_name.as_str())
+            .backend(backend)
+            .data(batcher.clone())
+            .ack_with(settler.clone())
+            .concurrency(in_hand * 2)
+            .build(handle::<J>);
+        let result = worker.run_until(stopped(shutdown.clone())).await;
+        heartbeat.stop().await;
+        supervise(result, &worker_name, &deps, name, &settler).await;
+    }
+    renewing.abort();
 }
-
-run_queue!(
-    run_chats,
-    QueueName::Chats,
-    PersistChat,
-    chat_writer,
-    persist_chat,
-    retry,
-    rows_per_batch
-);
-run_queue!(
-    run_messages,
-    QueueName::Messages,
-    PersistMessage,
-    message_writer,
-    persist_message,
-    retry,
-    rows_per_batch
-);
-run_queue!(
-    run_index,
-    QueueName::Index,
-    IndexMessages,
-    search_writer,
-    index_messages,
-    index_retry,
-    index_jobs_in_hand
-);
 
 async fn supervise(
     result: Result<(), apalis_core::error::WorkerError>,

@@ -18,11 +18,12 @@
 use std::{sync::Arc, time::Duration};
 
 use apalis_core::{error::BoxDynError, task::ExecutionContext, worker::ext::ack::Acknowledge};
+use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chat_links::StoreError;
+use chat_links::grouping::{Group, GroupWork, Grouping};
 use chat_queue::{Claimed, JobQueue, QueueName};
 use futures::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     batcher::WriteError,
@@ -59,16 +60,20 @@ impl RetryPolicy {
 /// Batches acks so a batch of 500 jobs costs one queue round trip.
 #[derive(Clone)]
 pub struct Acker {
-    tx: mpsc::UnboundedSender<AckMsg>,
+    group: Group<AckMsg, ()>,
 }
 
 enum AckMsg {
     /// The origin rides along so the job's span ends once its ack is
     /// written, not before.
     Ack(Claimed, JobOrigin),
-    /// Answered once every ack sent before it has been written.
-    Flush(oneshot::Sender<()>),
+    /// Answered once every ack sent before it has been written: one group
+    /// at a time is at work, in order.
+    Flush,
 }
+
+/// Acks handed over in one call, most per group.
+const ACKS_PER_CALL: usize = 1000;
 
 /// Tries of a settle that fails for another reason than an outage.
 const SETTLE_TRIES: u32 = 5;
@@ -103,44 +108,60 @@ where
 
 impl Acker {
     pub fn spawn(queue: Arc<dyn JobQueue>, name: QueueName, held: Arc<Held>) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<AckMsg>();
-        tokio::spawn(async move {
-            let mut msgs = Vec::new();
-            while rx.recv_many(&mut msgs, 1000).await > 0 {
-                let mut jobs = Vec::with_capacity(msgs.len());
-                let mut origins = Vec::with_capacity(msgs.len());
-                let mut flushed = Vec::new();
-                for msg in msgs.drain(..) {
-                    match msg {
-                        AckMsg::Ack(job, origin) => {
-                            jobs.push(job);
-                            origins.push(origin);
-                        }
-                        AckMsg::Flush(done) => flushed.push(done),
-                    }
-                }
-                if !jobs.is_empty() {
-                    until_settled("ack", name, || queue.ack(name, &jobs)).await;
-                    pulse::done(name, &jobs);
-                    for job in &jobs {
-                        held.release(&job.id);
-                    }
-                }
-                drop(origins);
-                for done in flushed {
-                    let _ = done.send(());
-                }
-            }
-        });
-        Self { tx }
+        let grouping = Grouping {
+            max: ACKS_PER_CALL,
+            linger: Duration::ZERO,
+            in_flight: 1,
+        };
+        let work = AckWork { queue, name, held };
+        Self {
+            group: Group::spawn(Arc::new(work), grouping),
+        }
+    }
+
+    /// Hands a done job over, to be acked with others.
+    async fn ack(&self, job: Claimed, origin: JobOrigin) {
+        // A stopped acker is this process stopping: the job's lease lapses
+        // and another worker takes it over.
+        let _ = self.group.tell(AckMsg::Ack(job, origin)).await;
     }
 
     /// Waits until every ack handed over so far has been written.
     pub async fn flush(&self) {
-        let (done, flushed) = oneshot::channel();
-        if self.tx.send(AckMsg::Flush(done)).is_ok() {
-            let _ = flushed.await;
+        let _ = self.group.ask(AckMsg::Flush).await;
+    }
+}
+
+struct AckWork {
+    queue: Arc<dyn JobQueue>,
+    name: QueueName,
+    held: Arc<Held>,
+}
+
+#[async_trait]
+impl GroupWork<AckMsg> for AckWork {
+    type Answer = ();
+
+    async fn answer(&self, group: Vec<AckMsg>) -> Vec<()> {
+        let answers = vec![(); group.len()];
+        let mut jobs = Vec::with_capacity(group.len());
+        let mut origins = Vec::with_capacity(group.len());
+        for msg in group {
+            if let AckMsg::Ack(job, origin) = msg {
+                jobs.push(job);
+                origins.push(origin);
+            }
         }
+        if !jobs.is_empty() {
+            let (queue, name) = (&self.queue, self.name);
+            until_settled("ack", name, || queue.ack(name, &jobs)).await;
+            pulse::done(name, &jobs);
+            for job in &jobs {
+                self.held.release(&job.id);
+            }
+        }
+        drop(origins);
+        answers
     }
 }
 
@@ -216,8 +237,11 @@ impl Acknowledge<()> for Settler {
                 self.tally.settled(true);
                 origin.settled("acked");
                 // The whole job: its payload goes into the done record.
-                let _ = self.acker.tx.send(AckMsg::Ack(job.clone(), origin));
-                Box::pin(async { Ok(()) })
+                let (acker, job) = (self.acker.clone(), job.clone());
+                Box::pin(async move {
+                    acker.ack(job, origin).await;
+                    Ok(())
+                })
             }
             Err(e) => {
                 let job = job.clone();

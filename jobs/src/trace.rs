@@ -19,9 +19,10 @@ use chat_observability::{
     metrics::metrics,
     otel,
     propagate::{self, Linked},
+    spans::{self, Destination},
 };
 use chat_queue::{Claimed, QueueName};
-use tracing::{Span, field::Empty};
+use tracing::Span;
 
 /// Where a job came from, kept in its task's data from claim to settle.
 #[derive(Debug)]
@@ -45,26 +46,7 @@ impl Origin {
 
     /// Records how the job was settled: `acked`, `retry` or `dead`.
     pub fn settled(&self, outcome: &'static str) {
-        self.span.record("chat.job.outcome", outcome);
-        if outcome != "acked" {
-            self.span.record("otel.status_code", "error");
-        }
-    }
-}
-
-fn receive_name(queue: QueueName) -> &'static str {
-    match queue {
-        QueueName::Chats => "receive chats",
-        QueueName::Messages => "receive messages",
-        QueueName::Index => "receive index",
-    }
-}
-
-fn process_name(queue: QueueName) -> &'static str {
-    match queue {
-        QueueName::Chats => "process chats",
-        QueueName::Messages => "process messages",
-        QueueName::Index => "process index",
+        spans::settled(&self.span, outcome);
     }
 }
 
@@ -76,19 +58,14 @@ pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> 
     let Some(sender) = job.trace.as_deref().and_then(propagate::sender) else {
         return Origin::untraced();
     };
-    let span = tracing::info_span!(
-        parent: None,
-        "receive",
-        otel.name = receive_name(queue),
-        otel.kind = "consumer",
-        otel.status_code = Empty,
-        messaging.system = system,
-        messaging.destination.name = queue.as_str(),
-        messaging.operation.type = "receive",
-        messaging.message.id = job.id.as_str(),
-        chat.job.attempt = i64::from(job.attempt),
-        chat.job.queue_wait_ms = waited_ms,
-        chat.job.outcome = Empty,
+    let span = spans::receive(
+        Destination {
+            queue: queue.as_str(),
+            system,
+        },
+        &job.id,
+        job.attempt,
+        waited_ms,
     );
     propagate::continue_from(&span, &sender);
     Arc::new(Origin {
@@ -113,16 +90,12 @@ pub(crate) fn batch(queue: QueueName, system: &'static str, origins: &[&JobOrigi
         .copied()
         .filter(|o| seen.insert(Arc::as_ptr(o)))
         .collect();
-    let span = tracing::info_span!(
-        parent: None,
-        "process",
-        otel.name = process_name(queue),
-        otel.kind = "consumer",
-        otel.status_code = Empty,
-        messaging.system = system,
-        messaging.destination.name = queue.as_str(),
-        messaging.operation.type = "process",
-        messaging.batch.message_count = jobs.len() as i64,
+    let span = spans::process(
+        Destination {
+            queue: queue.as_str(),
+            system,
+        },
+        jobs.len(),
     );
     let mut senders = HashSet::new();
     let senders: Vec<&Linked> = jobs

@@ -32,7 +32,7 @@ pub enum StoreError {
     #[error("search is not configured")]
     SearchNotConfigured,
     /// A rate limit folded into the write refused it; nothing was written.
-    /// The verdict is with the caller of `ratelimit::folded::within`.
+    /// The verdict is in the `Folded` limits the write carried.
     #[error("rate limited")]
     RateLimited,
     #[error("{0}")]
@@ -54,6 +54,24 @@ impl StoreError {
             StoreError::Db(e) => db_outage(e),
             StoreError::Redis(e) => redis_link::is_outage(e),
             _ => false,
+        }
+    }
+
+    /// The same failure again, for another caller it answers (one group's
+    /// failure answers each of its callers): its class, as
+    /// [`is_unavailable`](Self::is_unavailable) and the callers' matches
+    /// see it, and its text, without the source error, which cannot be
+    /// cloned.
+    pub fn replicate(&self) -> StoreError {
+        match self {
+            StoreError::NotFound => StoreError::NotFound,
+            StoreError::RateLimited => StoreError::RateLimited,
+            StoreError::SearchNotConfigured => StoreError::SearchNotConfigured,
+            StoreError::OutcomeUnknown(s) => StoreError::OutcomeUnknown(s.clone()),
+            StoreError::SearchUnavailable(s) => StoreError::SearchUnavailable(s.clone()),
+            StoreError::Search(s) => StoreError::Search(s.clone()),
+            e if e.is_unavailable() => StoreError::Unavailable(e.to_string()),
+            e => StoreError::Other(e.to_string()),
         }
     }
 

@@ -7,6 +7,8 @@
 //!   what a Redis error says about whether a command ran.
 //! - [`redis_durability`]: what Redis keeps across a crash; an eviction
 //!   policy that could drop keys is refused.
+//! - [`grouping`]: many callers' requests answered a group at a time, one
+//!   round trip per group.
 //! - [`error`]: [`StoreError`], the one failure type of every storage
 //!   crate, and whether a failure is an outage or contention.
 //! - [`now`] and [`now_millis`]: the clocks that stored times are read from.
@@ -15,6 +17,7 @@
 //! what is stored: no tables but the migrations', no keys, no job types.
 pub mod db;
 pub mod error;
+pub mod grouping;
 pub mod redis_durability;
 pub mod redis_link;
 mod time;

@@ -4,7 +4,8 @@
 //! Owns log formatting (text, or JSON with `LOG_FORMAT=json`) and
 //! filtering (`RUST_LOG`), metric names, units and buckets, OpenTelemetry
 //! export over OTLP ([`otel`]), and carrying trace context through jobs
-//! as an opaque string ([`propagate`]), and which backends this process
+//! as an opaque string ([`propagate`]), every span the system opens
+//! ([`spans`]), and which backends this process
 //! is waiting for ([`health`]). It must not know about any domain
 //! type: other crates emit `tracing` spans and events, and never touch an
 //! OpenTelemetry type.
@@ -14,6 +15,7 @@ mod log_ids;
 pub mod metrics;
 pub mod otel;
 pub mod propagate;
+pub mod spans;
 
 use tracing_subscriber::EnvFilter;
 

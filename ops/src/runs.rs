@@ -13,6 +13,49 @@ use serde::Serialize;
 
 use chat_links::error::Result;
 
+/// The scheduler's periodic tasks, by the name their run records carry:
+/// the scheduler runs them and the dashboard reads their records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// Recounts the parents that writes marked since the last run.
+    Counts,
+    /// Recounts every parent, repairing any drift the marks missed.
+    CountsFull,
+    /// Trims done and dead job records, expired pending entries, old job
+    /// figures and the registry rows of workers that went silent.
+    Housekeeping,
+    /// Compares the search index with the database and repairs it.
+    SearchDrift,
+}
+
+impl Task {
+    pub const ALL: [Task; 4] = [
+        Task::Counts,
+        Task::CountsFull,
+        Task::Housekeeping,
+        Task::SearchDrift,
+    ];
+
+    /// The name in run records and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Counts => "counts",
+            Task::CountsFull => "counts_full",
+            Task::Housekeeping => "housekeeping",
+            Task::SearchDrift => "search_drift",
+        }
+    }
+}
+
+/// The first tick after `now_secs` of a task run every `every_secs`.
+/// Ticks fall on multiples of the interval since the Unix epoch: every
+/// replica computes the same ones from its own clock, so a tick is a key
+/// they race on, and the dashboard can say when the next one is due.
+pub fn next_tick(every_secs: u64, now_secs: u64) -> u64 {
+    let every = every_secs.max(1);
+    (now_secs / every + 1) * every
+}
+
 /// How a run ended, or that it has not yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -282,4 +325,25 @@ async fn exec(db: &impl ConnectionTrait, sql: &str, values: Vec<Value>) -> Resul
         ))
         .await?;
     Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tick_tests {
+    use super::*;
+
+    #[test]
+    fn the_next_tick_is_the_next_multiple_of_the_interval() {
+        assert_eq!(next_tick(60, 120), 180);
+        assert_eq!(next_tick(60, 121), 180);
+        assert_eq!(next_tick(3600, 7199), 7200);
+        assert_eq!(next_tick(0, 5), 6, "an interval of 0 runs every second");
+    }
+
+    #[test]
+    fn every_task_has_its_own_name() {
+        let mut names: Vec<_> = Task::ALL.iter().map(|t| t.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Task::ALL.len());
+    }
 }

@@ -33,7 +33,7 @@ pub use history::JobHistory;
 pub use job::{Claimed, DeadJob, Failure, QueueStats, Retention, Trimmed};
 pub use listing::{JobPage, JobRecord, JobSearch, JobState, Resource, contains_folded};
 pub use protocol::JobQueue;
-pub use redis::{DONE_PAYLOAD_MAX, RedisStreamQueue};
+pub use redis::{DONE_PAYLOAD_MAX, RedisStreamQueue, enqueue_lua as redis_enqueue_lua};
 pub use sqlite::SqliteQueue;
 
 /// The queues this system runs. Each carries one job type.
@@ -63,16 +63,5 @@ impl QueueName {
     /// database already holds (the drift check repairs the index).
     pub fn holds_accepted_writes(self) -> bool {
         matches!(self, QueueName::Chats | QueueName::Messages)
-    }
-
-    /// The name of a span that sends a job here, in OpenTelemetry's
-    /// messaging form (`send <queue>`): the API sends chats and messages,
-    /// and the message workers send index jobs.
-    pub fn send_span_name(self) -> &'static str {
-        match self {
-            QueueName::Chats => "send chats",
-            QueueName::Messages => "send messages",
-            QueueName::Index => "send index",
-        }
     }
 }

@@ -11,6 +11,8 @@
 mod deps;
 pub mod schedule;
 pub mod tasks;
+#[cfg(feature = "test-switches")]
+mod test_switches;
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,13 +40,11 @@ pub struct SchedulerConfig {
     pub history: u64,
     /// Names this process in run records: `host:pid` by default.
     pub owner: String,
-    /// Test-only: how long each run this process wins sits idle before it
-    /// starts, so a test can kill the scheduler mid-run.
-    pub hold: Duration,
 }
 
 impl SchedulerConfig {
-    fn every(&self, task: Task) -> Option<Duration> {
+    /// How often `task` runs; `None` when it is turned off.
+    pub fn every(&self, task: Task) -> Option<Duration> {
         match task {
             Task::Counts => Some(self.counts_every),
             Task::CountsFull => Some(self.counts_full_every),
@@ -129,8 +129,9 @@ async fn run_tick(
         return Ok(());
     };
     let work = async {
-        tokio::time::sleep(config.hold).await;
-        task.run(deps, config).await
+        #[cfg(feature = "test-switches")]
+        tokio::time::sleep(test_switches::hold()).await;
+        tasks::run(task, deps, config).await
     };
     let started = std::time::Instant::now();
     let mut work = std::pin::pin!(work);

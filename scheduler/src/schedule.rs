@@ -1,4 +1,5 @@
-//! Ticks every N seconds, aligned to the Unix epoch.
+//! Ticks every N seconds, aligned to the Unix epoch
+//! (`chat_ops::runs::next_tick`).
 //!
 //! Alignment is what makes replicas agree: each computes the same tick
 //! times from its own clock, so a tick's timestamp is a key they can race
@@ -26,8 +27,7 @@ impl Every {
     /// tick given out, so a timer that wakes a hair early cannot repeat a
     /// tick.
     fn after(&self, now: u64) -> u64 {
-        let from = now.max(self.last);
-        (from / self.secs + 1) * self.secs
+        chat_ops::runs::next_tick(self.secs, now.max(self.last))
     }
 }
 

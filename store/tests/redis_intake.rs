@@ -195,7 +195,10 @@ async fn futures_join(
 #[tokio::test]
 async fn folded_limits_are_checked_and_counted_in_the_accept() {
     use chat_links::StoreError;
-    use chat_store::ratelimit::{Limit, RateLimiter, RedisRateLimiter, folded};
+    use chat_store::{
+        intake::WriteMeta,
+        ratelimit::{Limit, RateLimiter, RedisRateLimiter, folded::Folded},
+    };
     let Some(s) = setup().await else { return };
     assert!(s.intake.folds_rate_limits());
     let limits = vec![Limit {
@@ -203,24 +206,25 @@ async fn folded_limits_are_checked_and_counted_in_the_accept() {
         limit: 2,
         period: Duration::from_secs(60),
     }];
+    let carrying = |folded: &Folded| WriteMeta {
+        limits: Some(folded.clone()),
+        ..Default::default()
+    };
     let mut verdicts = Vec::new();
     for _ in 0..2 {
-        let (row, verdict) = folded::within(
-            limits.clone(),
-            s.intake.create_chat(7, None, Default::default()),
-        )
-        .await;
-        row.unwrap();
-        verdicts.push(verdict.expect("the accept checked the limits"));
+        let folded = Folded::new(limits.clone());
+        s.intake
+            .create_chat(7, None, carrying(&folded))
+            .await
+            .unwrap();
+        verdicts.push(folded.verdict().expect("the accept checked the limits"));
     }
     assert!(verdicts.iter().all(|v| v.allowed && v.limit == 2));
     assert_eq!((verdicts[0].remaining, verdicts[1].remaining), (1, 0));
 
-    let (refused, verdict) = folded::within(
-        limits.clone(),
-        s.intake.create_chat(7, None, Default::default()),
-    )
-    .await;
+    let folded = Folded::new(limits.clone());
+    let refused = s.intake.create_chat(7, None, carrying(&folded)).await;
+    let verdict = folded.verdict();
     assert!(
         matches!(refused, Err(StoreError::RateLimited)),
         "{refused:?}"
@@ -228,7 +232,8 @@ async fn folded_limits_are_checked_and_counted_in_the_accept() {
     let verdict = verdict.unwrap();
     assert!(!verdict.allowed && verdict.retry_after > Duration::ZERO);
 
-    // Outside `within` nothing is checked; the refused write spent no number.
+    // A write that carries no limits checks none; the refused write spent
+    // no number.
     let next = s
         .intake
         .create_chat(7, None, Default::default())
@@ -247,5 +252,74 @@ async fn folded_limits_are_checked_and_counted_in_the_accept() {
         !limiter.check(&limits).await.unwrap().allowed,
         "the limiter reads the counts the accepts kept"
     );
+    s.tear_down().await;
+}
+
+/// The job the accept script writes (its JSON built in Lua around the
+/// intake's serialised state) decodes, field for field, to the row the
+/// caller was answered, for every kind of accept: that JSON is what the
+/// workers persist.
+#[tokio::test]
+async fn every_kind_of_accept_queues_exactly_the_row_it_answers() {
+    use chat_store::model::ChatRow;
+    let Some(s) = setup().await else { return };
+    let named = s
+        .intake
+        .create_chat(
+            7,
+            Some("Ünïcode \"quoted\" \\ name".into()),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let unnamed = s
+        .intake
+        .create_chat(7, None, Default::default())
+        .await
+        .unwrap();
+    let renamed = s
+        .intake
+        .update_chat(&named, Some("renamed".into()), Default::default())
+        .await
+        .unwrap();
+    let message = s
+        .intake
+        .create_message(
+            7,
+            named.number,
+            "body with\nnewline and \u{1F600}".into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let edited = s
+        .intake
+        .update_message(&message, "edited".into(), Default::default())
+        .await
+        .unwrap();
+
+    let payloads = |queue| {
+        let q = s.queue.clone();
+        async move {
+            q.claim(queue, "c", 10, Duration::from_millis(100))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.payload)
+                .collect::<Vec<_>>()
+        }
+    };
+    let chats: Vec<ChatRow> = payloads(QueueName::Chats)
+        .await
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(chats, [named, unnamed, renamed]);
+    let messages: Vec<MessageRow> = payloads(QueueName::Messages)
+        .await
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(messages, [message, edited]);
     s.tear_down().await;
 }

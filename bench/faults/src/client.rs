@@ -125,6 +125,18 @@ impl Api {
         Attempt::Rejected(status.as_u16(), text)
     }
 
+    /// A successful GET's JSON body.
+    async fn get_json(&self, url: String) -> Result<Value> {
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     /// One page of a chat's messages after `after`: (number, body) pairs
     /// and the cursor for the next page.
     pub async fn list_page(
@@ -134,14 +146,7 @@ impl Api {
         after: i64,
     ) -> Result<(Vec<(i64, String)>, Option<i64>)> {
         let url = format!("{}?limit=200&after={after}", self.messages(api, chat));
-        let page: Value = self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let page = self.get_json(url).await?;
         let items = page["items"]
             .as_array()
             .context("page without items")?
@@ -183,14 +188,7 @@ impl Api {
     /// Numbers of the messages a search for `q` finds in a chat.
     pub async fn search(&self, api: usize, chat: i64, q: &str) -> Result<Vec<i64>> {
         let url = format!("{}/search?q={q}&limit=100", self.messages(api, chat));
-        let page: Value = self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let page = self.get_json(url).await?;
         Ok(page["items"]
             .as_array()
             .into_iter()

@@ -36,6 +36,8 @@ mod protocol;
 mod scripts;
 mod wire;
 
+pub use wire::enqueue_lua;
+
 use scripts::Scripts;
 
 const GROUP: &str = "workers";

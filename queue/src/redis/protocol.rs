@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 
-use super::{scripts::*, wire::*, *};
+use super::{wire::*, *};
 use crate::{Claimed, JobQueue, QueueName};
 use chat_links::error::Result;
 
@@ -17,9 +17,9 @@ impl JobQueue for RedisStreamQueue {
         trace: Option<String>,
     ) -> Result<()> {
         let mut conn = self.conn.clone();
-        let mut fields = vec![("p", payload.as_str())];
+        let mut fields = vec![(field::PAYLOAD, payload.as_str())];
         if let Some(trace) = &trace {
-            fields.push(("t", trace.as_str()));
+            fields.push((field::TRACE, trace.as_str()));
         }
         let _: String = conn.xadd(self.stream_key(queue), "*", &fields).await?;
         Ok(())
@@ -72,7 +72,7 @@ impl JobQueue for RedisStreamQueue {
                 call.arg(&job.id);
                 if !keep {
                     // Nothing is recorded: the script only needs the ids.
-                    call.arg(&[""; DONE_FIELDS][..]);
+                    call.arg(&[""; { DONE_RECORD.len() }][..]);
                     continue;
                 }
                 let failures = if job.failures.is_empty() {
@@ -80,7 +80,7 @@ impl JobQueue for RedisStreamQueue {
                 } else {
                     serde_json::to_string(&job.failures)?
                 };
-                let fields: [&str; DONE_FIELDS] = [
+                let fields: [&str; DONE_RECORD.len()] = [
                     cut(&job.payload, DONE_PAYLOAD_MAX),
                     &job.attempt.to_string(),
                     &failures,
@@ -145,15 +145,15 @@ impl JobQueue for RedisStreamQueue {
             .arg(&job.id)
             .arg(
                 &[
-                    "p",
+                    field::PAYLOAD,
                     job.payload.as_str(),
-                    "a",
+                    field::ATTEMPT,
                     &job.attempt.to_string(),
-                    "f",
+                    field::FAILURES,
                     &failures,
-                    "t",
+                    field::TRACE,
                     job.trace.as_deref().unwrap_or(""),
-                    "e",
+                    field::ENQUEUED,
                     &job.enqueued_at.to_string(),
                 ][..],
             )

@@ -2,9 +2,11 @@
 //! atomic step, on keys of one queue (one hash tag, so one cluster slot).
 use redis::Script;
 
+use super::wire::{DONE_RECORD, lua_list};
+
 /// Settles jobs as done: ack, record, and delete, in one step, so a crash
 /// cannot leave an acked entry behind in the stream. ARGV holds nine
-/// values per job: its id, then the record's fields in [`DONE_FIELDS`]
+/// values per job: its id, then the record's fields in [`DONE_RECORD`]
 /// order, each "" when absent.
 /// Only a job this call acked is recorded, so a double ack, a late ack
 /// after a takeover or an unknown id leaves no second record. The caller
@@ -12,7 +14,7 @@ use redis::Script;
 /// doubled the script's cost per job. `MAXLEN ~` bounds the done stream
 /// between housekeeping runs.
 pub(super) const ACK: &str = r#"
-local names = {'p', 'a', 'f', 't', 'e', 'w', 's', 'r'}
+local names = NAMES
 local cap = tonumber(ARGV[2])
 local ids = {}
 for i = 3, #ARGV, 9 do
@@ -35,10 +37,6 @@ end
 redis.call('XDEL', KEYS[1], unpack(ids))
 return #ids
 "#;
-
-/// The fields of a done record after its `id`: payload (cut), attempt,
-/// failures, trace, enqueued at, worker, started (claimed) at, ready at.
-pub(super) const DONE_FIELDS: usize = 8;
 
 /// Moves jobs to the retry set, each atomically with its ack, so a job is
 /// never both pending and scheduled. ARGV: group, then per job its id, due
@@ -208,7 +206,7 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn load() -> Self {
         Self {
-            ack: Script::new(ACK),
+            ack: Script::new(&ACK.replace("NAMES", &lua_list(&DONE_RECORD))),
             handback: Script::new(HANDBACK),
             later: Script::new(LATER),
             renew: Script::new(RENEW),

@@ -5,6 +5,52 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Claimed, DeadJob, Failure, JobRecord, JobState};
 use chat_links::error::{Result, StoreError};
+use field::*;
+
+/// The fields of a job's stream entry and of its done and dead records.
+/// Every reader and writer of a job in Redis names them through these: the
+/// decoders below, the settling calls, and the Lua that enqueues
+/// ([`enqueue_lua`]) or records a done job (built from [`DONE_RECORD`]).
+pub(super) mod field {
+    pub const PAYLOAD: &str = "p";
+    pub const ATTEMPT: &str = "a";
+    pub const FAILURES: &str = "f";
+    pub const TRACE: &str = "t";
+    pub const ENQUEUED: &str = "e";
+    pub const WORKER: &str = "w";
+    pub const STARTED: &str = "s";
+    pub const READY: &str = "r";
+}
+
+/// A done record's fields after its `id`, in the order `ack` sends them:
+/// payload (cut), attempt, failures, trace, enqueued at, worker, started
+/// (claimed) at, ready at.
+pub(super) const DONE_RECORD: [&str; 8] = [
+    PAYLOAD, ATTEMPT, FAILURES, TRACE, ENQUEUED, WORKER, STARTED, READY,
+];
+
+/// A Lua list of field names, for the scripts that name them.
+pub(super) fn lua_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!("{{{}}}", quoted.join(", "))
+}
+
+/// Lua that defines `enqueue_job(stream, payload, trace)`, which appends a
+/// first delivery exactly as [`decode_entry`] reads it (`trace` '' when
+/// untraced), for a script that must enqueue in the same atomic step as
+/// its other writes.
+pub fn enqueue_lua() -> String {
+    format!(
+        r#"
+local function enqueue_job(stream, payload, trace)
+  if trace == '' then
+    return redis.call('XADD', stream, '*', '{PAYLOAD}', payload)
+  end
+  return redis.call('XADD', stream, '*', '{PAYLOAD}', payload, '{TRACE}', trace)
+end
+"#
+    )
+}
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct RetryMember<'a> {
@@ -52,25 +98,25 @@ pub(super) fn entry_millis(id: &str) -> i64 {
 /// carries its attempt (`a`), failure history (`f`) and first enqueue time
 /// (`e`). `worker` is the consumer it is delivered to.
 pub(super) fn decode_entry(entry: &StreamId, worker: &str) -> Result<Claimed> {
-    let attempt = match entry.map.get("a") {
-        Some(_) => field(entry, "a")?.parse().unwrap_or(1),
+    let attempt = match entry.map.get(ATTEMPT) {
+        Some(_) => field(entry, ATTEMPT)?.parse().unwrap_or(1),
         None => 1,
     };
-    let failures = match entry.map.get("f") {
-        Some(_) => serde_json::from_str(&field(entry, "f")?).unwrap_or_default(),
+    let failures = match entry.map.get(FAILURES) {
+        Some(_) => serde_json::from_str(&field(entry, FAILURES)?).unwrap_or_default(),
         None => Vec::new(),
     };
     Ok(Claimed {
         id: entry.id.clone(),
-        payload: field(entry, "p")?,
+        payload: field(entry, PAYLOAD)?,
         attempt,
         failures,
-        trace: optional_field(entry, "t"),
+        trace: optional_field(entry, TRACE),
         // Appended when enqueued, or when promoted from the retry set once
         // due: either way, when the job became claimable.
         ready_at: entry_millis(&entry.id),
         claimed_at: chat_links::now_millis(),
-        enqueued_at: optional_field(entry, "e")
+        enqueued_at: optional_field(entry, ENQUEUED)
             .and_then(|e| e.parse().ok())
             .unwrap_or_else(|| entry_millis(&entry.id)),
         worker: worker.to_owned(),
@@ -89,18 +135,18 @@ pub(super) fn decode_dead(e: &StreamId) -> Result<DeadJob> {
         id: e.id.clone(),
         job_id: field(e, "id")?,
         buried_at: entry_millis(&e.id),
-        payload: field(e, "p")?,
-        attempt: field(e, "a")?.parse().unwrap_or(0),
-        failures: serde_json::from_str::<Vec<Failure>>(&field(e, "f")?).unwrap_or_default(),
-        trace: optional_field(e, "t"),
-        enqueued_at: number_field(e, "e"),
+        payload: field(e, PAYLOAD)?,
+        attempt: field(e, ATTEMPT)?.parse().unwrap_or(0),
+        failures: serde_json::from_str::<Vec<Failure>>(&field(e, FAILURES)?).unwrap_or_default(),
+        trace: optional_field(e, TRACE),
+        enqueued_at: number_field(e, ENQUEUED),
     })
 }
 
 /// A done-stream entry, or a dead one: its own id is the handle and the
 /// time it settled; `id` holds the id the job had while live.
 pub(super) fn decode_settled(e: &StreamId, state: JobState) -> Result<JobRecord> {
-    let failures: Vec<Failure> = optional_field(e, "f")
+    let failures: Vec<Failure> = optional_field(e, FAILURES)
         .and_then(|f| serde_json::from_str(&f).ok())
         .unwrap_or_default();
     Ok(JobRecord {
@@ -108,15 +154,16 @@ pub(super) fn decode_settled(e: &StreamId, state: JobState) -> Result<JobRecord>
         job_id: field(e, "id")?,
         state,
         at: entry_millis(&e.id),
-        payload: field(e, "p")?,
-        attempt: field(e, "a")?.parse().unwrap_or(0),
+        payload: field(e, PAYLOAD)?,
+        attempt: field(e, ATTEMPT)?.parse().unwrap_or(0),
         failures: failures.clone(),
-        trace: optional_field(e, "t"),
+        trace: optional_field(e, TRACE),
         // A done record names its worker; a dead one's last failure does.
-        worker: optional_field(e, "w").or_else(|| failures.last().and_then(|f| f.worker.clone())),
-        enqueued_at: number_field(e, "e"),
-        ready_at: number_field(e, "r"),
-        started_at: number_field(e, "s"),
+        worker: optional_field(e, WORKER)
+            .or_else(|| failures.last().and_then(|f| f.worker.clone())),
+        enqueued_at: number_field(e, ENQUEUED),
+        ready_at: number_field(e, READY),
+        started_at: number_field(e, STARTED),
     })
 }
 

@@ -1,7 +1,10 @@
-//! Helpers the store's queue tests share.
+//! Helpers the queue's tests share, and the contract's scenarios that
+//! take any queue.
 #![allow(dead_code)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use chat_queue::{JobQueue, RedisStreamQueue};
 
 use chat_links::db;
 use chat_queue::SqliteQueue;
@@ -15,6 +18,54 @@ pub async fn sqlite_queue(lease: Duration) -> (Arc<SqliteQueue>, PathBuf) {
     let writer = db::connect_writer(&url).await.unwrap();
     db::migrate(&writer).await.unwrap();
     (SqliteQueue::new(reader, writer, lease), dir)
+}
+
+/// A fresh queue of one backend, and what it leaves behind.
+pub struct Backend {
+    pub name: &'static str,
+    pub queue: Arc<dyn JobQueue>,
+    leftover: Leftover,
+}
+
+enum Leftover {
+    Dir(PathBuf),
+    Keys(String),
+}
+
+impl Backend {
+    pub async fn remove(self) {
+        match self.leftover {
+            Leftover::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Leftover::Keys(prefix) => drop_keys(&prefix).await,
+        }
+    }
+}
+
+/// A fresh queue with `lease` on every backend this run can reach: SQLite
+/// always, Redis when `TEST_REDIS_URL` is set.
+pub async fn each_backend(lease: Duration) -> Vec<Backend> {
+    let (q, dir) = sqlite_queue(lease).await;
+    let mut out = vec![Backend {
+        name: "sqlite",
+        queue: q,
+        leftover: Leftover::Dir(dir),
+    }];
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) => {
+            let prefix = format!("tc{}:", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            out.push(Backend {
+                name: "redis",
+                queue: RedisStreamQueue::connect(&url, &prefix, lease)
+                    .await
+                    .unwrap(),
+                leftover: Leftover::Keys(prefix),
+            });
+        }
+        Err(_) => eprintln!("TEST_REDIS_URL unset: the contract runs on SQLite only"),
+    }
+    out
 }
 
 /// Deletes every key under `prefix` in `TEST_REDIS_URL`.

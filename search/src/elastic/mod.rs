@@ -27,15 +27,16 @@ use super::{ChatKey, Cursor, SearchIndex, SearchPage, Target};
 use chat_links::error::{Result, StoreError};
 use chat_store::model::MessageRow;
 
+mod bulk;
 pub mod dsl;
 pub mod mapping;
+mod transport;
+
+use transport::REQUEST_TIMEOUT;
 
 const FIRST_GENERATION: &str = "g1";
 /// Numbers listed per request when comparing a chat with the database.
 const NUMBERS_PAGE: usize = 5_000;
-/// A hung node must not hold an index job for long: the request fails as
-/// an outage, and the index workers pause until the node answers.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Elastic {
     client: Elasticsearch,
@@ -43,32 +44,6 @@ pub struct Elastic {
     /// Set once the template and alias are known to exist; cleared when a
     /// write finds the index missing (a wiped cluster), so it is recreated.
     ensured: AtomicBool,
-}
-
-/// The outcome of one request: its status and JSON body.
-struct Reply {
-    status: StatusCode,
-    body: Value,
-}
-
-impl Reply {
-    fn ok(self, what: &str) -> Result<Value> {
-        if self.status.is_success() {
-            return Ok(self.body);
-        }
-        let message = format!("{what}: {} {}", self.status, self.body);
-        // Overloaded or failing nodes pass; anything else is about the
-        // request.
-        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error() {
-            Err(StoreError::SearchUnavailable(message))
-        } else {
-            Err(StoreError::Search(message))
-        }
-    }
-
-    fn error_type(&self) -> Option<&str> {
-        self.body["error"]["type"].as_str()
-    }
 }
 
 #[derive(Deserialize)]
@@ -97,45 +72,6 @@ impl Elastic {
 
     fn generation_index(&self, name: &str) -> String {
         format!("{}-{name}", self.alias)
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<String>) -> Result<Reply> {
-        self.send_with(method, path, &[], body).await
-    }
-
-    async fn send_with(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<String>,
-    ) -> Result<Reply> {
-        let mut headers = HeaderMap::new();
-        if path.ends_with("_bulk") {
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-ndjson"),
-            );
-        }
-        let response = self
-            .client
-            .send(
-                method,
-                path,
-                headers,
-                (!query.is_empty()).then_some(query),
-                body,
-                None,
-            )
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("elasticsearch: {e}")))?;
-        let status = response.status_code();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("elasticsearch: {e}")))?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Reply { status, body })
     }
 
     async fn put_template(&self) -> Result<()> {
@@ -176,78 +112,6 @@ impl Elastic {
             .as_object()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default())
-    }
-
-    async fn bulk(&self, index: &str, rows: &[MessageRow]) -> Result<()> {
-        // A CLIENT span per the OpenTelemetry Elasticsearch conventions.
-        let span = tracing::info_span!(
-            "_bulk",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            db.system.name = "elasticsearch",
-            db.operation.name = "bulk",
-            db.operation.batch.size = rows.len() as i64,
-            http.request.method = "POST",
-        );
-        // Writes through the alias require it to be an alias: on a wiped
-        // cluster, a write to the bare name would otherwise create a
-        // concrete index of that name with a guessed mapping.
-        let query: &[(&str, &str)] = if index == self.alias {
-            &[("require_alias", "true")]
-        } else {
-            &[]
-        };
-        let reply = self
-            .send_with(Method::Post, "/_bulk", query, Some(dsl::bulk(index, rows)))
-            .instrument(span.clone())
-            .await;
-        let body = reply.and_then(|r| r.ok("bulk"));
-        if body.is_err() {
-            span.record("otel.status_code", "error");
-        }
-        let body = body?;
-        if body["errors"] != Value::Bool(true) {
-            return Ok(());
-        }
-        let mut missing_index = false;
-        let mut overloaded = false;
-        let mut failures = Vec::new();
-        for item in body["items"].as_array().into_iter().flatten() {
-            let result = &item["index"];
-            let status = result["status"].as_u64().unwrap_or(0);
-            match status {
-                200..=299 => {}
-                // The index holds an equal or newer version: nothing to do.
-                409 => {}
-                _ => {
-                    if result["error"]["type"] == "index_not_found_exception" {
-                        missing_index = true;
-                    }
-                    overloaded |= status == 429 || status >= 500;
-                    failures.push(result["error"].to_string());
-                }
-            }
-        }
-        if failures.is_empty() {
-            return Ok(());
-        }
-        if missing_index {
-            self.ensured.store(false, Ordering::Relaxed);
-        }
-        let message = format!(
-            "bulk: {} of {} documents failed, first: {}",
-            failures.len(),
-            rows.len(),
-            failures[0]
-        );
-        // A wiped cluster (the alias gone) or an overloaded one is an
-        // outage: the next `ensure` recreates the index, and the jobs wait
-        // without spending attempts.
-        if missing_index || overloaded {
-            Err(StoreError::SearchUnavailable(message))
-        } else {
-            Err(StoreError::Search(message))
-        }
     }
 }
 

@@ -15,11 +15,11 @@ use async_trait::async_trait;
 use crate::{
     idempotency::Link,
     model::{ChatRow, MessageRow},
+    ratelimit::folded::Folded,
 };
 use chat_links::error::Result;
 
 mod redis;
-mod redis_accept;
 mod sqlite;
 
 pub use self::redis::RedisIntake;
@@ -37,6 +37,10 @@ pub struct WriteMeta {
     /// earlier run under the key already made it, the intake returns that
     /// state and writes nothing.
     pub idempotency: Option<Link>,
+    /// The request's rate limits, for an intake that
+    /// [folds](Intake::folds_rate_limits) them into its accept; the
+    /// verdict comes back in it. Other intakes leave it alone.
+    pub limits: Option<Folded>,
 }
 
 /// Every write returns the row state it accepted: the one it wrote, or,
@@ -96,9 +100,10 @@ pub trait Intake: Send + Sync + 'static {
 
     async fn ping(&self) -> Result<()>;
 
-    /// Whether the writes above check the limits of
-    /// [`folded::within`](crate::ratelimit::folded::within) in their own
-    /// round trip, refusing with [`StoreError::RateLimited`](chat_links::StoreError).
+    /// Whether the writes above check the limits in their
+    /// [`WriteMeta::limits`] in their own round trip, refusing with
+    /// [`StoreError::RateLimited`](chat_links::StoreError) and leaving the
+    /// verdict there.
     fn folds_rate_limits(&self) -> bool {
         false
     }

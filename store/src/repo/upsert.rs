@@ -4,8 +4,9 @@
 //! when the incoming `version` is greater than the stored one. That makes
 //! a redelivered or late job a no-op instead of an overwrite, and makes the
 //! statement idempotent under at-least-once delivery.
+use chat_observability::spans;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use crate::model::{ChatRow, MessageRow};
 use chat_links::error::Result;
@@ -24,19 +25,10 @@ async fn execute(
         DbBackend::Sqlite => "sqlite",
         _ => "postgresql",
     };
-    let span = tracing::info_span!(
-        "INSERT",
-        otel.name = name,
-        otel.kind = "client",
-        otel.status_code = Empty,
-        db.system.name = system,
-        db.operation.name = "INSERT",
-        db.collection.name = table,
-        db.operation.batch.size = rows as i64,
-    );
+    let span = spans::db_insert(name, system, table, rows);
     let result = db.execute_raw(statement).instrument(span.clone()).await;
     if result.is_err() {
-        span.record("otel.status_code", "error");
+        spans::failed(&span);
     }
     result?;
     Ok(())

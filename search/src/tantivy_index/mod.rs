@@ -17,6 +17,13 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
+mod generation;
+mod query;
+mod schema;
+
+use generation::{FIRST_GENERATION, Generation, write_current};
+use schema::{Fields, TERMS_TOKENIZER, TermsTokenizer, schema};
+
 use async_trait::async_trait;
 use chrono::DateTime;
 use tantivy::{
@@ -42,163 +49,9 @@ use chat_store::model::MessageRow;
 /// Indexing memory of the one writer thread; tantivy flushes a segment when
 /// it fills.
 const WRITER_BUDGET: usize = 64 * 1024 * 1024;
-/// The generation a process starts when there is none, or when the live
-/// one was built with another schema. Named after the schema, so every
-/// process of a deployment picks the same one; bump it with the schema.
-const FIRST_GENERATION: &str = "s2";
-
-#[derive(Clone, Copy)]
-struct Fields {
-    id: Field,
-    chat: Field,
-    grams: Field,
-    application_id: Field,
-    chat_number: Field,
-    number: Field,
-    version: Field,
-    body: Field,
-    created_at: Field,
-    updated_at: Field,
-}
-
-fn schema() -> (Schema, Fields) {
-    let mut b = Schema::builder();
-    let grams = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer(TERMS_TOKENIZER)
-            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-    );
-    let fields = Fields {
-        id: b.add_text_field("id", STRING),
-        chat: b.add_text_field("chat", STRING),
-        grams: b.add_text_field("grams", grams),
-        application_id: b.add_i64_field("application_id", STORED),
-        chat_number: b.add_i64_field("chat_number", STORED),
-        number: b.add_i64_field("number", STORED | FAST | INDEXED),
-        version: b.add_i64_field("version", STORED | FAST),
-        body: b.add_text_field("body", STORED),
-        created_at: b.add_i64_field("created_at", STORED),
-        updated_at: b.add_i64_field("updated_at", STORED),
-    };
-    (b.build(), fields)
-}
-
-/// The tokenizer of the `grams` field, registered on every index opened.
-const TERMS_TOKENIZER: &str = "chat_terms";
-
-/// [`text::index_terms`] as a tantivy tokenizer. It runs in tantivy's
-/// indexing thread; handing tantivy pre-tokenised strings instead costs a
-/// JSON round trip of every token list (measured: ~15% of indexing CPU).
-#[derive(Clone, Default)]
-struct TermsTokenizer;
-
-struct Terms {
-    tokens: Vec<Token>,
-    /// One past the current token; 0 before the first `advance`.
-    next: usize,
-}
-
-impl TokenStream for Terms {
-    fn advance(&mut self) -> bool {
-        self.next += 1;
-        self.next <= self.tokens.len()
-    }
-    fn token(&self) -> &Token {
-        &self.tokens[self.next - 1]
-    }
-    fn token_mut(&mut self) -> &mut Token {
-        &mut self.tokens[self.next - 1]
-    }
-}
-
-impl Tokenizer for TermsTokenizer {
-    type TokenStream<'a> = Terms;
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> Terms {
-        let tokens = text::index_terms(text)
-            .into_iter()
-            .map(|(text, position)| Token {
-                position,
-                text,
-                ..Token::default()
-            })
-            .collect();
-        Terms { tokens, next: 0 }
-    }
-}
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Search(e.to_string())
-}
-
-/// One index directory, with its reader and (once something is written)
-/// its writer.
-struct Generation {
-    index: Index,
-    reader: IndexReader,
-    writer: Mutex<Option<IndexWriter>>,
-}
-
-impl Generation {
-    /// `None` when the directory holds an index of another schema.
-    fn open(path: &Path, schema: Schema) -> Result<Option<Self>> {
-        std::fs::create_dir_all(path).map_err(err)?;
-        let index = match Index::open_or_create(MmapDirectory::open(path).map_err(err)?, schema) {
-            Ok(index) => index,
-            Err(tantivy::TantivyError::SchemaError(_)) => return Ok(None),
-            Err(e) => return Err(err(e)),
-        };
-        index
-            .tokenizers()
-            .register(TERMS_TOKENIZER, TextAnalyzer::from(TermsTokenizer));
-        let reader = index
-            .reader_builder()
-            // Picks up commits made by another process (a worker role
-            // writing while this one serves searches).
-            .reload_policy(ReloadPolicy::OnCommitWithDelay)
-            .try_into()
-            .map_err(err)?;
-        Ok(Some(Self {
-            index,
-            reader,
-            writer: Mutex::new(None),
-        }))
-    }
-
-    fn open_fresh(path: &Path, schema: Schema) -> Result<Self> {
-        Self::open(path, schema)?.ok_or_else(|| {
-            StoreError::Search(format!(
-                "{} holds an index of another schema",
-                path.display()
-            ))
-        })
-    }
-
-    /// Runs `f` with this process's writer, taking the index's write lock
-    /// on first use; then commits and makes the commit visible here.
-    fn write(&self, f: impl FnOnce(&IndexWriter, &Searcher) -> Result<()>) -> Result<()> {
-        let mut guard = self.writer.lock().unwrap();
-        if guard.is_none() {
-            let writer = self
-                .index
-                .writer_with_num_threads(1, WRITER_BUDGET)
-                .map_err(|e| {
-                    StoreError::Search(format!(
-                        "cannot write the search index ({e}); is another process holding it?"
-                    ))
-                })?;
-            *guard = Some(writer);
-        }
-        let writer = guard.as_mut().expect("just set");
-        self.reader.reload().map_err(err)?;
-        let searcher = self.reader.searcher();
-        if let Err(e) = f(writer, &searcher) {
-            writer.rollback().map_err(err)?;
-            return Err(e);
-        }
-        writer.commit().map_err(err)?;
-        self.reader.reload().map_err(err)?;
-        Ok(())
-    }
 }
 
 pub struct TantivyIndex {
@@ -357,75 +210,6 @@ impl TantivyIndex {
         })
     }
 
-    fn search_blocking(
-        &self,
-        chat: ChatKey,
-        query: &str,
-        limit: usize,
-        after: Option<Cursor>,
-    ) -> Result<SearchPage> {
-        let words = text::query_words(query);
-        if words.is_empty() || limit == 0 {
-            return Ok(SearchPage::default());
-        }
-        // The chat only filters: scoring it would add the same constant to
-        // every hit.
-        let in_chat = TermQuery::new(
-            Term::from_field_text(self.fields.chat, &chat.term()),
-            IndexRecordOption::Basic,
-        );
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
-            Occur::Must,
-            Box::new(ConstScoreQuery::new(Box::new(in_chat), 0.0)),
-        )];
-        let term = |t: &str| Term::from_field_text(self.fields.grams, t);
-        for word in &words {
-            let query: Box<dyn Query> = match word {
-                WordQuery::Prefix(p) => {
-                    Box::new(TermQuery::new(term(p), IndexRecordOption::WithFreqs))
-                }
-                WordQuery::Trigrams(grams) if grams.len() == 1 => Box::new(TermQuery::new(
-                    term(&grams[0]),
-                    IndexRecordOption::WithFreqs,
-                )),
-                WordQuery::Trigrams(grams) => {
-                    Box::new(PhraseQuery::new(grams.iter().map(|g| term(g)).collect()))
-                }
-            };
-            clauses.push((Occur::Must, query));
-        }
-        let query = BooleanQuery::new(clauses);
-        let collector =
-            TopDocs::with_limit(limit + 1).tweak_score(move |segment: &SegmentReader| {
-                let numbers = segment.fast_fields().i64("number").ok();
-                move |doc, score| {
-                    let number = numbers.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
-                    match after {
-                        Some(c) if !c.precedes(score, number) => (f32::NEG_INFINITY, i64::MIN),
-                        _ => (score, number),
-                    }
-                }
-            });
-        let searcher = self.live().reader.searcher();
-        let top: Vec<((f32, i64), DocAddress)> =
-            searcher.search(&query, &collector).map_err(err)?;
-        let mut page = SearchPage::default();
-        let mut last = None;
-        for ((score, number), addr) in top {
-            if score == f32::NEG_INFINITY && number == i64::MIN {
-                continue;
-            }
-            if page.hits.len() == limit {
-                page.next_after = last;
-                break;
-            }
-            let doc: TantivyDocument = searcher.doc(addr).map_err(err)?;
-            page.hits.extend(self.row(&doc));
-            last = Some(Cursor { score, number });
-        }
-        Ok(page)
-    }
-
     fn counts_blocking(&self, chats: &[ChatKey]) -> Result<Vec<u64>> {
         let searcher = self.live().reader.searcher();
         chats
@@ -442,13 +226,6 @@ impl TantivyIndex {
             })
             .collect()
     }
-}
-
-/// Names the live generation, atomically.
-fn write_current(dir: &Path, name: &str) -> Result<()> {
-    let tmp = dir.join(format!("CURRENT.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, name).map_err(err)?;
-    std::fs::rename(&tmp, dir.join("CURRENT")).map_err(err)
 }
 
 /// Runs blocking index work off the async workers.
@@ -603,36 +380,4 @@ impl SearchIndex for Tantivy {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_index_of_another_schema_is_replaced_by_an_empty_one() {
-        let dir = std::env::temp_dir().join(format!("chat-tantivy-{}", uuid::Uuid::new_v4()));
-        let old = dir.join("old");
-        std::fs::create_dir_all(&old).unwrap();
-        let mut b = Schema::builder();
-        b.add_text_field("something_else", STRING);
-        Index::create_in_dir(&old, b.build()).unwrap();
-        write_current(&dir, "old").unwrap();
-
-        let index = TantivyIndex::open(&dir).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("CURRENT")).unwrap(),
-            FIRST_GENERATION
-        );
-        let chat = ChatKey {
-            application_id: 1,
-            chat_number: 1,
-        };
-        assert_eq!(index.counts_blocking(&[chat]).unwrap(), [0]);
-        // A second process opening the directory lands on the same one.
-        drop(index);
-        TantivyIndex::open(&dir).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("CURRENT")).unwrap(),
-            FIRST_GENERATION
-        );
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
+mod tests;

@@ -9,8 +9,9 @@
 //! goes alone at once and waits for nobody.
 use std::{sync::Arc, time::Duration};
 
+use async_trait::async_trait;
+use chat_links::grouping::{Group, GroupWork, Grouping, Stopped, WholeGroup, whole_then_alone};
 use redis::{Script, aio::ConnectionManager};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ratelimit::GCRA_LUA;
 use chat_links::{
@@ -19,11 +20,11 @@ use chat_links::{
 };
 
 /// Per accept: KEYS number counter ('' for an update), version counter,
-/// queue stream (fields as `RedisStreamQueue::enqueue` writes them), two
+/// queue stream (written by `chat_queue::redis_enqueue_lua`), two
 /// rate-limit keys, the idempotency record and the number ceiling (each ''
 /// when unused); ARGV pending key (a create appends its number), the row's
 /// JSON without its opening brace, the sender's traceparent ('' when
-/// untraced), which rides in the job as field `t`, and each limit key's
+/// untraced), which rides in the job, and each limit key's
 /// cost and period in µs. ARGV[1] is the pending lifetime. Returns the
 /// time used, then per accept: number, version, the limits' wait, the two
 /// limit keys' TATs, and the numbers left below the ceiling.
@@ -101,11 +102,7 @@ for i = 0, #KEYS / 7 - 1 do
       head = string.format('{"version":%d,', v)
     end
     local state = head .. tail
-    if trace == '' then
-      redis.call('XADD', stream, '*', 'p', state)
-    else
-      redis.call('XADD', stream, '*', 'p', state, 't', trace)
-    end
+    enqueue_job(stream, state, trace)
     if counter ~= '' then redis.call('SET', counter, string.format('%d', n)) end
     redis.call('SET', seq, string.format('%d', v))
     redis.call('SET', pending, state, 'EX', ttl)
@@ -164,69 +161,80 @@ pub(super) struct Accepted {
     pub room: i64,
 }
 
-type Reply = oneshot::Sender<Result<Accepted>>;
-
+/// Sends each group of accepts in one script call.
 #[derive(Clone)]
 pub(super) struct Accepter {
-    tx: mpsc::Sender<(Accept, Reply)>,
+    group: Group<Accept, Result<Accepted>>,
 }
 
 impl Accepter {
     pub fn spawn(conn: ConnectionManager, pending_ttl_secs: u64) -> Self {
-        let (tx, rx) = mpsc::channel(MAX_GROUP * MAX_CALLS * 4);
-        tokio::spawn(dispatch(rx, conn, pending_ttl_secs.max(1)));
-        Self { tx }
+        let work = AcceptWork {
+            script: Script::new(&format!(
+                "{GCRA_LUA}{}{ACCEPT}",
+                chat_queue::redis_enqueue_lua()
+            )),
+            conn,
+            ttl: pending_ttl_secs.max(1),
+        };
+        let grouping = Grouping {
+            max: MAX_GROUP,
+            // An idle request goes alone at once and waits for nobody.
+            linger: Duration::ZERO,
+            in_flight: MAX_CALLS,
+        };
+        Self {
+            group: Group::spawn(Arc::new(work), grouping),
+        }
     }
 
     pub async fn accept(&self, accept: Accept) -> Result<Accepted> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send((accept, reply))
+        self.group
+            .ask(accept)
             .await
-            .map_err(|_| StoreError::Other("the accept dispatcher has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Other("the accept dispatcher dropped a request".into()))?
+            .map_err(|Stopped| StoreError::Other("the accept dispatcher has stopped".into()))?
     }
 }
 
-async fn dispatch(mut rx: mpsc::Receiver<(Accept, Reply)>, conn: ConnectionManager, ttl: u64) {
-    let script = Arc::new(Script::new(&format!("{GCRA_LUA}{ACCEPT}")));
-    let calls = Arc::new(Semaphore::new(MAX_CALLS));
-    loop {
-        // Waiting for a free call slot first lets the group grow meanwhile.
-        let Ok(slot) = calls.clone().acquire_owned().await else {
-            return;
-        };
-        let mut group = Vec::with_capacity(MAX_GROUP);
-        if rx.recv_many(&mut group, MAX_GROUP).await == 0 {
-            return;
+struct AcceptWork {
+    script: Script,
+    conn: ConnectionManager,
+    ttl: u64,
+}
+
+#[async_trait]
+impl GroupWork<Accept> for AcceptWork {
+    type Answer = Result<Accepted>;
+
+    async fn answer(&self, accepts: Vec<Accept>) -> Vec<Result<Accepted>> {
+        whole_then_alone(self, accepts).await
+    }
+}
+
+/// One script call is atomic: a failed group failed for all.
+#[async_trait]
+impl WholeGroup<Accept> for AcceptWork {
+    type Answer = Result<Accepted>;
+    type Error = StoreError;
+
+    async fn run(&self, group: &[Accept]) -> Result<Vec<Result<Accepted>>> {
+        let answers = call(&self.script, self.conn.clone(), self.ttl, group).await?;
+        Ok(answers.into_iter().map(Ok).collect())
+    }
+
+    fn failed(&self, e: &StoreError) -> Result<Accepted> {
+        Err(answer_lost(e))
+    }
+}
+
+/// What each request of a group that failed learns: a group whose answer
+/// was lost leaves each of them not knowing whether it was accepted.
+fn answer_lost(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Redis(r) if redis_link::Outcome::of(r) == Outcome::Unknown => {
+            StoreError::OutcomeUnknown(e.to_string())
         }
-        let (conn, script) = (conn.clone(), script.clone());
-        tokio::spawn(async move {
-            let (accepts, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-            match call(&script, conn, ttl, &accepts).await {
-                Ok(answers) => {
-                    for (reply, answer) in replies.into_iter().zip(answers) {
-                        let _ = reply.send(Ok(answer));
-                    }
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    let each = || match &e {
-                        StoreError::Redis(r) if redis_link::Outcome::of(r) == Outcome::Unknown => {
-                            StoreError::OutcomeUnknown(message.clone())
-                        }
-                        e if e.is_unavailable() => StoreError::Unavailable(message.clone()),
-                        _ => StoreError::Other(message.clone()),
-                    };
-                    for reply in replies {
-                        let _ = reply.send(Err(each()));
-                    }
-                }
-            }
-            drop(slot);
-        });
+        e => e.replicate(),
     }
 }
 
