@@ -3,7 +3,7 @@
 //! nothing else of them.
 use std::sync::Arc;
 
-use chat_queue::JobQueue;
+use chat_queue::JobHistory;
 use chat_search::SearchIndex;
 use chat_store::{idempotency::IdempotencyStore, intake::Intake, ratelimit::RateLimiter};
 use sea_orm::DatabaseConnection;
@@ -17,8 +17,9 @@ pub struct ApiDeps {
     pub intake: Arc<dyn Intake>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub limiter: Arc<dyn RateLimiter>,
-    /// Only its `system()` (for spans) and, in `/metrics`, its depths.
-    pub queue: Arc<dyn JobQueue>,
+    /// Only its `system()` (for spans) and, in `/metrics`, its depths: the
+    /// API never enqueues but through the intake.
+    pub queue: Arc<dyn JobHistory>,
     pub search: Arc<dyn SearchIndex>,
 }
 
@@ -27,7 +28,7 @@ pub struct ApiDeps {
 #[derive(Clone)]
 pub struct Observed {
     pub db: DatabaseConnection,
-    pub queue: Arc<dyn JobQueue>,
+    pub queue: Arc<dyn JobHistory>,
 }
 
 impl ApiDeps {

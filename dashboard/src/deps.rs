@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chat_links::redis_durability::Inspector;
-use chat_queue::JobQueue;
+use chat_queue::JobHistory;
 use chat_search::SearchIndex;
 use chat_store::intake::Intake;
 use sea_orm::DatabaseConnection;
@@ -14,7 +14,7 @@ pub struct DashboardDeps {
     /// applications a job names.
     pub db: DatabaseConnection,
     /// The jobs operators watch and repair.
-    pub queue: Arc<dyn JobQueue>,
+    pub queue: Arc<dyn JobHistory>,
     /// Forgets the pending entry of a write an operator discarded.
     pub intake: Arc<dyn Intake>,
     /// Only pinged, for the backends table.

@@ -2,7 +2,7 @@
 //! it opened.
 use std::sync::Arc;
 
-use chat_queue::JobQueue;
+use chat_queue::JobHistory;
 use chat_search::SearchIndex;
 use chat_store::{idempotency::IdempotencyStore, intake::Intake};
 use sea_orm::DatabaseConnection;
@@ -14,7 +14,7 @@ pub struct SchedulerDeps {
     /// Where recounts, trims and run records are written.
     pub writer: DatabaseConnection,
     /// Trimmed of its history.
-    pub queue: Arc<dyn JobQueue>,
+    pub queue: Arc<dyn JobHistory>,
     /// Purged of expired pending entries.
     pub intake: Arc<dyn Intake>,
     /// Purged of expired keys.
