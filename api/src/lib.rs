@@ -4,7 +4,9 @@
 //! (JSON, urlencoded and multipart bodies), pagination, the JSON shapes
 //! and RFC 9457 problem responses. It must not know how numbers are
 //! reserved or where jobs go: it calls `chat-store`'s intake and
-//! repositories and turns their answers into HTTP.
+//! repositories, and `chat-search`, through the [`ApiDeps`] the binary
+//! hands it, and turns their answers into HTTP (problems rendered by
+//! `chat-problem`).
 //!
 //! # Layout
 //! - [`error`]: `ApiError`, the one place statuses are chosen.

@@ -7,8 +7,9 @@
 //! requires the admin token (see [`auth`]).
 //!
 //! It must not know how jobs are processed: it reads and repairs queue
-//! state through `chat-store`'s `JobQueue` only, and a retried job runs
-//! through the same pipeline as any other.
+//! state through `chat-queue`'s `JobHistory` only (in its
+//! [`DashboardDeps`]), and a retried job runs through the same pipeline
+//! as any other.
 //!
 //! # Layout
 //! - [`auth`]: the token, the signed session cookie and its revocation,

@@ -1,7 +1,7 @@
 //! The typed jobs and the worker pools that persist them.
 //!
 //! # Layout
-//! - [`backend`]: an apalis `Backend` over `chat-store`'s durable queue, so
+//! - [`backend`]: an apalis `Backend` over `chat-queue`'s durable queue, so
 //!   apalis drives our own Redis Streams or SQLite queue.
 //! - [`settle`]: what happens after a handler returns: ack after the
 //!   commit, hand back after an outage, or retry with exponential backoff
@@ -28,7 +28,9 @@
 //!
 //! This crate must not know about HTTP or how numbers are reserved. It
 //! reads jobs from the queue, writes rows to the database and indexes them
-//! for search, through `chat-store`'s interfaces.
+//! for search, through the [`WorkerDeps`] the binary hands it: `chat-queue`,
+//! `chat-store`'s repositories and intake, and `chat-search`. Each queue it
+//! works is a `pool::QueueSpec`, implemented by its job type.
 pub mod backend;
 pub mod batcher;
 mod deps;

@@ -6,8 +6,9 @@
 //! once across all of them by racing on the tick's run record (see
 //! [`chat_ops::runs`]). It owns *when* work runs and the run
 //! history; *what* a run does (the SQL, the trims, the drift check) lives
-//! in `chat-store`. It must not know about HTTP, the worker pools or
-//! apalis's job backends.
+//! in `chat-store`, `chat-queue` and `chat-search`, reached through the
+//! [`SchedulerDeps`] the binary hands it. It must not know about HTTP, the
+//! worker pools or apalis's job backends.
 mod deps;
 pub mod schedule;
 pub mod tasks;
