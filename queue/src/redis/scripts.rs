@@ -2,7 +2,7 @@
 //! atomic step, on keys of one queue (one hash tag, so one cluster slot).
 use redis::Script;
 
-use super::wire::{DONE_RECORD, lua_list};
+use super::wire::{DONE_RECORD, fields_lua, lua_list};
 
 /// Settles jobs as done: ack, record, and delete, in one step, so a crash
 /// cannot leave an acked entry behind in the stream. ARGV holds nine
@@ -107,14 +107,14 @@ return n
 
 /// Moves dead entry ARGV[1] back to the stream with attempt 1, keeping
 /// its payload, failures, trace and enqueue time; 0 when there is no such
-/// entry.
+/// entry. The field names (`FP` …) come from [`fields_lua`].
 pub(super) const REVIVE: &str = r#"
 local entry = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])[1]
 if not entry then return false end
 local f = {}
 for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-local fields = {'p', f['p'], 'a', '1', 'f', f['f'] or '[]'}
-for _, name in ipairs({'t', 'e'}) do
+local fields = {FP, f[FP], FA, '1', FF, f[FF] or '[]'}
+for _, name in ipairs({FT, FE}) do
   if f[name] then
     fields[#fields + 1] = name
     fields[#fields + 1] = f[name]
@@ -131,12 +131,10 @@ return revived
 /// early is exactly the job promotion would have made.
 pub(super) const APPEND_RETRY: &str = r#"
 local function append(stream, job)
-  local fields = {'p', job.p, 'a', job.a, 'f', job.f}
-  for _, name in ipairs({'t', 'e'}) do
-    if job[name] then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = job[name]
-    end
+  local fields = {FP, job.p, FA, job.a, FF, job.f}
+  for name, value in pairs({[FT] = job.t, [FE] = job.e}) do
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
   end
   redis.call('XADD', stream, '*', unpack(fields))
 end
@@ -211,9 +209,9 @@ impl Scripts {
             later: Script::new(LATER),
             renew: Script::new(RENEW),
             bury: Script::new(BURY),
-            promote: Script::new(&format!("{APPEND_RETRY}{PROMOTE}")),
-            revive: Script::new(REVIVE),
-            take_retry: Script::new(&format!("{APPEND_RETRY}{TAKE_RETRY}")),
+            promote: Script::new(&format!("{}{APPEND_RETRY}{PROMOTE}", fields_lua())),
+            revive: Script::new(&format!("{}{REVIVE}", fields_lua())),
+            take_retry: Script::new(&format!("{}{APPEND_RETRY}{TAKE_RETRY}", fields_lua())),
             cancel_pending: Script::new(CANCEL_PENDING),
         }
     }

@@ -29,6 +29,14 @@ pub(super) const DONE_RECORD: [&str; 8] = [
     PAYLOAD, ATTEMPT, FAILURES, TRACE, ENQUEUED, WORKER, STARTED, READY,
 ];
 
+/// Lua locals naming a job entry's fields (`FP`, `FA`, `FF`, `FT`, `FE`),
+/// prefixed to the scripts that copy entries, so they spell no letter.
+pub(super) fn fields_lua() -> String {
+    format!(
+        "local FP, FA, FF, FT, FE = '{PAYLOAD}', '{ATTEMPT}', '{FAILURES}', '{TRACE}', '{ENQUEUED}'\n"
+    )
+}
+
 /// A Lua list of field names, for the scripts that name them.
 pub(super) fn lua_list(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
