@@ -78,7 +78,7 @@ pub struct ApiConfig {
 }
 
 /// Cloned for every middleware layer of every request, so it holds only
-/// `Arc`s: cloning `ApiDeps` itself (a dozen reference counts, shared by
+/// `Arc`s: cloning `ApiDeps` itself (several reference counts, shared by
 /// every core) cost several microseconds of CPU per POST.
 #[derive(Clone)]
 pub struct AppState {

@@ -18,7 +18,10 @@ use chat_store::model::MessageRow;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    WorkerConfig, WorkerDeps,
     batcher::{Batcher, BulkWriter},
+    pool::QueueSpec,
+    settle::RetryPolicy,
     telemetry::record_write,
     trace::JobOrigin,
 };
@@ -47,16 +50,37 @@ impl BulkWriter<MessageRow> for SearchWriter {
     }
 }
 
-/// Hands every row to the batcher at once, so rows of several jobs share a
-/// bulk call; the job succeeds when all of its rows are indexed.
-pub async fn index_messages(
-    job: IndexMessages,
-    batcher: Data<Batcher<MessageRow>>,
-    origin: Data<JobOrigin>,
-) -> Result<(), BoxDynError> {
-    let rows = job.0.into_iter();
-    futures::future::try_join_all(rows.map(|row| batcher.submit(row, (*origin).clone())))
-        .await
-        .map(|_| ())
-        .map_err(Into::into)
+impl QueueSpec for IndexMessages {
+    type Row = MessageRow;
+    const QUEUE: QueueName = QueueName::Index;
+
+    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<MessageRow>> {
+        Arc::new(SearchWriter(deps.search.clone()))
+    }
+
+    fn policy(config: &WorkerConfig) -> RetryPolicy {
+        config.index_retry
+    }
+
+    /// An index job already carries a whole batch of rows, so a few jobs
+    /// fill a bulk call; claiming as many as there are rows per batch would
+    /// hold that many batches in memory.
+    fn in_hand(_: &WorkerConfig) -> usize {
+        8
+    }
+
+    /// Hands every row to the batcher at once, so rows of several jobs
+    /// share a bulk call; the job succeeds when all of its rows are
+    /// indexed.
+    async fn handle(
+        self,
+        batcher: Data<Batcher<MessageRow>>,
+        origin: Data<JobOrigin>,
+    ) -> Result<(), BoxDynError> {
+        let rows = self.0.into_iter();
+        futures::future::try_join_all(rows.map(|row| batcher.submit(row, (*origin).clone())))
+            .await
+            .map(|_| ())
+            .map_err(Into::into)
+    }
 }

@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::{
+    WorkerDeps,
     batcher::{Batcher, BulkWriter, Coalesce},
+    pool::QueueSpec,
     telemetry::record_write,
     trace::JobOrigin,
 };
@@ -149,28 +151,54 @@ impl BulkWriter<MessageRow> for MessageWriter {
     }
 }
 
-pub async fn persist_chat(
-    job: PersistChat,
-    batcher: Data<Batcher<ChatRow>>,
-    origin: Data<JobOrigin>,
-) -> Result<(), BoxDynError> {
-    batcher
-        .submit(job.0, (*origin).clone())
-        .await
-        .map_err(Into::into)
+impl QueueSpec for PersistChat {
+    type Row = ChatRow;
+    const QUEUE: QueueName = QueueName::Chats;
+
+    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<ChatRow>> {
+        Arc::new(ChatWriter {
+            db: deps.writer.clone(),
+            intake: deps.intake.clone(),
+        })
+    }
+
+    async fn handle(
+        self,
+        batcher: Data<Batcher<ChatRow>>,
+        origin: Data<JobOrigin>,
+    ) -> Result<(), BoxDynError> {
+        batcher
+            .submit(self.0, (*origin).clone())
+            .await
+            .map_err(Into::into)
+    }
 }
 
-pub async fn persist_message(
-    job: PersistMessage,
-    batcher: Data<Batcher<MessageRow>>,
-    origin: Data<JobOrigin>,
-) -> Result<(), BoxDynError> {
-    #[cfg(feature = "test-switches")]
-    if crate::test_switches::failing(&job.0.body) {
-        return Err("injected failure (CHAT_TEST_FAIL_SWITCH)".into());
+impl QueueSpec for PersistMessage {
+    type Row = MessageRow;
+    const QUEUE: QueueName = QueueName::Messages;
+
+    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<MessageRow>> {
+        Arc::new(MessageWriter {
+            db: deps.writer.clone(),
+            queue: deps.queue.clone(),
+            intake: deps.intake.clone(),
+            indexes: deps.search.configured(),
+        })
     }
-    batcher
-        .submit(job.0, (*origin).clone())
-        .await
-        .map_err(Into::into)
+
+    async fn handle(
+        self,
+        batcher: Data<Batcher<MessageRow>>,
+        origin: Data<JobOrigin>,
+    ) -> Result<(), BoxDynError> {
+        #[cfg(feature = "test-switches")]
+        if crate::test_switches::failing(&self.0.body) {
+            return Err("injected failure (CHAT_TEST_FAIL_SWITCH)".into());
+        }
+        batcher
+            .submit(self.0, (*origin).clone())
+            .await
+            .map_err(Into::into)
+    }
 }

@@ -14,20 +14,17 @@ use apalis_core::{
     worker::{builder::WorkerBuilder, ext::ack::AcknowledgementExt},
 };
 use chat_queue::{JobQueue, QueueName};
-use chat_store::model::{ChatRow, MessageRow};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::{
     backend::{QueueBackend, Shared},
     batcher::{BatchConfig, BatchLabel, Batcher, BulkWriter, Coalesce},
-    index::{IndexMessages, SearchWriter, index_messages},
+    index::IndexMessages,
     lease::{self, Held},
     outage::{Gate, Probe},
     paused::OperatorPauses,
-    persist::{
-        ChatWriter, MessageWriter, PersistChat, PersistMessage, persist_chat, persist_message,
-    },
+    persist::{PersistChat, PersistMessage},
     pulse::{self, Tally},
     settle::{Acker, RetryPolicy, Settler},
     trace::JobOrigin,
@@ -139,7 +136,8 @@ fn settler(
 
 /// A queue a pool works, by the type of its jobs: where its rows go, how
 /// its jobs are retried, how many are claimed at a time, and the handler
-/// each job runs.
+/// each job runs. Each job type implements it beside its handler
+/// (`persist`, `index`).
 pub(crate) trait QueueSpec: DeserializeOwned + Send + Sync + 'static {
     type Row: Coalesce;
     const QUEUE: QueueName;
@@ -157,68 +155,6 @@ pub(crate) trait QueueSpec: DeserializeOwned + Send + Sync + 'static {
         batcher: Data<Batcher<Self::Row>>,
         origin: Data<JobOrigin>,
     ) -> impl Future<Output = Result<(), BoxDynError>> + Send;
-}
-
-impl QueueSpec for PersistChat {
-    type Row = ChatRow;
-    const QUEUE: QueueName = QueueName::Chats;
-    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<ChatRow>> {
-        Arc::new(ChatWriter {
-            db: deps.writer.clone(),
-            intake: deps.intake.clone(),
-        })
-    }
-    fn handle(
-        self,
-        batcher: Data<Batcher<ChatRow>>,
-        origin: Data<JobOrigin>,
-    ) -> impl Future<Output = Result<(), BoxDynError>> + Send {
-        persist_chat(self, batcher, origin)
-    }
-}
-
-impl QueueSpec for PersistMessage {
-    type Row = MessageRow;
-    const QUEUE: QueueName = QueueName::Messages;
-    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<MessageRow>> {
-        Arc::new(MessageWriter {
-            db: deps.writer.clone(),
-            queue: deps.queue.clone(),
-            intake: deps.intake.clone(),
-            indexes: deps.search.configured(),
-        })
-    }
-    fn handle(
-        self,
-        batcher: Data<Batcher<MessageRow>>,
-        origin: Data<JobOrigin>,
-    ) -> impl Future<Output = Result<(), BoxDynError>> + Send {
-        persist_message(self, batcher, origin)
-    }
-}
-
-impl QueueSpec for IndexMessages {
-    type Row = MessageRow;
-    const QUEUE: QueueName = QueueName::Index;
-    fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<MessageRow>> {
-        Arc::new(SearchWriter(deps.search.clone()))
-    }
-    fn policy(config: &WorkerConfig) -> RetryPolicy {
-        config.index_retry
-    }
-    /// An index job already carries a whole batch of rows, so a few jobs
-    /// fill a bulk call; claiming as many as there are rows per batch would
-    /// hold that many batches in memory.
-    fn in_hand(_: &WorkerConfig) -> usize {
-        8
-    }
-    fn handle(
-        self,
-        batcher: Data<Batcher<MessageRow>>,
-        origin: Data<JobOrigin>,
-    ) -> impl Future<Output = Result<(), BoxDynError>> + Send {
-        index_messages(self, batcher, origin)
-    }
 }
 
 /// The one handler apalis runs, for any queue: its job's own.
