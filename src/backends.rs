@@ -16,10 +16,11 @@ use chat_links::{
     redis_durability::{Durability, Inspector},
     redis_link,
 };
-use chat_queue::{JobQueue, RedisStreamQueue, SqliteQueue};
+use chat_queue::{JobQueue, RedisStreamQueue, ShardedQueue, SqliteQueue, record_shard_count};
 use chat_scheduler::SchedulerDeps;
 use chat_search::{self as search, SearchConfig, SearchIndex};
 use chat_store::{
+    homes::{Homes, Layout},
     idempotency::{IdempotencyStore, RedisIdempotency, SqliteIdempotency},
     intake::{Intake, RedisIntake, SqliteIntake},
     ratelimit::{MemoryRateLimiter, RateLimiter, RedisRateLimiter},
@@ -32,6 +33,9 @@ pub struct BackendsConfig {
     /// Prepended to every Redis key, so several deployments (or test runs)
     /// can share one Redis.
     pub redis_prefix: String,
+    /// The queues' shards on a Redis Cluster, over which new applications
+    /// are homed (`chat_store::homes`).
+    pub redis_shards: u16,
     /// How long a claimed job may stay unsettled before another consumer
     /// takes it over.
     pub claim_idle: Duration,
@@ -85,23 +89,36 @@ impl Backends {
         let search = search::open(&config.search).await?;
         match &config.redis_url {
             Some(url) => {
-                let inspector =
-                    Inspector::new(redis_link::manager(&redis_link::client(url)?).await?);
+                let link = redis_link::client(url)?;
+                let conn = redis_link::manager(&link).await?;
+                let inspector = Inspector::new(conn.clone());
                 check_durability(&inspector.durability().await?)?;
-                let queue = RedisStreamQueue::connect(url, &config.redis_prefix, config.claim_idle)
-                    .await?
-                    .with_done_cap(config.jobs_done_max);
+                let prefix = config.redis_prefix.as_str();
+                let layout = match link.is_cluster() {
+                    true => Layout::Cluster {
+                        shards: config.redis_shards,
+                    },
+                    false => Layout::Node,
+                };
+                let queue: Arc<dyn JobQueue> = match layout {
+                    Layout::Node => RedisStreamQueue::connect(url, prefix, config.claim_idle)
+                        .await?
+                        .with_done_cap(config.jobs_done_max),
+                    Layout::Cluster { shards } => sharded_queue(&link, config, shards).await?,
+                };
+                let homes = Arc::new(Homes::new(conn.clone(), prefix, layout));
                 let intake = RedisIntake::connect(
                     url,
-                    &config.redis_prefix,
+                    prefix,
                     db.clone(),
-                    queue.clone(),
+                    homes.clone(),
                     config.pending_ttl,
                 )
                 .await?;
                 let idempotency = RedisIdempotency::new(
-                    redis_link::manager(&redis_link::client(url)?).await?,
-                    &config.redis_prefix,
+                    redis_link::manager(&link).await?,
+                    prefix,
+                    homes,
                     config.idempotency_retention,
                 );
                 Ok(Self {
@@ -110,7 +127,7 @@ impl Backends {
                     intake: Arc::new(intake),
                     queue,
                     search,
-                    limiter: Arc::new(RedisRateLimiter::connect(url, &config.redis_prefix).await?),
+                    limiter: Arc::new(RedisRateLimiter::connect(url, prefix).await?),
                     idempotency: Arc::new(idempotency),
                     redis: Some(inspector),
                     profile: Profile::Distributed,
@@ -146,6 +163,45 @@ impl Backends {
             )),
         }
     }
+}
+
+/// How often a process looks for shards another process configured.
+const SHARD_LOOK_EVERY: Duration = Duration::from_secs(10);
+
+/// The queue on a Redis Cluster: every shard any process was configured
+/// with, growing when another process records more.
+async fn sharded_queue(
+    link: &redis_link::Link,
+    config: &BackendsConfig,
+    shards: u16,
+) -> Result<Arc<ShardedQueue<RedisStreamQueue>>> {
+    let conn = redis_link::manager(link).await?;
+    let prefix = config.redis_prefix.clone();
+    let recorded = record_shard_count(&conn, &prefix, shards).await?;
+    let (shared, link) = (conn.clone(), link.clone());
+    let (claim_idle, done_cap) = (config.claim_idle, config.jobs_done_max);
+    let open_prefix = prefix.clone();
+    let queue = ShardedQueue::new(
+        recorded,
+        Box::new(move |k| {
+            RedisStreamQueue::shard(&link, &shared, &open_prefix, claim_idle, k)
+                .with_done_cap(done_cap)
+        }),
+    );
+    let watched = Arc::downgrade(&queue);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SHARD_LOOK_EVERY).await;
+            let Some(queue) = watched.upgrade() else {
+                return;
+            };
+            match record_shard_count(&conn, &prefix, 0).await {
+                Ok(count) => queue.grow(count),
+                Err(e) => tracing::debug!(error = %e, "could not read the shard count"),
+            }
+        }
+    });
+    Ok(queue)
 }
 
 impl Backends {

@@ -132,9 +132,18 @@ pub struct Settings {
     /// mysql://… or sqlite://…; default: SQLite in DATA_DIR.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
-    /// When set, numbers and the queue live in Redis; unset, they are embedded.
+    /// When set, numbers and the queue live in Redis; unset, they are
+    /// embedded. `redis://host:port` is one node;
+    /// `redis+cluster://host:port,host:port` a Redis Cluster, named by any
+    /// of its masters.
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// On a Redis Cluster, how many shards the queues have, over which new
+    /// applications are homed. May change on a running system: existing
+    /// applications stay on their shard, and every shard ever configured
+    /// keeps being consumed.
+    #[arg(long, env = "REDIS_SHARDS", default_value_t = 16, global = true)]
+    pub redis_shards: u16,
     /// Prefix of every Redis key, so deployments can share a Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "chat:", global = true)]
     pub redis_prefix: String,
@@ -151,6 +160,16 @@ pub struct Settings {
         global = true
     )]
     pub search_index: String,
+    /// Primary shards of each Elasticsearch index generation; a new count
+    /// applies from the next `chat reindex`.
+    #[arg(
+        long,
+        env = "ELASTICSEARCH_SHARDS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1024),
+        global = true
+    )]
+    pub elasticsearch_shards: u32,
     /// Largest message body accepted, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
     pub max_message_bytes: usize,

@@ -2,7 +2,7 @@
 //! every profile this run can reach.
 mod common;
 
-use common::{Profile, Stack, profiles};
+use common::{Profile, Stack, profiles, profiles_with_cluster};
 use serde_json::{Value, json};
 
 fn has_key_named_id(v: &Value) -> bool {
@@ -31,7 +31,7 @@ async fn assert_problem(r: reqwest::Response, status: u16) -> Value {
 
 #[tokio::test]
 async fn applications_are_created_read_and_updated() {
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         let app = stack.spawn("serve", &[]).await;
 
@@ -115,7 +115,7 @@ async fn applications_are_created_read_and_updated() {
 
 #[tokio::test]
 async fn chats_are_numbered_listed_and_updated() {
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         let app = stack.spawn("serve", &[]).await;
         let token = app.create_app("a").await;
@@ -255,7 +255,7 @@ async fn messages_accept_every_encoding_and_keep_bytes_exact() {
         "中文 日本語 한국어",
         "  leading and trailing spaces  \n",
     ];
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         let app = stack.spawn("serve", &[("MAX_MESSAGE_BYTES", "1024")]).await;
         let token = app.create_app("a").await;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, App, Stack, browser, csrf_in, log_in, profiles};
+use common::{ADMIN_TOKEN, App, Stack, browser, csrf_in, log_in, profiles_with_cluster};
 use reqwest::{StatusCode, header};
 
 async fn page(app: &App, cookie: &str, path: &str) -> (StatusCode, String) {
@@ -309,7 +309,7 @@ async fn spawn_failing(stack: &Stack, switch: &std::path::Path, extra: &[(&str, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         let switch = stack.data_dir.join("fail-switch");
         let app = spawn_failing(&stack, &switch, &[]).await;
@@ -341,7 +341,7 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
         // The distributed profile shows what Redis keeps across a crash.
         assert_eq!(
             overview.contains("id=\"redis\""),
-            profile == common::Profile::Distributed,
+            profile != common::Profile::Embedded,
             "{profile:?}"
         );
         let (_, list) = page(&app, &cookie, "/admin/queues/messages/jobs/dead").await;
@@ -476,7 +476,7 @@ async fn read_only_mode_hides_and_refuses_every_action() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_overview_shows_throughput_workers_and_jobs_are_found() {
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         let app = stack.spawn("serve", &[]).await;
         let token = app.create_app("figures").await;

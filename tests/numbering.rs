@@ -4,7 +4,7 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::{App, Profile, Stack, numbers, profiles};
+use common::{App, Profile, Stack, numbers, profiles, profiles_with_cluster};
 use futures::future::join_all;
 use serde_json::json;
 
@@ -40,7 +40,7 @@ fn assert_exactly_one_to_n(mut got: Vec<i64>, n: usize, what: &str) {
 
 #[tokio::test]
 async fn sixteen_concurrent_clients_get_exactly_one_to_n() {
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         let app = stack.spawn("serve", &[]).await;
         let token = app.create_app("busy").await;
@@ -167,7 +167,7 @@ async fn numbering_continues_after_counters_are_lost() {
         .await;
 
         match profile {
-            Profile::Distributed => {
+            Profile::Distributed | Profile::Cluster => {
                 // Counters, versions, pending entries, the streams and their
                 // consumer group: all gone.
                 let client = stack.redis().unwrap();
@@ -189,7 +189,7 @@ async fn numbering_continues_after_counters_are_lost() {
         let message = app.create_message(&token, 1, "after").await;
         match profile {
             Profile::Embedded => assert_eq!((chat, message), (4, 5)),
-            Profile::Distributed => {
+            Profile::Distributed | Profile::Cluster => {
                 assert!(chat > 3, "chat {chat} reuses a number");
                 assert!(message > 4, "message {message} reuses a number");
             }

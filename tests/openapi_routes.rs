@@ -88,6 +88,7 @@ async fn state() -> (AppState, Backends, DataDir) {
         database_url: format!("sqlite://{}?mode=rwc", dir.join("chat.db").display()),
         redis_url: None,
         redis_prefix: String::new(),
+        redis_shards: 1,
         claim_idle: Duration::from_secs(30),
         pending_ttl: Duration::from_secs(60),
         jobs_done_max: 100,

@@ -11,26 +11,13 @@ use std::{
 use chat::backends::Backends;
 use chat_queue::QueueName;
 use chat_store::model::MessageRow;
-use common::{App, Profile, Stack, numbers, profiles};
+use common::{App, Profile, Stack, app_id, numbers, profiles, profiles_with_cluster};
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 async fn backends(stack: &Stack) -> Backends {
     stack.backends(Duration::from_secs(15)).await
-}
-
-async fn app_id(db: &DatabaseConnection, token: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            "SELECT id FROM applications WHERE token = ?",
-            [token.into()],
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
 }
 
 /// (rows, distinct numbers, max number) of one chat's persisted messages.
@@ -86,7 +73,7 @@ async fn wait_dead(b: &Backends, within: Duration) -> Vec<chat_queue::DeadJob> {
 #[tokio::test]
 async fn a_twenty_thousand_job_backlog_drains_when_a_worker_starts() {
     const N: i64 = 20_000;
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         let api = stack.spawn("api", &[]).await;
         let token = api.create_app("backlog").await;
@@ -217,12 +204,12 @@ async fn a_worker_killed_mid_batch_loses_no_accepted_message() {
         ("BATCH_SIZE", "100"),
         ("CLAIM_IDLE_MS", "1500"),
     ];
-    for profile in profiles() {
+    for profile in profiles_with_cluster() {
         let stack = Stack::new(profile).await;
         // On the embedded profile one process holds every role, so the
         // whole process dies; on the distributed one only the worker does.
         let (api, victim) = match profile {
-            Profile::Distributed => {
+            Profile::Distributed | Profile::Cluster => {
                 let api = stack.spawn("api", &[]).await;
                 (api, stack.spawn("worker", &slow_batches).await)
             }
@@ -235,7 +222,7 @@ async fn a_worker_killed_mid_batch_loses_no_accepted_message() {
         api.create_chat(&token).await;
         let accepted = post_through(&api, &token, 2_000, move || victim.kill9()).await;
         let _rescuer = match profile {
-            Profile::Distributed => stack.spawn("worker", &slow_batches).await,
+            Profile::Distributed | Profile::Cluster => stack.spawn("worker", &slow_batches).await,
             Profile::Embedded => stack.spawn("serve", &slow_batches).await,
         };
         let b = backends(&stack).await;

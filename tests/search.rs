@@ -5,9 +5,10 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use chat_search::{ChatKey, SearchIndex, SearchPage, Target, maintenance, switch::Switch};
+use chat_search::{ChatKey, SearchIndex, SearchPage, Target, doc_id, maintenance, switch::Switch};
 use chat_store::model::MessageRow;
-use common::search::{Engine, engines};
+use common::search::{Engine, EngineKind, engines};
+use serde_json::Value;
 
 fn row(app: i64, chat: i64, number: i64, version: i64, body: &str) -> MessageRow {
     let t = chrono_now();
@@ -341,6 +342,107 @@ async fn the_drift_check_never_removes_a_message_written_while_it_runs() {
         );
         engine.cleanup().await;
         std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// The shard a routing value names in the index behind `alias`.
+async fn shard_of(client: &reqwest::Client, url: &str, alias: &str, routing: &str) -> u64 {
+    let r: Value = client
+        .get(format!("{url}/{alias}/_search_shards"))
+        .query(&[("routing", routing)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["shards"][0][0]["shard"].as_u64().unwrap()
+}
+
+/// On several shards, a message must be stored on its chat's shard, and
+/// deleted there: a delete routed elsewhere answers 404, which counts as
+/// already gone, and the message stays. The emulator places and looks up
+/// documents by routing as Elasticsearch does, but searches every shard
+/// whatever the routing, so a search's routing is checked by the unit
+/// tests of `chat_search::elastic` instead.
+#[tokio::test]
+async fn a_chats_messages_are_stored_and_deleted_on_its_own_shard() {
+    for kind in engines() {
+        if kind == EngineKind::Tantivy {
+            continue;
+        }
+        let engine = Engine::start_sharded(kind, 4).await;
+        let (url, alias) = engine.es().unwrap();
+        let client = reqwest::Client::new();
+        let settings: Value = client
+            .get(format!("{url}/{alias}/_settings"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (_, index) = settings.as_object().unwrap().iter().next().unwrap();
+        assert_eq!(
+            index["settings"]["index"]["number_of_shards"], "4",
+            "{kind:?}: the template's shard count"
+        );
+
+        let rows: Vec<MessageRow> = (1..=8).map(|c| row(1, c, 1, 1, "routed")).collect();
+        index_all(&engine, &rows).await;
+        let mut shards = Vec::new();
+        for r in &rows {
+            shards.push(shard_of(&client, url, alias, &ChatKey::of(r).term()).await);
+        }
+        let mut distinct = shards.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() > 1, "{kind:?}: the chats span shards");
+        for (r, shard) in rows.iter().zip(&shards) {
+            let get = |routing: String| {
+                client
+                    .get(format!("{url}/{alias}/_doc/{}", doc_id(r)))
+                    .query(&[("routing", routing)])
+                    .send()
+            };
+            let found: Value = get(ChatKey::of(r).term())
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                found["found"],
+                true,
+                "{kind:?}: {} on its chat's shard",
+                doc_id(r)
+            );
+            // Another chat's routing, on another shard, does not see it.
+            let (elsewhere, _) = rows.iter().zip(&shards).find(|(_, s)| *s != shard).unwrap();
+            let missed: Value = get(ChatKey::of(elsewhere).term())
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(missed["found"], false, "{kind:?}: {}", doc_id(r));
+        }
+
+        for r in &rows {
+            engine
+                .index
+                .delete(ChatKey::of(r), &[r.number])
+                .await
+                .unwrap();
+        }
+        engine.refresh().await;
+        let chats: Vec<ChatKey> = rows.iter().map(ChatKey::of).collect();
+        assert_eq!(
+            engine.index.counts(&chats).await.unwrap(),
+            [0; 8],
+            "{kind:?}: every delete found its message"
+        );
+        engine.cleanup().await;
     }
 }
 

@@ -301,6 +301,7 @@ async fn run_search(
         configs.push(chat_search::SearchConfig::Elasticsearch {
             url,
             alias: format!("chat-bench-{:08x}", rand::random::<u32>()),
+            shards: 1,
         });
     }
     let mut reports = Vec::new();

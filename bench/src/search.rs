@@ -103,7 +103,7 @@ pub async fn backend(config: &SearchConfig, o: &Options) -> anyhow::Result<Backe
         bulk.push(t.elapsed());
     }
     let indexing = started.elapsed();
-    if let SearchConfig::Elasticsearch { url, alias } = config {
+    if let SearchConfig::Elasticsearch { url, alias, .. } = config {
         reqwest::Client::new()
             .post(format!("{url}/{alias}/_refresh"))
             .send()

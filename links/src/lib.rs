@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //! - [`db`]: connecting to MySQL or SQLite and applying migrations.
-//! - [`redis_link`]: connections to Redis that heal by themselves, and
-//!   what a Redis error says about whether a command ran.
+//! - [`redis_conn`]: connections to one Redis node or to a Redis Cluster,
+//!   which heal by themselves and follow the cluster's redirections.
+//! - [`redis_link`]: what a Redis error says about whether a command ran,
+//!   and sending again what did not.
 //! - [`redis_durability`]: what Redis keeps across a crash; an eviction
 //!   policy that could drop keys is refused.
 //! - [`grouping`]: many callers' requests answered a group at a time, one
@@ -18,6 +20,7 @@
 pub mod db;
 pub mod error;
 pub mod grouping;
+pub mod redis_conn;
 pub mod redis_durability;
 pub mod redis_link;
 mod time;

@@ -8,7 +8,7 @@
 //! idempotency records carry a TTL) would silently drop some of them, so it
 //! is refused. Running without persistence is allowed, with a warning that
 //! says what a crash of Redis would lose.
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -17,11 +17,11 @@ use crate::error::Result;
 /// (the dashboard shows them live: they can change at run time).
 #[derive(Clone)]
 pub struct Inspector {
-    conn: ConnectionManager,
+    conn: RedisConn,
 }
 
 impl Inspector {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: RedisConn) -> Self {
         Self { conn }
     }
 
@@ -46,7 +46,7 @@ pub struct Durability {
 impl Durability {
     /// Reads the settings with `CONFIG GET`, or from `INFO` where `CONFIG`
     /// is renamed away (managed services).
-    pub async fn read(conn: &ConnectionManager) -> Result<Self> {
+    pub async fn read(conn: &RedisConn) -> Result<Self> {
         let mut conn = conn.clone();
         let config: redis::RedisResult<Vec<(String, String)>> = redis::cmd("CONFIG")
             .arg("GET")

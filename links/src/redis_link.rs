@@ -15,64 +15,11 @@
 //! "unknown" (the command may have run) and the rest.
 use std::{future::Future, time::Duration};
 
-use redis::{
-    Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisError, ServerErrorKind,
-    aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
-    io::tcp::{TcpSettings, socket2::TcpKeepalive},
-};
+use redis::{RedisError, ServerErrorKind};
 
 use crate::error::{Result, StoreError};
 
-/// How long a command may wait for its answer. Long enough for a large
-/// script (an accept group, a housekeeping trim), short enough that a
-/// frozen server shows up as an outage within seconds.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long reconnecting may take per attempt.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A client whose connections carry the settings above.
-pub fn client(url: &str) -> Result<Client> {
-    let info: ConnectionInfo = url.into_connection_info()?;
-    let keepalive = TcpKeepalive::new()
-        .with_time(Duration::from_secs(10))
-        .with_interval(Duration::from_secs(5))
-        .with_retries(3);
-    // Data sent but not acknowledged for this long fails the connection:
-    // the kernel would otherwise retransmit to a vanished host for ~15 min.
-    let tcp = TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(keepalive)
-        .set_user_timeout(Duration::from_secs(15));
-    let redis = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    let info = info.set_tcp_settings(tcp).set_redis_settings(redis);
-    Ok(Client::open(info)?)
-}
-
-/// A shared, self-reconnecting connection for ordinary commands.
-pub async fn manager(client: &Client) -> Result<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(2);
-    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
-}
-
-/// A connection of its own, for a blocking read that would stall every
-/// other command sharing it. `block` is how long the read may block; the
-/// answer may take that much longer than an ordinary one.
-pub async fn dedicated(client: &Client, block: Duration) -> Result<MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?)
-}
+pub use crate::redis_conn::{Link, RESPONSE_TIMEOUT, RedisConn, client, dedicated, manager};
 
 /// What a failed command did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +63,10 @@ fn refused_before_running(kind: ServerErrorKind) -> bool {
             | ServerErrorKind::MasterDown
             | ServerErrorKind::ClusterDown
             | ServerErrorKind::ReadOnly
+            // A cluster node answers these instead of running a command
+            // for a slot it does not serve (moved, or moving).
+            | ServerErrorKind::Moved
+            | ServerErrorKind::Ask
     )
 }
 

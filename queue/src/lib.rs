@@ -11,6 +11,9 @@
 //!   a retry ZSET and a capped dead-letter stream;
 //! - [`SqliteQueue`]: one `queue_jobs` table, leased by UPDATE … RETURNING.
 //!
+//! On a Redis Cluster, [`ShardedQueue`] holds one `RedisStreamQueue` per
+//! shard and routes each job to the shard that holds it.
+//!
 //! Settled jobs are kept for a while as history: done jobs up to a cap
 //! and a retention, dead jobs for a longer retention; [`JobHistory::trim`]
 //! enforces the retentions, and the scheduler's housekeeping calls it.
@@ -27,13 +30,18 @@ mod job;
 mod listing;
 mod protocol;
 mod redis;
+mod sharded;
 mod sqlite;
 
 pub use history::JobHistory;
 pub use job::{Claimed, DeadJob, Failure, QueueStats, Retention, Trimmed};
 pub use listing::{JobPage, JobRecord, JobSearch, JobState, Resource, contains_folded};
 pub use protocol::JobQueue;
-pub use redis::{DONE_PAYLOAD_MAX, RedisStreamQueue, enqueue_lua as redis_enqueue_lua};
+pub use redis::{
+    DONE_PAYLOAD_MAX, RedisStreamQueue, enqueue_lua as redis_enqueue_lua, record_shard_count,
+    shard_tag as redis_shard_tag, stream_key as redis_stream_key,
+};
+pub use sharded::{OpenShard, ShardedQueue};
 pub use sqlite::SqliteQueue;
 
 /// The queues this system runs. Each carries one job type.

@@ -174,8 +174,13 @@ pub enum SearchConfig {
     /// tantivy in this directory.
     Embedded { dir: std::path::PathBuf },
     /// Elasticsearch at `url`; `alias` names the live index, and its
-    /// generations are `<alias>-<name>`.
-    Elasticsearch { url: String, alias: String },
+    /// generations are `<alias>-<name>`, each created with `shards`
+    /// primary shards.
+    Elasticsearch {
+        url: String,
+        alias: String,
+        shards: u32,
+    },
     /// No index in this process: see [`unconfigured`].
     Unconfigured,
 }
@@ -183,8 +188,8 @@ pub enum SearchConfig {
 pub async fn open(config: &SearchConfig) -> Result<Arc<dyn SearchIndex>> {
     let index: Arc<dyn SearchIndex> = match config {
         SearchConfig::Embedded { dir } => Arc::new(tantivy_index::Tantivy::open(dir)?),
-        SearchConfig::Elasticsearch { url, alias } => {
-            Arc::new(elastic::Elastic::connect(url, alias)?)
+        SearchConfig::Elasticsearch { url, alias, shards } => {
+            Arc::new(elastic::Elastic::connect(url, alias, *shards)?)
         }
         SearchConfig::Unconfigured => return Ok(Arc::new(unconfigured::Unconfigured)),
     };

@@ -28,6 +28,7 @@ impl Settings {
             database_url,
             redis_url: present(&self.redis_url),
             redis_prefix: self.redis_prefix.clone(),
+            redis_shards: self.redis_shards.max(1),
             claim_idle: Duration::from_millis(self.claim_idle_ms),
             pending_ttl: Duration::from_secs(self.pending_ttl_secs),
             jobs_done_max: self.jobs_done_max,
@@ -36,6 +37,7 @@ impl Settings {
                 Some(url) => SearchConfig::Elasticsearch {
                     url,
                     alias: self.search_index.clone(),
+                    shards: self.elasticsearch_shards,
                 },
                 None if command.embeds_search() => SearchConfig::Embedded {
                     dir: self.data_dir.join("search"),

@@ -11,6 +11,8 @@
 //! - [`intake`]: accepting a chat or message write: reserve its number and
 //!   version, record it for read-your-writes, enqueue its job (through
 //!   `chat_queue`, whose wire format the Redis accept script writes).
+//! - [`homes`]: where an application's Redis keys live: its own hash tag
+//!   on one node, its home shard's on a cluster.
 //! - [`idempotency`]: `Idempotency-Key` records, which the intake's
 //!   writes fill in atomically with themselves.
 //! - [`ratelimit`]: request rate limits (GCRA), shared through Redis or
@@ -22,6 +24,7 @@
 //! pools or search: it exposes storage operations and nothing that decides
 //! when to call them.
 pub mod entity;
+pub mod homes;
 pub mod idempotency;
 pub mod intake;
 pub mod model;

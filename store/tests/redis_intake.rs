@@ -7,6 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chat_links::db;
 use chat_queue::{JobQueue, QueueName, RedisStreamQueue};
+use chat_store::homes::{Homes, Layout};
 use chat_store::{
     intake::{Intake, RedisIntake},
     model::MessageRow,
@@ -36,11 +37,17 @@ async fn setup() -> Option<Setup> {
     let queue = RedisStreamQueue::connect(&url, &prefix, Duration::from_secs(30))
         .await
         .unwrap();
+    let link = chat_links::redis_link::client(&url).unwrap();
+    let homes = Homes::new(
+        chat_links::redis_link::manager(&link).await.unwrap(),
+        &prefix,
+        Layout::Node,
+    );
     let intake = RedisIntake::connect(
         &url,
         &prefix,
         database,
-        queue.clone(),
+        Arc::new(homes),
         Duration::from_secs(60),
     )
     .await

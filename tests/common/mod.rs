@@ -8,6 +8,8 @@
 
 pub mod search;
 
+pub use chat_faults::cluster;
+
 use std::{
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -21,6 +23,8 @@ use serde_json::{Value, json};
 pub enum Profile {
     Embedded,
     Distributed,
+    /// MySQL and a private Redis Cluster this test starts.
+    Cluster,
 }
 
 /// The profiles this run can test.
@@ -28,6 +32,16 @@ pub fn profiles() -> Vec<Profile> {
     let mut out = vec![Profile::Embedded];
     if distributed_urls().is_some() {
         out.push(Profile::Distributed);
+    }
+    out
+}
+
+/// The profiles this run can test, a Redis Cluster included when the
+/// distributed profile runs and this machine can start one.
+pub fn profiles_with_cluster() -> Vec<Profile> {
+    let mut out = profiles();
+    if out.contains(&Profile::Distributed) && cluster::available() {
+        out.push(Profile::Cluster);
     }
     out
 }
@@ -51,6 +65,8 @@ pub struct Stack {
     pub redis_url: Option<String>,
     pub redis_prefix: String,
     mysql_admin: Option<(String, String)>,
+    /// The private Redis Cluster of the cluster profile.
+    pub cluster: Option<cluster::Cluster>,
     /// Every process started on this stack, stopped before cleanup so none
     /// writes to storage that is being removed.
     apps: std::sync::Mutex<Vec<App>>,
@@ -70,11 +86,14 @@ impl Stack {
                 redis_url: None,
                 redis_prefix,
                 mysql_admin: None,
+                cluster: None,
                 apps: Default::default(),
             },
-            Profile::Distributed => {
+            Profile::Distributed | Profile::Cluster => {
                 let (mysql, redis) =
                     distributed_urls().expect("distributed profile needs TEST_* urls");
+                let cluster = (profile == Profile::Cluster).then(cluster::Cluster::start);
+                let redis = cluster.as_ref().map_or(redis, |c| c.url());
                 let name = format!("chat_t_{}", &id[..16]);
                 let admin = Database::connect(mysql.clone())
                     .await
@@ -92,6 +111,7 @@ impl Stack {
                     redis_url: Some(redis),
                     redis_prefix,
                     mysql_admin: Some((mysql, name)),
+                    cluster,
                     apps: Default::default(),
                 }
             }
@@ -106,6 +126,7 @@ impl Stack {
             database_url: self.database_url.clone(),
             redis_url: self.redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
+            redis_shards: 4,
             claim_idle: lease,
             pending_ttl: Duration::from_secs(3600),
             jobs_done_max: 10_000,
@@ -142,9 +163,12 @@ impl Stack {
         row.try_get::<i64>("", "n").unwrap()
     }
 
+    /// The shared Redis of the distributed profile (`None` on a cluster,
+    /// which the test owns whole).
     pub fn redis(&self) -> Option<redis::Client> {
         self.redis_url
             .as_ref()
+            .filter(|_| self.cluster.is_none())
             .map(|u| redis::Client::open(u.as_str()).unwrap())
     }
 
@@ -530,6 +554,21 @@ impl App {
 }
 
 /// The numbers of a list's items, in order.
+/// The internal id of the application `token` names, which the API never
+/// shows: for tests that look into storage.
+pub async fn app_id(db: &DatabaseConnection, token: &str) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT id FROM applications WHERE token = ?",
+            [token.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
 pub fn numbers(items: &[Value]) -> Vec<i64> {
     items
         .iter()

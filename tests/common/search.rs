@@ -53,6 +53,12 @@ pub struct Engine {
 
 impl Engine {
     pub async fn start(kind: EngineKind) -> Engine {
+        Self::start_sharded(kind, 1).await
+    }
+
+    /// An engine whose Elasticsearch index generations have `shards`
+    /// primary shards (ignored by tantivy).
+    pub async fn start_sharded(kind: EngineKind, shards: u32) -> Engine {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = std::env::temp_dir().join(format!("chat-search-{id}"));
         let (config, es, emulator) = match kind {
@@ -75,6 +81,7 @@ impl Engine {
                     SearchConfig::Elasticsearch {
                         url: url.clone(),
                         alias: alias.clone(),
+                        shards,
                     },
                     Some((url, alias)),
                     child,
@@ -103,6 +110,14 @@ impl Engine {
                 .unwrap();
             assert!(r.status().is_success(), "refresh: {}", r.status());
         }
+    }
+
+    /// Elasticsearch's address and the alias, for requests the index
+    /// does not make.
+    pub fn es(&self) -> Option<(&str, &str)> {
+        self.es
+            .as_ref()
+            .map(|(url, alias)| (url.as_str(), alias.as_str()))
     }
 
     /// Elasticsearch returns each hit's score exactly as it sorted by it,
@@ -194,6 +209,7 @@ impl Pipeline {
             database_url: chat_links::db::default_sqlite_url(&dir),
             redis_url: None,
             redis_prefix: String::new(),
+            redis_shards: 1,
             claim_idle: Duration::from_secs(15),
             pending_ttl: Duration::from_secs(3600),
             jobs_done_max: 10_000,

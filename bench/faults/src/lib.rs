@@ -15,9 +15,14 @@
 //! system only as an operator and a client would: the documented
 //! environment variables, the HTTP API, `/metrics`, and the search
 //! backend's own REST API.
+//!
+//! [`cluster::Cluster`] is a private Redis Cluster on loopback, for the
+//! tests of the cluster deployment (the end-to-end tests and the queue's
+//! contract), which start one each.
 
 mod check;
 mod client;
+pub mod cluster;
 mod config;
 mod flag;
 mod inject;

@@ -7,7 +7,6 @@ use std::{
 
 use redis::{
     Value,
-    aio::MultiplexedConnection,
     streams::{StreamAutoClaimReply, StreamReadReply},
 };
 
@@ -45,11 +44,7 @@ impl RedisStreamQueue {
         Ok(())
     }
 
-    pub(super) async fn reader(
-        &self,
-        consumer: &str,
-        wait: Duration,
-    ) -> Result<MultiplexedConnection> {
+    pub(super) async fn reader(&self, consumer: &str, wait: Duration) -> Result<RedisConn> {
         if let Some(c) = self.readers.lock().unwrap().get(consumer) {
             return Ok(c.clone());
         }

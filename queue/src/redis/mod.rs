@@ -1,6 +1,13 @@
 //! The job queue on Redis Streams.
 //!
-//! Keys, all sharing the queue's hash tag so every script runs in one slot:
+//! On one node, a queue's keys share the queue's hash tag (`{q:<name>}`,
+//! as below). On a Redis Cluster the queue is sharded: shard `k` of every
+//! queue lives under the tag `{s<k>}` ([`shard_tag`]), the tag its
+//! applications' keys also live under, so the intake's accept script
+//! can enqueue beside the numbers it reserves, in one slot. Each shard is
+//! a whole queue of its own; [`crate::ShardedQueue`] makes them one.
+//!
+//! Keys, all sharing one hash tag so every script runs in one slot:
 //! - `<prefix>{q:<name>}:stream`: entries `p` (payload), `a` (attempt),
 //!   `f` (failures, JSON), `t` (the sender's `traceparent`, when traced);
 //!   consumer group `workers`;
@@ -22,13 +29,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redis::{
-    Client,
-    aio::{ConnectionManager, MultiplexedConnection},
-};
-
 use crate::QueueName;
-use chat_links::{error::Result, redis_link};
+use chat_links::{
+    error::Result,
+    redis_link::{self, Link, RedisConn},
+};
 
 mod claims;
 mod history;
@@ -48,9 +53,11 @@ const PROMOTE_CHUNK: usize = 256;
 pub const DONE_PAYLOAD_MAX: usize = 4096;
 
 pub struct RedisStreamQueue {
-    pub(super) client: Client,
-    conn: ConnectionManager,
+    pub(super) client: Link,
+    conn: RedisConn,
     prefix: String,
+    /// The cluster shard this queue is, or `None` on one node.
+    shard: Option<u16>,
     claim_idle: Duration,
     done_cap: usize,
     /// Consumers that own nothing and have been idle this long are removed
@@ -60,19 +67,44 @@ pub struct RedisStreamQueue {
     scripts: Scripts,
     /// One connection per consumer: a blocking XREADGROUP holds its
     /// connection, and sharing it would stall every other command.
-    readers: Mutex<HashMap<String, MultiplexedConnection>>,
+    readers: Mutex<HashMap<String, RedisConn>>,
     last_sweep: Mutex<HashMap<(QueueName, String), Instant>>,
     groups: Mutex<HashMap<QueueName, bool>>,
 }
 
 impl RedisStreamQueue {
+    /// The queue on one Redis node (a cluster URL gets shard 0 only: use
+    /// [`RedisStreamQueue::shard`] for each shard there).
     pub async fn connect(url: &str, prefix: &str, claim_idle: Duration) -> Result<Arc<Self>> {
         let client = redis_link::client(url)?;
         let conn = redis_link::manager(&client).await?;
-        Ok(Arc::new(Self {
+        let shard = client.is_cluster().then_some(0);
+        Ok(Self::over(client, conn, prefix, claim_idle, shard))
+    }
+
+    /// Shard `k` of the queue on a cluster, over a shared connection.
+    pub fn shard(
+        link: &Link,
+        conn: &RedisConn,
+        prefix: &str,
+        claim_idle: Duration,
+        k: u16,
+    ) -> Arc<Self> {
+        Self::over(link.clone(), conn.clone(), prefix, claim_idle, Some(k))
+    }
+
+    fn over(
+        client: Link,
+        conn: RedisConn,
+        prefix: &str,
+        claim_idle: Duration,
+        shard: Option<u16>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             client,
             conn,
             prefix: prefix.to_owned(),
+            shard,
             claim_idle,
             done_cap: 10_000,
             prune_idle: Duration::from_secs(600),
@@ -81,7 +113,7 @@ impl RedisStreamQueue {
             readers: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
-        }))
+        })
     }
 
     /// Caps the done stream at about `cap` entries (default 10,000); 0
@@ -102,10 +134,54 @@ impl RedisStreamQueue {
     }
 
     fn key(&self, q: QueueName, part: &str) -> String {
-        format!("{}{{q:{}}}:{part}", self.prefix, q.as_str())
+        queue_key(&self.prefix, self.shard, q, part)
     }
 
     pub fn stream_key(&self, q: QueueName) -> String {
         self.key(q, "stream")
     }
+}
+
+/// The hash tag of cluster shard `k`, which its queues' keys and its
+/// applications' keys all begin with.
+pub fn shard_tag(prefix: &str, k: u16) -> String {
+    format!("{prefix}{{s{k}}}")
+}
+
+/// A queue key: on one node under the queue's own tag, on a cluster under
+/// its shard's.
+fn queue_key(prefix: &str, shard: Option<u16>, q: QueueName, part: &str) -> String {
+    match shard {
+        None => format!("{prefix}{{q:{}}}:{part}", q.as_str()),
+        Some(k) => format!("{}:q:{}:{part}", shard_tag(prefix, k), q.as_str()),
+    }
+}
+
+/// Raises the cluster's recorded shard count to at least `count` and
+/// returns it: the most shards any process was ever configured with, all
+/// of which workers consume, since applications homed on a shard keep
+/// writing there after the setting shrinks.
+pub async fn record_shard_count(conn: &RedisConn, prefix: &str, count: u16) -> Result<u16> {
+    let mut conn = conn.clone();
+    let recorded: u16 = redis::Script::new(RAISE_SHARDS)
+        .key(format!("{prefix}shards"))
+        .arg(count)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(recorded)
+}
+
+const RAISE_SHARDS: &str = r#"
+local now = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > now then
+  now = tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return now
+"#;
+
+/// The stream a job of `q` is appended to, on shard `shard` (`None` on
+/// one node): what a script that enqueues by itself writes to.
+pub fn stream_key(prefix: &str, shard: Option<u16>, q: QueueName) -> String {
+    queue_key(prefix, shard, q, "stream")
 }

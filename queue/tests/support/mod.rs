@@ -4,7 +4,8 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use chat_queue::{JobQueue, RedisStreamQueue};
+use chat_faults::cluster::{self, Cluster};
+use chat_queue::{JobQueue, RedisStreamQueue, ShardedQueue};
 
 use chat_links::db;
 use chat_queue::SqliteQueue;
@@ -30,6 +31,7 @@ pub struct Backend {
 enum Leftover {
     Dir(PathBuf),
     Keys(String),
+    Cluster(Cluster),
 }
 
 impl Backend {
@@ -39,13 +41,20 @@ impl Backend {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Leftover::Keys(prefix) => drop_keys(&prefix).await,
+            Leftover::Cluster(cluster) => drop(cluster),
         }
     }
 }
 
 /// A fresh queue with `lease` on every backend this run can reach: SQLite
-/// always, Redis when `TEST_REDIS_URL` is set.
+/// always, Redis when `TEST_REDIS_URL` is set, and a three-shard queue on a
+/// private Redis Cluster when `redis-server` can start one too.
 pub async fn each_backend(lease: Duration) -> Vec<Backend> {
+    each_backend_sharded(lease, CONTRACT_SHARDS).await
+}
+
+/// [`each_backend`], the cluster's queue having `shards` shards.
+pub async fn each_backend_sharded(lease: Duration, shards: u16) -> Vec<Backend> {
     let (q, dir) = sqlite_queue(lease).await;
     let mut out = vec![Backend {
         name: "sqlite",
@@ -65,7 +74,31 @@ pub async fn each_backend(lease: Duration) -> Vec<Backend> {
         }
         Err(_) => eprintln!("TEST_REDIS_URL unset: the contract runs on SQLite only"),
     }
+    if std::env::var("TEST_REDIS_URL").is_ok() && cluster::available() {
+        out.push(on_cluster(lease, shards).await);
+    }
     out
+}
+
+/// Shards of the queue the contract runs on a cluster: jobs spread over
+/// them, so claims, settles and repairs cross shards.
+pub const CONTRACT_SHARDS: u16 = 3;
+
+/// A queue of `shards` shards on a private Redis Cluster of its own.
+pub async fn on_cluster(lease: Duration, shards: u16) -> Backend {
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let url = cluster.url();
+    let link = chat_links::redis_link::client(&url).unwrap();
+    let conn = chat_links::redis_link::manager(&link).await.unwrap();
+    let queue = ShardedQueue::new(
+        shards,
+        Box::new(move |k| RedisStreamQueue::shard(&link, &conn, "tc:", lease, k)),
+    );
+    Backend {
+        name: "redis-cluster",
+        queue,
+        leftover: Leftover::Cluster(cluster),
+    }
 }
 
 /// Deletes every key under `prefix` in `TEST_REDIS_URL`.

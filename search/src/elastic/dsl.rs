@@ -1,11 +1,21 @@
 //! Request bodies: the search query, the bulk index lines and the count
-//! aggregation. Pure functions of their inputs, so they are tested without
-//! a server against the documented formats.
+//! aggregation, and the routing of a chat's documents. Pure functions of
+//! their inputs, so they are tested without a server against the
+//! documented formats.
 use serde_json::{Value, json};
 
 use super::mapping::{SEARCH_ANALYZER, SEARCH_FIELDS};
 use crate::{ChatKey, Cursor, doc_id};
 use chat_store::model::MessageRow;
+
+/// The routing value of every document of `chat`, and of every request
+/// scoped to it. A whole chat sharing one value puts it on one shard, so a
+/// chat-scoped search asks that shard alone instead of all of them; the
+/// value must never change, or a chat's documents would be split between
+/// shards and a routed request would miss some.
+pub fn routing(chat: ChatKey) -> String {
+    chat.term()
+}
 
 /// A chat's messages matching every whitespace-separated word of `query`,
 /// best first. Each word is one clause, so every word must match, and
@@ -73,6 +83,7 @@ pub fn bulk(index: &str, rows: &[MessageRow]) -> String {
             "index": {
                 "_index": index,
                 "_id": doc_id(row),
+                "routing": routing(ChatKey::of(row)),
                 "version": row.version,
                 "version_type": "external"
             }
@@ -115,15 +126,21 @@ pub fn numbers(chat: ChatKey, after: Option<i64>, size: usize) -> Value {
 
 /// The NDJSON body of a `_bulk` request deleting messages of a chat.
 ///
+/// A delete finds a document only on the shard its routing names: without
+/// the chat's routing it would look on the shard of its id, answer 404,
+/// and the caller would take the message as already gone.
+///
 /// Deletes are unversioned: they remove documents the database does not
 /// have, which no index job will bring back. (Deleting documents that the
 /// database has and indexing them again would not work: a delete leaves a
 /// tombstone with a higher internal version than the external one.)
 pub fn bulk_delete(index: &str, chat: ChatKey, numbers: &[i64]) -> String {
-    let mut out = String::with_capacity(numbers.len() * 64);
+    let mut out = String::with_capacity(numbers.len() * 80);
+    let routing = routing(chat);
     for n in numbers {
         let id = format!("{}:{n}", chat.term());
-        out.push_str(&json!({ "delete": { "_index": index, "_id": id } }).to_string());
+        let action = json!({ "delete": { "_index": index, "_id": id, "routing": routing } });
+        out.push_str(&action.to_string());
         out.push('\n');
     }
     out
@@ -196,7 +213,7 @@ mod tests {
         assert_eq!(lines.len(), 4, "a newline inside a body stays escaped");
         assert_eq!(
             lines[0],
-            json!({ "index": { "_index": "chat-messages", "_id": "7:3:1", "version": 4, "version_type": "external" } })
+            json!({ "index": { "_index": "chat-messages", "_id": "7:3:1", "routing": "7:3", "version": 4, "version_type": "external" } })
         );
         assert_eq!(lines[1]["body"], "hi");
         assert_eq!(lines[1]["chat"], "7:3");
@@ -215,13 +232,28 @@ mod tests {
         assert_eq!(
             lines,
             [
-                json!({ "delete": { "_index": "a", "_id": "7:3:4" } }),
-                json!({ "delete": { "_index": "a", "_id": "7:3:5" } })
+                json!({ "delete": { "_index": "a", "_id": "7:3:4", "routing": "7:3" } }),
+                json!({ "delete": { "_index": "a", "_id": "7:3:5", "routing": "7:3" } })
             ]
         );
         let page = numbers(CHAT, Some(10), 100);
         assert_eq!(page["search_after"], json!([10]));
         assert_eq!(page["sort"], json!([{ "number": "asc" }]));
+    }
+
+    #[test]
+    fn every_action_of_a_batch_routes_by_its_own_chat() {
+        let mut other = row(1, 1, "x");
+        other.application_id = 8;
+        other.chat_number = 1;
+        let body = bulk("i", &[row(1, 1, "a"), other, row(2, 1, "b")]);
+        let routings: Vec<Value> = body
+            .lines()
+            .step_by(2)
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["index"]["routing"].clone())
+            .collect();
+        assert_eq!(routings, [json!("7:3"), json!("8:1"), json!("7:3")]);
+        assert_eq!(routing(CHAT), "7:3");
     }
 
     #[test]

@@ -57,13 +57,17 @@ fn analyzer(extra: Option<&str>) -> Value {
     })
 }
 
-pub fn template(alias: &str) -> Value {
+/// The template of `alias`'s generations, each with `shards` primary
+/// shards. A template applies only when an index is created, so a new
+/// count takes effect at the next rebuild (`chat reindex`); the live
+/// generation keeps the count it was created with.
+pub fn template(alias: &str, shards: u32) -> Value {
     json!({
         "index_patterns": [pattern(alias)],
         "priority": 200,
         "template": {
             "settings": {
-                "number_of_shards": 1,
+                "number_of_shards": shards,
                 // ngram filters refuse a span wider than this by default (1).
                 "max_ngram_diff": MAX_GRAM - 3,
                 "analysis": {
@@ -80,6 +84,11 @@ pub fn template(alias: &str) -> Value {
                 }
             },
             "mappings": {
+                // A write or delete that forgot the chat's routing would
+                // land on (or look on) the wrong shard and go unnoticed:
+                // a misplaced copy, or a delete answered 404. Refused
+                // instead.
+                "_routing": { "required": true },
                 "dynamic": "strict",
                 "properties": {
                     "chat": { "type": "keyword" },
@@ -117,7 +126,7 @@ mod tests {
 
     #[test]
     fn the_template_matches_every_generation_of_the_alias() {
-        let t = template("chat-messages");
+        let t = template("chat-messages", 1);
         assert_eq!(t["index_patterns"], json!(["chat-messages-*"]));
         // Composable templates (ES 7.8+) nest settings under `template`.
         assert!(t["template"]["settings"]["analysis"].is_object());
@@ -125,8 +134,20 @@ mod tests {
     }
 
     #[test]
+    fn the_shard_count_is_the_configured_one_and_routing_is_required() {
+        for shards in [1, 6] {
+            let t = template("a", shards);
+            assert_eq!(t["template"]["settings"]["number_of_shards"], json!(shards));
+            assert_eq!(
+                t["template"]["mappings"]["_routing"],
+                json!({ "required": true })
+            );
+        }
+    }
+
+    #[test]
     fn ngram_spans_fit_max_ngram_diff() {
-        let t = template("a");
+        let t = template("a", 1);
         let settings = &t["template"]["settings"];
         let diff = settings["max_ngram_diff"].as_u64().unwrap();
         for f in settings["analysis"]["filter"].as_object().unwrap().values() {
@@ -137,7 +158,7 @@ mod tests {
 
     #[test]
     fn subfields_index_ngrams_but_search_whole_words() {
-        let t = template("a");
+        let t = template("a", 1);
         let analysis = &t["template"]["settings"]["analysis"];
         let body = &t["template"]["mappings"]["properties"]["body"];
         for (sub, filter) in [("prefix", "chat_prefix"), ("infix", "chat_infix")] {

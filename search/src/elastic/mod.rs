@@ -5,6 +5,10 @@
 //! `<alias>-<name>`. Every generation takes its settings from one index
 //! template, so a rebuild creates a new generation, fills it, and swaps the
 //! alias in one atomic `_aliases` call.
+//!
+//! Each message is stored with its chat as routing ([`dsl::routing`]), so
+//! a chat lives on one shard and a chat-scoped request asks only that one;
+//! the number of primary shards is a setting (`ELASTICSEARCH_SHARDS`).
 use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -41,6 +45,8 @@ const NUMBERS_PAGE: usize = 5_000;
 pub struct Elastic {
     client: Elasticsearch,
     alias: String,
+    /// Primary shards of every generation created from now on.
+    shards: u32,
     /// Set once the template and alias are known to exist; cleared when a
     /// write finds the index missing (a wiped cluster), so it is recreated.
     ensured: AtomicBool,
@@ -55,7 +61,7 @@ struct Hit {
 }
 
 impl Elastic {
-    pub fn connect(url: &str, alias: &str) -> Result<Self> {
+    pub fn connect(url: &str, alias: &str, shards: u32) -> Result<Self> {
         let url = url
             .parse()
             .map_err(|e| StoreError::Search(format!("ELASTICSEARCH_URL: {e}")))?;
@@ -66,6 +72,7 @@ impl Elastic {
         Ok(Self {
             client: Elasticsearch::new(transport),
             alias: alias.to_owned(),
+            shards,
             ensured: AtomicBool::new(false),
         })
     }
@@ -79,7 +86,7 @@ impl Elastic {
         self.send(
             Method::Put,
             &path,
-            Some(mapping::template(&self.alias).to_string()),
+            Some(mapping::template(&self.alias, self.shards).to_string()),
         )
         .await?
         .ok("put index template")?;
@@ -172,10 +179,12 @@ impl SearchIndex for Elastic {
             return Ok(SearchPage::default());
         }
         let body = dsl::search(chat, query, limit, after);
+        let routing = dsl::routing(chat);
         let reply = self
-            .send(
+            .send_with(
                 Method::Post,
                 &format!("/{}/_search", self.alias),
+                &[("routing", &routing)],
                 Some(body.to_string()),
             )
             .await?;
@@ -205,6 +214,10 @@ impl SearchIndex for Elastic {
         if chats.is_empty() {
             return Ok(Vec::new());
         }
+        // No routing: the drift check asks about a thousand chats at once,
+        // whose routing values would spread over most shards anyway, and
+        // whose comma-separated list would outgrow the 4 KB request line
+        // Elasticsearch accepts (`http.max_initial_line_length`).
         let reply = self
             .send(
                 Method::Post,
@@ -232,11 +245,13 @@ impl SearchIndex for Elastic {
     async fn numbers(&self, chat: ChatKey) -> Result<Vec<i64>> {
         let mut numbers = Vec::new();
         let mut after = None;
+        let routing = dsl::routing(chat);
         loop {
             let reply = self
-                .send(
+                .send_with(
                     Method::Post,
                     &format!("/{}/_search", self.alias),
+                    &[("routing", &routing)],
                     Some(dsl::numbers(chat, after, NUMBERS_PAGE).to_string()),
                 )
                 .await?;
@@ -334,5 +349,170 @@ impl SearchIndex for Elastic {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::TcpListener,
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+
+    const CHAT: ChatKey = ChatKey {
+        application_id: 7,
+        chat_number: 3,
+    };
+
+    /// A request as the server received it: the request line with `%3A`
+    /// decoded (the client may or may not escape `:`), and the body.
+    #[derive(Debug)]
+    struct Seen {
+        line: String,
+        body: String,
+    }
+
+    impl Seen {
+        fn ndjson(&self) -> Vec<Value> {
+            self.body
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    /// A server that records each request and answers every one with an
+    /// empty search, bulk and alias answer at once; one connection per
+    /// request, so no request waits behind a kept-alive one.
+    fn server() -> (String, Arc<Mutex<Vec<Seen>>>) {
+        const REPLY: &str =
+            r#"{"hits":{"hits":[]},"errors":false,"items":[],"chat-messages-g1":{}}"#;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                log.lock().unwrap().push(Seen {
+                    line: line.trim_end().replace("%3A", ":"),
+                    body: String::from_utf8(body).unwrap(),
+                });
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{REPLY}",
+                    REPLY.len()
+                )
+                .unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    fn row(chat: ChatKey, number: i64) -> MessageRow {
+        let t = chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap();
+        MessageRow {
+            application_id: chat.application_id,
+            chat_number: chat.chat_number,
+            number,
+            body: "hello".into(),
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[tokio::test]
+    async fn chat_scoped_reads_ask_only_the_chats_shard() {
+        let (url, seen) = server();
+        let es = Elastic::connect(&url, "chat-messages", 3).unwrap();
+        es.search(CHAT, "hello", 10, None).await.unwrap();
+        es.numbers(CHAT).await.unwrap();
+        let other = ChatKey {
+            application_id: 8,
+            chat_number: 1,
+        };
+        es.counts(&[CHAT, other]).await.unwrap();
+        let lines: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.line.clone())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "POST /chat-messages/_search?routing=7:3 HTTP/1.1",
+                "POST /chat-messages/_search?routing=7:3 HTTP/1.1",
+                "POST /chat-messages/_search HTTP/1.1",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_and_deletes_carry_the_chats_routing() {
+        let (url, seen) = server();
+        let es = Elastic::connect(&url, "chat-messages", 3).unwrap();
+        let other = ChatKey {
+            application_id: 8,
+            chat_number: 1,
+        };
+        es.index(
+            &Target::Generation("g2".into()),
+            &[row(CHAT, 1), row(other, 2)],
+        )
+        .await
+        .unwrap();
+        es.delete(CHAT, &[4]).await.unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].line, "POST /_bulk HTTP/1.1");
+        let actions: Vec<Value> = seen[0].ndjson().into_iter().step_by(2).collect();
+        assert_eq!(
+            actions,
+            [
+                json!({ "index": { "_index": "chat-messages-g2", "_id": "7:3:1", "routing": "7:3", "version": 1, "version_type": "external" } }),
+                json!({ "index": { "_index": "chat-messages-g2", "_id": "8:1:2", "routing": "8:1", "version": 1, "version_type": "external" } }),
+            ]
+        );
+        assert_eq!(
+            seen[1].ndjson(),
+            [json!({ "delete": { "_index": "chat-messages", "_id": "7:3:4", "routing": "7:3" } })]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_template_sent_carries_the_configured_shard_count() {
+        let (url, seen) = server();
+        Elastic::connect(&url, "chat-messages", 5)
+            .unwrap()
+            .ensure()
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].line, "PUT /_index_template/chat-messages HTTP/1.1");
+        let template: Value = serde_json::from_str(&seen[0].body).unwrap();
+        assert_eq!(template["template"]["settings"]["number_of_shards"], 5);
     }
 }

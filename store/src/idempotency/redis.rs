@@ -1,6 +1,7 @@
-//! Idempotency records in Redis: one hash per key, under its application's
-//! hash tag (`<prefix>{app:<id>}:idem:<digest>`), so the accept script that
-//! writes a chat or message can record the accepted state in it atomically.
+//! Idempotency records in Redis: one hash per key, among its application's
+//! keys (`crate::homes`: `<app keys>:idem:<digest>`), so the accept script
+//! that writes a chat or message can record the accepted state in it
+//! atomically.
 //!
 //! Fields: `f` fingerprint, `o` owner of the current run, `l` its lease's
 //! end (ms), `a` the accepted state a write left, `t` a planned token,
@@ -10,12 +11,15 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Script, aio::ConnectionManager};
+use std::sync::Arc;
+
+use redis::Script;
 
 use super::{Begin, IdempotencyStore, Key, Link, Scope, Stored, new_owner};
+use crate::homes::{AppKeys, Homes};
 use chat_links::{
     error::{Result, StoreError},
-    redis_link,
+    redis_link::{self, RedisConn},
 };
 
 /// KEYS: the record. ARGV: fingerprint, owner, now (ms), lease (ms),
@@ -63,19 +67,17 @@ return redis.call('HGET', KEYS[1], 't')
 /// How long a call waits for a Redis that refuses it (restarting).
 const NOT_RUN_WAIT: Duration = Duration::from_secs(5);
 
-/// The Redis key of a record.
-pub(crate) fn record_key(prefix: &str, key: &Key) -> String {
-    match key.scope {
-        // The application's hash tag, shared with its counters and pending
-        // entries: one script can touch all of them.
-        Scope::Application(id) => format!("{prefix}{{app:{id}}}:idem:{}", key.digest),
-        Scope::Applications => format!("{prefix}idem:{}:{}", key.scope.label(), key.digest),
-    }
+/// The Redis key of a record of [`Scope::Application`], among the keys of
+/// its application (`app`): one script can touch it with the application's
+/// counters and pending entries.
+pub(crate) fn record_key(app: &AppKeys, key: &Key) -> String {
+    app.key(&format!("idem:{}", key.digest))
 }
 
 pub struct RedisIdempotency {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
+    homes: Arc<Homes>,
     retention: Duration,
     begin: Script,
     complete: Script,
@@ -84,16 +86,26 @@ pub struct RedisIdempotency {
 }
 
 impl RedisIdempotency {
-    pub fn new(conn: ConnectionManager, prefix: &str, retention: Duration) -> Self {
+    pub fn new(conn: RedisConn, prefix: &str, homes: Arc<Homes>, retention: Duration) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
+            homes,
             retention,
             begin: Script::new(BEGIN),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
             plan: Script::new(PLAN),
         }
+    }
+
+    async fn record(&self, key: &Key) -> Result<String> {
+        Ok(match key.scope {
+            Scope::Application(id) => record_key(&self.homes.of(id).await?, key),
+            Scope::Applications => {
+                format!("{}idem:{}:{}", self.prefix, key.scope.label(), key.digest)
+            }
+        })
     }
 
     /// Runs `script` on the record until Redis runs it (a restart costs a
@@ -104,7 +116,7 @@ impl RedisIdempotency {
         key: &Key,
         args: &[&str],
     ) -> Result<T> {
-        let mut invocation = script.key(record_key(&self.prefix, key));
+        let mut invocation = script.key(self.record(key).await?);
         for arg in args {
             invocation.arg(*arg);
         }
@@ -169,7 +181,7 @@ impl IdempotencyStore for RedisIdempotency {
 
     async fn complete(&self, link: &Link, response: &Stored) -> Result<()> {
         let headers = serde_json::to_string(&response.headers)?;
-        let mut invocation = self.complete.key(record_key(&self.prefix, &link.key));
+        let mut invocation = self.complete.key(self.record(&link.key).await?);
         invocation
             .arg(&link.owner)
             .arg(response.status)

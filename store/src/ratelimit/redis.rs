@@ -1,11 +1,15 @@
 //! The rate limiter of the distributed profile: each key's TAT in Redis,
-//! all of a request's keys checked by one script against Redis's own
-//! clock, so API processes on different hosts agree.
+//! checked by a script against Redis's own clock, so API processes on
+//! different hosts agree. On one node all of a request's keys are checked
+//! by one script, atomically. On a cluster each key is on its own slot, so
+//! each is checked by its own call, in turn, stopping at the first that
+//! refuses: a key admitted before another refused has been charged, which
+//! costs the client at most one request's worth of that key.
 use async_trait::async_trait;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
 use super::{Limit, RateLimiter, Verdict, verdict};
-use chat_links::error::Result;
+use chat_links::{error::Result, redis_link::RedisConn};
 
 /// GCRA over a request's keys at `now` (µs, from Redis's `TIME`):
 /// `keys`, and each key's cost and period in µs. Admits the request only
@@ -56,9 +60,10 @@ pub(crate) fn key(prefix: &str, limit: &Limit) -> String {
 }
 
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     script: Script,
+    cluster: bool,
 }
 
 impl RedisRateLimiter {
@@ -68,13 +73,13 @@ impl RedisRateLimiter {
             conn: chat_links::redis_link::manager(&client).await?,
             prefix: prefix.to_owned(),
             script: Script::new(&format!("{GCRA_LUA}{CHECK}")),
+            cluster: client.is_cluster(),
         })
     }
-}
 
-#[async_trait]
-impl RateLimiter for RedisRateLimiter {
-    async fn check(&self, limits: &[Limit]) -> Result<Verdict> {
+    /// Checks `limits` in one call: the wait, the time used, and each
+    /// key's TAT.
+    async fn check_together(&self, limits: &[Limit]) -> Result<(i64, i64, Vec<i64>)> {
         let mut call = self.script.prepare_invoke();
         for l in limits {
             call.key(key(&self.prefix, l));
@@ -84,7 +89,26 @@ impl RateLimiter for RedisRateLimiter {
         }
         let mut conn = self.conn.clone();
         let out: Vec<i64> = call.invoke_async(&mut conn).await?;
-        let (wait, now) = (out[0], out[1]);
-        Ok(verdict(limits, &out[2..], now, wait))
+        Ok((out[0], out[1], out[2..].to_vec()))
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisRateLimiter {
+    async fn check(&self, limits: &[Limit]) -> Result<Verdict> {
+        if !self.cluster {
+            let (wait, now, tats) = self.check_together(limits).await?;
+            return Ok(verdict(limits, &tats, now, wait));
+        }
+        let (mut wait, mut now, mut tats) = (0, 0, Vec::with_capacity(limits.len()));
+        for (i, limit) in limits.iter().enumerate() {
+            let (w, n, t) = self.check_together(std::slice::from_ref(limit)).await?;
+            (wait, now) = (w, n);
+            tats.extend(t);
+            if wait > 0 {
+                return Ok(verdict(&limits[..=i], &tats, now, wait));
+            }
+        }
+        Ok(verdict(limits, &tats, now, wait))
     }
 }

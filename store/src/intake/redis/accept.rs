@@ -7,25 +7,30 @@
 //! one `EVALSHA` carries dozens of accepts, which divides Redis's per-call
 //! cost (parsing, Lua set-up, the reply) among them; when idle, a request
 //! goes alone at once and waits for nobody.
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use chat_links::grouping::{Group, GroupWork, Grouping, Stopped, WholeGroup, whole_then_alone};
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
 use crate::ratelimit::GCRA_LUA;
 use chat_links::{
     error::{Result, StoreError},
-    redis_link::{self, Outcome},
+    redis_link::{self, Outcome, RedisConn},
 };
 
-/// Per accept: KEYS number counter ('' for an update), version counter,
+/// Per accept: KEYS number counter (none for an update), version counter,
 /// queue stream (written by `chat_queue::redis_enqueue_lua`), two
-/// rate-limit keys, the idempotency record and the number ceiling (each ''
-/// when unused); ARGV pending key (a create appends its number), the row's
+/// rate-limit keys, the idempotency record and the number ceiling (each
+/// none when unused); ARGV pending key (a create appends its number), the row's
 /// JSON without its opening brace, the sender's traceparent ('' when
 /// untraced), which rides in the job, and each limit key's
-/// cost and period in µs. ARGV[1] is the pending lifetime. Returns the
+/// cost and period in µs. ARGV[1] is the pending lifetime, ARGV[2] the
+/// key that stands for none. Returns the
 /// time used, then per accept: number, version, the limits' wait, the two
 /// limit keys' TATs, and the numbers left below the ceiling.
 ///
@@ -48,10 +53,13 @@ use chat_links::{
 ///   never hands out a number twice.
 ///
 /// The pending key is built here because the number is only known here;
-/// it shares the counter's hash tag, as do the idempotency record and the
-/// ceiling. The stream and the limit keys do not, so this script needs a
-/// single Redis node (a cluster would need the queue sharded by
-/// application).
+/// it shares the counter's hash tag, as do the idempotency record, the
+/// ceiling and, on a cluster, the stream (the application's home shard's).
+/// A key an accept does not use is ARGV[2] ('' on one node; on a cluster a
+/// key of the group's slot, since a script's keys must share one slot).
+/// The limit keys do not share the slot, so a cluster checks limits
+/// apart and never folds them here. On a cluster a group holds accepts
+/// of one shard only.
 /// Rate-limit keys each accept carries, used or not; the script's `KEYS`
 /// and `ARGV` strides (7 and 7) count them.
 pub(super) const LIMITS_PER_ACCEPT: usize = 2;
@@ -59,25 +67,25 @@ pub(super) const LIMITS_PER_ACCEPT: usize = 2;
 const ACCEPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local ttl = ARGV[1]
+local ttl, none = ARGV[1], ARGV[2]
 local out = {now}
 for i = 0, #KEYS / 7 - 1 do
   local counter, seq, stream = KEYS[7 * i + 1], KEYS[7 * i + 2], KEYS[7 * i + 3]
   local idem, ceil = KEYS[7 * i + 6], KEYS[7 * i + 7]
-  local pending, tail, trace = ARGV[7 * i + 2], ARGV[7 * i + 3], ARGV[7 * i + 4]
+  local pending, tail, trace = ARGV[7 * i + 3], ARGV[7 * i + 4], ARGV[7 * i + 5]
   local limits, costs, periods = {}, {}, {}
   for j = 0, 1 do
-    if KEYS[7 * i + 4 + j] ~= '' then
+    if KEYS[7 * i + 4 + j] ~= none then
       limits[#limits + 1] = KEYS[7 * i + 4 + j]
-      costs[#limits] = tonumber(ARGV[7 * i + 5 + 2 * j])
-      periods[#limits] = tonumber(ARGV[7 * i + 6 + 2 * j])
+      costs[#limits] = tonumber(ARGV[7 * i + 6 + 2 * j])
+      periods[#limits] = tonumber(ARGV[7 * i + 7 + 2 * j])
     end
   end
   local n, head, room = 0, nil, 0
-  if idem ~= '' and (redis.call('HEXISTS', idem, 'a') == 1
+  if idem ~= none and (redis.call('HEXISTS', idem, 'a') == 1
       or redis.call('HEXISTS', idem, 's') == 1) then
     n = -3
-  elseif counter ~= '' then
+  elseif counter ~= none then
     local last = redis.call('GET', counter)
     if last then n = tonumber(last) + 1 else n = -1 end
     if n > 0 then
@@ -95,7 +103,7 @@ for i = 0, #KEYS / 7 - 1 do
     out[#out + 1] = 0
   else
     local v = math.max(tonumber(redis.call('GET', seq) or '0') + 1, now)
-    if counter ~= '' then
+    if counter ~= none then
       pending = pending .. string.format('%d', n)
       head = string.format('{"number":%d,"version":%d,', n, v)
     else
@@ -103,10 +111,10 @@ for i = 0, #KEYS / 7 - 1 do
     end
     local state = head .. tail
     enqueue_job(stream, state, trace)
-    if counter ~= '' then redis.call('SET', counter, string.format('%d', n)) end
+    if counter ~= none then redis.call('SET', counter, string.format('%d', n)) end
     redis.call('SET', seq, string.format('%d', v))
     redis.call('SET', pending, state, 'EX', ttl)
-    if idem ~= '' then redis.call('HSET', idem, 'a', state) end
+    if idem ~= none then redis.call('HSET', idem, 'a', state) end
     out[#out + 1] = n
     out[#out + 1] = v
   end
@@ -126,11 +134,18 @@ const STRIDE: usize = 6;
 const MAX_GROUP: usize = 64;
 /// Script calls in flight at once.
 const MAX_CALLS: usize = 4;
+/// How long an accepted group waits for a replica to hold it.
+const REPLICA_WAIT: Duration = Duration::from_secs(2);
+/// How long a count of a master's replicas is trusted.
+const REPLICAS_FRESH: Duration = Duration::from_secs(1);
 /// How long a group that Redis refused to run is sent again before its
 /// requests are told that storage is unavailable.
 const NOT_RUN_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) struct Accept {
+    /// The home shard whose slot every key below is in (`None` on one
+    /// node): accepts of different shards never share a call.
+    pub shard: Option<u16>,
     pub counter_key: String,
     pub seq_key: String,
     pub stream_key: String,
@@ -161,35 +176,64 @@ pub(super) struct Accepted {
     pub room: i64,
 }
 
-/// Sends each group of accepts in one script call.
-#[derive(Clone)]
+type AcceptGroup = Group<Accept, Result<Accepted>>;
+
+/// Sends each group of accepts in one script call: one group for the
+/// node, or one per shard of a cluster.
 pub(super) struct Accepter {
-    group: Group<Accept, Result<Accepted>>,
+    script: Script,
+    conn: RedisConn,
+    ttl: u64,
+    prefix: String,
+    groups: Mutex<HashMap<Option<u16>, AcceptGroup>>,
 }
 
 impl Accepter {
-    pub fn spawn(conn: ConnectionManager, pending_ttl_secs: u64) -> Self {
-        let work = AcceptWork {
+    pub fn new(conn: RedisConn, prefix: &str, pending_ttl_secs: u64) -> Self {
+        Self {
             script: Script::new(&format!(
                 "{GCRA_LUA}{}{ACCEPT}",
                 chat_queue::redis_enqueue_lua()
             )),
             conn,
             ttl: pending_ttl_secs.max(1),
-        };
-        let grouping = Grouping {
-            max: MAX_GROUP,
-            // An idle request goes alone at once and waits for nobody.
-            linger: Duration::ZERO,
-            in_flight: MAX_CALLS,
-        };
-        Self {
-            group: Group::spawn(Arc::new(work), grouping),
+            prefix: prefix.to_owned(),
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn group(&self, shard: Option<u16>) -> AcceptGroup {
+        let mut groups = self.groups.lock().unwrap();
+        let group = groups.entry(shard).or_insert_with(|| {
+            let work = AcceptWork {
+                script: self.script.clone(),
+                conn: self.conn.clone(),
+                ttl: self.ttl,
+                none: self.none_key(shard),
+                replicas: u32::from(shard.is_some()),
+                seen: Mutex::new(None),
+            };
+            let grouping = Grouping {
+                max: MAX_GROUP,
+                // An idle request goes alone at once and waits for nobody.
+                linger: Duration::ZERO,
+                in_flight: MAX_CALLS,
+            };
+            Group::spawn(Arc::new(work), grouping)
+        });
+        group.clone()
+    }
+
+    /// The key that stands for "none" in an accept of `shard`.
+    pub fn none_key(&self, shard: Option<u16>) -> String {
+        match shard {
+            None => String::new(),
+            Some(k) => format!("{}:none", chat_queue::redis_shard_tag(&self.prefix, k)),
         }
     }
 
     pub async fn accept(&self, accept: Accept) -> Result<Accepted> {
-        self.group
+        self.group(accept.shard)
             .ask(accept)
             .await
             .map_err(|Stopped| StoreError::Other("the accept dispatcher has stopped".into()))?
@@ -198,8 +242,45 @@ impl Accepter {
 
 struct AcceptWork {
     script: Script,
-    conn: ConnectionManager,
+    conn: RedisConn,
     ttl: u64,
+    /// The key standing for none in this group's slot.
+    none: String,
+    /// Replicas that must hold a group before it is answered: one on a
+    /// cluster (see `RedisConn::replicated`), none on one node.
+    replicas: u32,
+    /// The replicas the shard's master has, and when that was read.
+    seen: Mutex<Option<(Instant, u32)>>,
+}
+
+impl AcceptWork {
+    /// How many replicas must hold an accepted group: one, unless the
+    /// shard's master has none connected (its replica died, or took over
+    /// from it): then the master's own copy is all there is, and waiting
+    /// would only turn every write into an unknown outcome.
+    async fn replicas_to_wait_for(&self, key: &str) -> Result<u32> {
+        if self.replicas == 0 {
+            return Ok(0);
+        }
+        let fresh = *self.seen.lock().unwrap();
+        let connected = match fresh {
+            Some((at, n)) if at.elapsed() < REPLICAS_FRESH => n,
+            _ => {
+                let mut conn = self.conn.clone();
+                let n = conn.connected_replicas(key).await?;
+                if n == 0 {
+                    tracing::warn!(
+                        key,
+                        "this shard's master has no replica: accepted writes are on one node \
+                         until one is back"
+                    );
+                }
+                *self.seen.lock().unwrap() = Some((Instant::now(), n));
+                n
+            }
+        };
+        Ok(self.replicas.min(connected))
+    }
 }
 
 #[async_trait]
@@ -218,7 +299,7 @@ impl WholeGroup<Accept> for AcceptWork {
     type Error = StoreError;
 
     async fn run(&self, group: &[Accept]) -> Result<Vec<Result<Accepted>>> {
-        let answers = call(&self.script, self.conn.clone(), self.ttl, group).await?;
+        let answers = call(self, group).await?;
         Ok(answers.into_iter().map(Ok).collect())
     }
 
@@ -238,14 +319,10 @@ fn answer_lost(e: &StoreError) -> StoreError {
     }
 }
 
-async fn call(
-    script: &Script,
-    conn: ConnectionManager,
-    ttl: u64,
-    accepts: &[Accept],
-) -> Result<Vec<Accepted>> {
-    let mut invocation = script.prepare_invoke();
-    invocation.arg(ttl);
+async fn call(work: &AcceptWork, accepts: &[Accept]) -> Result<Vec<Accepted>> {
+    let none = work.none.as_str();
+    let mut invocation = work.script.prepare_invoke();
+    invocation.arg(work.ttl).arg(none);
     for a in accepts {
         invocation
             .key(&a.counter_key)
@@ -257,22 +334,43 @@ async fn call(
         for j in 0..LIMITS_PER_ACCEPT {
             match a.limits.get(j) {
                 Some((key, cost, period)) => invocation.key(key).arg(cost).arg(period),
-                None => invocation.key("").arg(0).arg(0),
+                None => invocation.key(none).arg(0).arg(0),
             };
         }
         invocation
-            .key(a.idempotency_key.as_deref().unwrap_or(""))
-            .key(a.ceiling_key.as_deref().unwrap_or(""));
+            .key(a.idempotency_key.as_deref().unwrap_or(none))
+            .key(a.ceiling_key.as_deref().unwrap_or(none));
     }
     // A group that never ran (Redis restarting: refused, then loading) is
     // sent again until it runs; one whose answer was lost is not, since it
     // may have run: its requests learn that the outcome is unknown.
     let flat: Vec<i64> = redis_link::until_run(NOT_RUN_WAIT, || {
-        let mut conn = conn.clone();
+        let mut conn = work.conn.clone();
         let invocation = &invocation;
         async move { invocation.invoke_async(&mut conn).await }
     })
     .await?;
+    let slot_key = &accepts[0].seq_key;
+    let wanted = work
+        .replicas_to_wait_for(slot_key)
+        .await
+        .map_err(|e| StoreError::OutcomeUnknown(format!("asking for the replicas: {e}")))?;
+    if wanted > 0 {
+        let mut conn = work.conn.clone();
+        let held = conn
+            .replicated(slot_key, wanted, REPLICA_WAIT)
+            .await
+            .map_err(|e| StoreError::OutcomeUnknown(format!("waiting for a replica: {e}")))?;
+        if held < wanted {
+            work.seen.lock().unwrap().take();
+            // Accepted by the master alone: a failover now would lose it,
+            // or it may reach the replica yet. The client cannot be told
+            // either way.
+            return Err(StoreError::OutcomeUnknown(format!(
+                "accepted, but no replica confirmed it within {REPLICA_WAIT:?}"
+            )));
+        }
+    }
     if flat.len() != 1 + accepts.len() * STRIDE {
         return Err(StoreError::Other(format!(
             "the accept script answered {} values for {} accepts",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::RedisIntake;
-use crate::repo;
+use crate::{homes::AppKeys, repo};
 use chat_links::error::{Result, StoreError};
 
 /// How far past `number` a counter's ceiling is raised: the number again,
@@ -39,17 +39,17 @@ impl Counter {
 }
 
 impl RedisIntake {
-    pub(super) fn counter_key(&self, counter: &Counter) -> String {
+    pub(super) fn counter_key(&self, keys: &AppKeys, counter: &Counter) -> String {
         match counter {
-            Counter::Chats(app) => self.app_key(*app, "chats"),
-            Counter::Messages(app, chat) => self.app_key(*app, &format!("messages:{chat}")),
+            Counter::Chats(_) => keys.key("chats"),
+            Counter::Messages(_, chat) => keys.key(&format!("messages:{chat}")),
         }
     }
 
-    pub(super) fn ceiling_key(&self, counter: &Counter) -> String {
+    pub(super) fn ceiling_key(&self, keys: &AppKeys, counter: &Counter) -> String {
         match counter {
-            Counter::Chats(app) => self.app_key(*app, "ceil:chats"),
-            Counter::Messages(app, chat) => self.app_key(*app, &format!("ceil:messages:{chat}")),
+            Counter::Chats(_) => keys.key("ceil:chats"),
+            Counter::Messages(_, chat) => keys.key(&format!("ceil:messages:{chat}")),
         }
     }
 
@@ -88,10 +88,10 @@ impl RedisIntake {
     /// current number, then lets Redis hand out numbers up to it. The
     /// database write comes first: Redis never goes past a ceiling the
     /// database does not hold.
-    pub(super) async fn raise_ceiling(&self, counter: &Counter) -> Result<()> {
+    pub(super) async fn raise_ceiling(&self, keys: &AppKeys, counter: &Counter) -> Result<()> {
         let mut conn = self.conn.clone();
         let current: Option<i64> = redis::cmd("GET")
-            .arg(self.counter_key(counter))
+            .arg(self.counter_key(keys, counter))
             .query_async(&mut conn)
             .await?;
         let next = current.unwrap_or(0) + 1;
@@ -104,7 +104,7 @@ impl RedisIntake {
                 StoreError::Unavailable("the database did not record a number ceiling".into())
             })??;
         let _: i64 = Script::new(RAISE)
-            .key(self.ceiling_key(counter))
+            .key(self.ceiling_key(keys, counter))
             .arg(ceiling)
             .invoke_async(&mut conn)
             .await?;
@@ -113,13 +113,13 @@ impl RedisIntake {
 
     /// Raises a ceiling running low in the background, once per scope at a
     /// time.
-    pub(super) fn raise_ahead(&self, counter: &Counter, number: i64) {
+    pub(super) fn raise_ahead(&self, keys: &AppKeys, counter: &Counter, number: i64) {
         let scope = counter.ceiling_scope();
         if !self.raising.lock().unwrap().insert(scope.clone()) {
             return;
         }
         let (db, mut conn) = (self.db.clone(), self.conn.clone());
-        let (raising, key) = (self.raising.clone(), self.ceiling_key(counter));
+        let (raising, key) = (self.raising.clone(), self.ceiling_key(keys, counter));
         tokio::spawn(async move {
             let raised = async {
                 let target = number + ceiling_step(number);

@@ -1,5 +1,6 @@
 //! The intake on Redis: numbers, versions and pending entries live under the
-//! application's hash tag (`<prefix>{app:<id>}:…`). Every write is accepted
+//! application's keys ([`crate::homes`]: its own hash tag on one node, its
+//! home shard's on a cluster, where the shard's queue stream is too). Every write is accepted
 //! by one atomic script, in one round trip shared with concurrent writes
 //! (`accept`). Numbers come from counters seeded from the database and
 //! bounded by ceilings recorded there (`counters`); pending entries are
@@ -17,17 +18,20 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
 
 use super::{
     Intake, WriteMeta, chat_scope, chat_scope_prefix, message_scope, message_scope_prefix,
 };
-use crate::model::{ChatRow, MessageRow};
+use crate::{
+    homes::{AppKeys, Homes, Layout},
+    model::{ChatRow, MessageRow},
+};
 use accept::Accepter;
-use chat_links::error::Result;
-use chat_queue::{QueueName, RedisStreamQueue};
+use chat_links::{error::Result, redis_link::RedisConn};
+use chat_queue::QueueName;
 use counters::Counter;
 use pending::FORGET;
 use reserve::Outcome;
@@ -67,9 +71,9 @@ fn json_tail(state: &impl Serialize) -> Result<String> {
 }
 
 pub struct RedisIntake {
-    conn: ConnectionManager,
+    conn: RedisConn,
     db: DatabaseConnection,
-    queue: Arc<RedisStreamQueue>,
+    homes: Arc<Homes>,
     prefix: String,
     accepter: Accepter,
     forget: Script,
@@ -82,24 +86,24 @@ impl RedisIntake {
         url: &str,
         prefix: &str,
         db: DatabaseConnection,
-        queue: Arc<RedisStreamQueue>,
+        homes: Arc<Homes>,
         pending_ttl: Duration,
     ) -> Result<Self> {
         let client = chat_links::redis_link::client(url)?;
         let conn = chat_links::redis_link::manager(&client).await?;
         Ok(Self {
-            accepter: Accepter::spawn(conn.clone(), pending_ttl.as_secs()),
+            accepter: Accepter::new(conn.clone(), prefix, pending_ttl.as_secs()),
             conn,
             db,
-            queue,
+            homes,
             prefix: prefix.to_owned(),
             forget: Script::new(FORGET),
             raising: Arc::new(Mutex::new(HashSet::new())),
         })
     }
 
-    fn app_key(&self, app_id: i64, rest: &str) -> String {
-        format!("{}{{app:{app_id}}}:{rest}", self.prefix)
+    async fn keys(&self, app_id: i64) -> Result<AppKeys> {
+        self.homes.of(app_id).await
     }
 }
 
@@ -120,10 +124,11 @@ impl Intake for RedisIntake {
             updated_at: now,
         })?;
         // The script appends the number it reserves.
-        let pending = self.pending_key(app_id, &chat_scope_prefix(app_id));
+        let keys = self.keys(app_id).await?;
+        let pending = self.pending_key(&keys, &chat_scope_prefix(app_id));
         let outcome = self
             .accept(
-                app_id,
+                &keys,
                 Some(Counter::Chats(app_id)),
                 QueueName::Chats,
                 &pending,
@@ -159,9 +164,10 @@ impl Intake for RedisIntake {
             created_at: current.created_at,
             updated_at: now,
         })?;
-        let pending = self.pending_key(app_id, &chat_scope(app_id, current.number));
+        let keys = self.keys(app_id).await?;
+        let pending = self.pending_key(&keys, &chat_scope(app_id, current.number));
         let outcome = self
-            .accept(app_id, None, QueueName::Chats, &pending, &tail, meta)
+            .accept(&keys, None, QueueName::Chats, &pending, &tail, meta)
             .await?;
         match outcome {
             Outcome::New { version, .. } => Ok(ChatRow {
@@ -190,10 +196,11 @@ impl Intake for RedisIntake {
             created_at: now,
             updated_at: now,
         })?;
-        let pending = self.pending_key(app_id, &message_scope_prefix(app_id, chat_number));
+        let keys = self.keys(app_id).await?;
+        let pending = self.pending_key(&keys, &message_scope_prefix(app_id, chat_number));
         let outcome = self
             .accept(
-                app_id,
+                &keys,
                 Some(Counter::Messages(app_id, chat_number)),
                 QueueName::Messages,
                 &pending,
@@ -232,9 +239,10 @@ impl Intake for RedisIntake {
             updated_at: now,
         })?;
         let scope = message_scope(app_id, current.chat_number, current.number);
-        let pending = self.pending_key(app_id, &scope);
+        let keys = self.keys(app_id).await?;
+        let pending = self.pending_key(&keys, &scope);
         let outcome = self
-            .accept(app_id, None, QueueName::Messages, &pending, &tail, meta)
+            .accept(&keys, None, QueueName::Messages, &pending, &tail, meta)
             .await?;
         match outcome {
             Outcome::New { version, .. } => Ok(MessageRow {
@@ -248,24 +256,22 @@ impl Intake for RedisIntake {
     }
 
     async fn forget_chats(&self, persisted: &[ChatRow]) -> Result<()> {
-        let entries = persisted
-            .iter()
-            .map(|r| {
-                let scope = chat_scope(r.application_id, r.number);
-                (self.pending_key(r.application_id, &scope), r.version)
-            })
-            .collect();
+        let mut entries = Vec::with_capacity(persisted.len());
+        for r in persisted {
+            let keys = self.keys(r.application_id).await?;
+            let scope = chat_scope(r.application_id, r.number);
+            entries.push((self.pending_key(&keys, &scope), r.version));
+        }
         self.forget(entries).await
     }
 
     async fn forget_messages(&self, persisted: &[MessageRow]) -> Result<()> {
-        let entries = persisted
-            .iter()
-            .map(|r| {
-                let scope = message_scope(r.application_id, r.chat_number, r.number);
-                (self.pending_key(r.application_id, &scope), r.version)
-            })
-            .collect();
+        let mut entries = Vec::with_capacity(persisted.len());
+        for r in persisted {
+            let keys = self.keys(r.application_id).await?;
+            let scope = message_scope(r.application_id, r.chat_number, r.number);
+            entries.push((self.pending_key(&keys, &scope), r.version));
+        }
         self.forget(entries).await
     }
 
@@ -289,8 +295,10 @@ impl Intake for RedisIntake {
         Ok(())
     }
 
+    /// A request's limits are keyed by token and by address, not by
+    /// application: on a cluster they sit on other slots than its accept.
     fn folds_rate_limits(&self) -> bool {
-        true
+        self.homes.layout() == Layout::Node
     }
 }
 

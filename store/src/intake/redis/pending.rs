@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{READ_WAIT, RedisIntake};
+use crate::homes::{AppKeys, Layout};
 use chat_links::{
     error::{Result, StoreError},
     redis_link,
@@ -32,8 +33,8 @@ return n
 "#;
 
 impl RedisIntake {
-    pub(super) fn pending_key(&self, app_id: i64, scope: &str) -> String {
-        self.app_key(app_id, &format!("pending:{scope}"))
+    pub(super) fn pending_key(&self, keys: &AppKeys, scope: &str) -> String {
+        keys.key(&format!("pending:{scope}"))
     }
 
     pub(super) async fn recall<T: serde::de::DeserializeOwned>(
@@ -41,7 +42,7 @@ impl RedisIntake {
         app_id: i64,
         scope: &str,
     ) -> Result<Option<T>> {
-        let key = self.pending_key(app_id, scope);
+        let key = self.pending_key(&self.keys(app_id).await?, scope);
         let read = redis_link::until_run(READ_WAIT, || {
             let mut conn = self.conn.clone();
             let key = key.clone();
@@ -66,7 +67,13 @@ impl RedisIntake {
         if entries.is_empty() {
             return Ok(());
         }
-        for chunk in entries.chunks(500) {
+        // A script's keys must share a slot on a cluster: one call per
+        // shard there; on one node, one per 500 entries.
+        let groups = match self.homes.layout() {
+            Layout::Node => vec![entries],
+            Layout::Cluster { .. } => by_hash_tag(entries),
+        };
+        for chunk in groups.iter().flat_map(|g| g.chunks(500)) {
             let mut call = self.forget.prepare_invoke();
             for (key, version) in chunk {
                 call.key(key).arg(version);
@@ -81,5 +88,39 @@ impl RedisIntake {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Entries grouped by their key's hash tag (the text between the first
+/// `{` and the next `}`), in first-seen order.
+fn by_hash_tag(entries: Vec<(String, i64)>) -> Vec<Vec<(String, i64)>> {
+    let mut groups: Vec<(String, Vec<(String, i64)>)> = Vec::new();
+    for entry in entries {
+        let tag = entry
+            .0
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map_or("", |(tag, _)| tag)
+            .to_owned();
+        match groups.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, group)) => group.push(entry),
+            None => groups.push((tag, vec![entry])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_hash_tag;
+
+    #[test]
+    fn entries_are_grouped_by_the_slot_their_tag_names() {
+        let e = |k: &str| (k.to_owned(), 1);
+        let groups = by_hash_tag(vec![e("p{s1}:a"), e("p{s2}:b"), e("p{s1}:c")]);
+        assert_eq!(
+            groups,
+            vec![vec![e("p{s1}:a"), e("p{s1}:c")], vec![e("p{s2}:b")]]
+        );
     }
 }

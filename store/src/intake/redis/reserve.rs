@@ -6,7 +6,7 @@ use super::{
     accept::{Accept, LIMITS_PER_ACCEPT},
     counters::{Counter, ceiling_step},
 };
-use crate::{idempotency, intake::WriteMeta, ratelimit};
+use crate::{homes::AppKeys, idempotency, intake::WriteMeta, ratelimit};
 use chat_links::{
     error::{Result, StoreError},
     redis_link,
@@ -30,7 +30,7 @@ impl RedisIntake {
     /// verdict there.
     pub(super) async fn accept(
         &self,
-        app_id: i64,
+        keys: &AppKeys,
         counter: Option<Counter>,
         queue: QueueName,
         pending_key: &str,
@@ -39,15 +39,15 @@ impl RedisIntake {
     ) -> Result<Outcome> {
         let counter_key = counter
             .as_ref()
-            .map(|c| self.counter_key(c))
-            .unwrap_or_default();
-        let ceiling_key = counter.as_ref().map(|c| self.ceiling_key(c));
+            .map(|c| self.counter_key(keys, c))
+            .unwrap_or_else(|| self.accepter.none_key(keys.shard));
+        let ceiling_key = counter.as_ref().map(|c| self.ceiling_key(keys, c));
         let idempotency_key = meta
             .idempotency
             .as_ref()
-            .map(|link| idempotency::redis_record_key(&self.prefix, &link.key));
-        let seq_key = self.app_key(app_id, "version");
-        let stream_key = self.queue.stream_key(queue);
+            .map(|link| idempotency::redis_record_key(keys, &link.key));
+        let seq_key = keys.key("version");
+        let stream_key = chat_queue::redis_stream_key(&self.prefix, keys.shard, queue);
         // The API folds at most two: the token's and the address's.
         let limits = meta.limits.as_ref().map(|f| f.limits()).unwrap_or_default();
         let limit_keys: Vec<_> = limits
@@ -68,6 +68,7 @@ impl RedisIntake {
             let accepted = self
                 .accepter
                 .accept(Accept {
+                    shard: keys.shard,
                     counter_key: counter_key.clone(),
                     seq_key: seq_key.clone(),
                     stream_key: stream_key.clone(),
@@ -104,7 +105,7 @@ impl RedisIntake {
                     if let Some(counter) = &counter
                         && accepted.room < ceiling_step(n) / 2
                     {
-                        self.raise_ahead(counter, n);
+                        self.raise_ahead(keys, counter, n);
                     }
                     return Ok(Outcome::New {
                         number: n,
@@ -117,7 +118,7 @@ impl RedisIntake {
             if n == -1 {
                 self.seed(counter, &counter_key).await?;
             } else {
-                self.raise_ceiling(counter).await?;
+                self.raise_ceiling(keys, counter).await?;
             }
         }
         Err(StoreError::Unavailable(

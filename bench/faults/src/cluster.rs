@@ -1,0 +1,279 @@
+//! A private Redis Cluster on loopback: three masters, each with a replica,
+//! owned by one test and stopped when it is dropped. Never the shared
+//! Redis. Synchronous (it runs `redis-cli`): from async code, wait on it
+//! in a blocking task when other tasks must keep running.
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Nodes per cluster: three masters and their replicas.
+const NODES: usize = 6;
+
+pub struct Cluster {
+    dir: PathBuf,
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+}
+
+/// Whether this machine can start a cluster (`redis-server` and
+/// `redis-cli` on PATH).
+pub fn available() -> bool {
+    ["redis-server", "redis-cli"].iter().all(|b| {
+        Command::new(b)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A free port whose cluster-bus port (port + 10000) is free too; below
+/// 55536 so the bus port exists.
+fn free_pair() -> u16 {
+    loop {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Cluster {
+    /// Starts six nodes, joins them as three masters with a replica each,
+    /// and waits until every slot is served and every master has its
+    /// replica in sync.
+    pub fn start() -> Cluster {
+        let dir =
+            std::env::temp_dir().join(format!("chat-cluster-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ports = Vec::new();
+        while ports.len() < NODES {
+            let p = free_pair();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let mut cluster = Cluster {
+            dir,
+            ports: ports.clone(),
+            children: Vec::new(),
+        };
+        for &port in &ports {
+            let child = cluster.node(port);
+            cluster.children.push(Some(child));
+        }
+        for &port in &ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cli(port, &["ping"]).trim() != "PONG" {
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node {port} did not start"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&hosts)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        cluster.wait_healthy(Duration::from_secs(30));
+        cluster
+    }
+
+    fn node(&self, port: u16) -> Child {
+        let dir = self.dir.join(port.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                // A dead master is replaced within about two seconds.
+                "--cluster-node-timeout",
+                "1000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH")
+    }
+
+    /// `redis+cluster://` naming every master as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .live_ports()
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .zip(&self.children)
+            .filter(|(_, c)| c.is_some())
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// The ports of the masters serving slots, as a live node sees them.
+    pub fn masters(&self) -> Vec<u16> {
+        let any = self.live_ports()[0];
+        cli(any, &["cluster", "nodes"])
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail") && l.split(' ').count() > 8)
+            .filter_map(|l| {
+                let addr = l.split(' ').nth(1)?;
+                addr.split('@').next()?.rsplit(':').next()?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// Waits until every slot is served and every master serving slots
+    /// has a replica online, or panics after `within`.
+    pub fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self
+                .live_ports()
+                .iter()
+                .all(|&p| cli(p, &["cluster", "info"]).contains("cluster_state:ok"));
+            let masters = self.masters();
+            let replicated = masters.len() == 3
+                && masters.iter().all(|&m| {
+                    let info = cli(m, &["info", "replication"]);
+                    info.contains("connected_slaves:1") && info.contains("state=online")
+                });
+            if ok && replicated {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy: {}",
+                cli(self.live_ports()[0], &["cluster", "nodes"])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until a replica has replaced the master on `dead` and every
+    /// slot is served again, or panics after `within`; returns how long
+    /// it took.
+    pub fn wait_replaced(&self, dead: u16, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let masters = self.masters();
+            let ok = self
+                .live_ports()
+                .iter()
+                .all(|&p| cli(p, &["cluster", "info"]).contains("cluster_state:ok"));
+            if ok && masters.len() == 3 && !masters.contains(&dead) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "no replica took over from {dead}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|&p| p == port).unwrap();
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The port of the master serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let any = self.live_ports()[0];
+        let slot: u16 = cli(any, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .unwrap();
+        for line in cli(any, &["cluster", "nodes"]).lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if !fields.get(2).is_some_and(|f| f.contains("master")) || fields.len() < 9 {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+            });
+            if serves {
+                return fields[1]
+                    .split('@')
+                    .next()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// `GET key`, following the cluster's redirection.
+    pub fn get(&self, key: &str) -> String {
+        let any = self.live_ports()[0];
+        let out = Command::new("redis-cli")
+            .args(["-c", "-p", &any.to_string(), "get", key])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Keys per master, summed over the masters: what the cluster holds.
+    pub fn keys_per_master(&self) -> Vec<(u16, u64)> {
+        self.masters()
+            .into_iter()
+            .map(|m| (m, cli(m, &["dbsize"]).trim().parse().unwrap_or(0)))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,292 @@
+//! The distributed profile on a Redis Cluster this test starts (three
+//! masters, each with a replica): two API processes and two workers.
+//! Numbering stays exact across shards and processes, every accepted write
+//! is persisted once, and a master SIGKILLed mid-load costs nothing
+//! accepted once its replica takes over.
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use common::{App, Profile, Stack, numbers, profiles_with_cluster};
+use futures::future::join_all;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+
+fn cluster_configured() -> bool {
+    let yes = profiles_with_cluster().contains(&Profile::Cluster);
+    if !yes {
+        eprintln!("no MySQL, or no redis-server to start a cluster with: skipping");
+    }
+    yes
+}
+
+async fn app_id(stack: &Stack, token: &str) -> i64 {
+    common::app_id(&stack.db().await, token).await
+}
+
+/// How many persisted messages carry each body.
+async fn persisted_bodies(stack: &Stack) -> BTreeMap<String, i64> {
+    let db = stack.db().await;
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT body, COUNT(*) FROM messages GROUP BY body",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get_by_index::<String>(0).unwrap(),
+                r.try_get_by_index::<i64>(1).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `n` messages are persisted, or `within` passed.
+async fn wait_rows(stack: &Stack, n: i64, within: Duration) -> i64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let got: i64 = persisted_bodies(stack).await.values().sum();
+        if got >= n || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_apis_and_two_workers_number_exactly_across_shards() {
+    if !cluster_configured() {
+        return;
+    }
+    let stack = Stack::new(Profile::Cluster).await;
+    let apis = [stack.spawn("api", &[]).await, stack.spawn("api", &[]).await];
+    let _workers = [
+        stack.spawn("worker", &[]).await,
+        stack.spawn("worker", &[]).await,
+    ];
+    // Five applications: homed over several shards, so over several masters.
+    let mut tokens = Vec::new();
+    for i in 0..5 {
+        tokens.push(apis[i % 2].create_app(&format!("app{i}")).await);
+    }
+    // 16 clients, alternating API processes, create 4 chats per application
+    // and then 12 messages in each chat.
+    let chat_numbers: Vec<(usize, i64)> = join_all((0..20).map(|c| {
+        let (api, token) = (&apis[c % 2], &tokens[c % 5]);
+        async move { (c % 5, api.create_chat(token).await) }
+    }))
+    .await;
+    for (i, _) in tokens.iter().enumerate() {
+        let got: BTreeSet<i64> = chat_numbers
+            .iter()
+            .filter(|(a, _)| *a == i)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(got, (1..=4).collect(), "chat numbers of application {i}");
+    }
+    let writes = (0..5 * 4 * 12).map(|w| {
+        let (app, chat) = (w % 5, (w / 5) % 4 + 1);
+        let (api, token) = (&apis[w % 2], &tokens[app]);
+        async move {
+            let n = api
+                .create_message(token, chat as i64, &format!("a{app}c{chat}w{w}"))
+                .await;
+            (app, chat, n)
+        }
+    });
+    let mut given: BTreeMap<(usize, usize), Vec<i64>> = BTreeMap::new();
+    for (app, chat, n) in join_all(writes).await {
+        given.entry((app, chat)).or_default().push(n);
+    }
+    for ((app, chat), mut got) in given {
+        got.sort_unstable();
+        assert_eq!(got, (1..=12).collect::<Vec<_>>(), "app {app} chat {chat}");
+        let listed = apis[0]
+            .wait_listed(
+                &format!("/applications/{}/chats/{chat}/messages", tokens[app]),
+                12,
+                Duration::from_secs(30),
+            )
+            .await;
+        assert_eq!(numbers(&listed), (1..=12).collect::<Vec<_>>());
+    }
+    assert_eq!(wait_rows(&stack, 240, Duration::from_secs(30)).await, 240);
+    // The applications' keys are spread over more than one master.
+    let cluster = stack.cluster.as_ref().unwrap();
+    let mut masters = BTreeSet::new();
+    for token in &tokens {
+        let id = app_id(&stack, token).await;
+        let home = cluster.get(&format!("{}{{app:{id}}}:home", stack.redis_prefix));
+        masters.insert(cluster.master_of(&format!("{}{{s{home}}}", stack.redis_prefix)));
+    }
+    assert!(masters.len() > 1, "every application landed on one master");
+    stack.cleanup().await;
+}
+
+/// What the writers were told.
+#[derive(Default)]
+struct Told {
+    accepted: Vec<String>,
+    unknown: Vec<String>,
+    refused: u64,
+    /// Each answer other than 201 and how often it came.
+    failures: BTreeMap<String, u64>,
+    /// When the master died.
+    killed_at: Option<Instant>,
+    /// The first 201 to a write sent to the dead master's shard after it
+    /// died: when writes there resumed.
+    resumed_at: Option<Instant>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_mid_load_loses_and_duplicates_nothing() {
+    if !cluster_configured() {
+        return;
+    }
+    let mut stack = Stack::new(Profile::Cluster).await;
+    let apis = [stack.spawn("api", &[]).await, stack.spawn("api", &[]).await];
+    let _workers = [
+        stack.spawn("worker", &[]).await,
+        stack.spawn("worker", &[]).await,
+    ];
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let token = apis[0].create_app(&format!("load{i}")).await;
+        assert_eq!(apis[0].create_chat(&token).await, 1);
+        tokens.push(token);
+    }
+    // The master of the first application's home shard dies mid-load.
+    let id = app_id(&stack, &tokens[0]).await;
+    let cluster = stack.cluster.as_ref().unwrap();
+    let home = cluster.get(&format!("{}{{app:{id}}}:home", stack.redis_prefix));
+    let victim = cluster.master_of(&format!("{}{{s{home}}}", stack.redis_prefix));
+
+    let told = Arc::new(Mutex::new(Told::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = (0..8).map(|c| {
+        let (api, token) = (apis[c % 2].clone(), tokens[c % 4].clone());
+        let (told, stop) = (told.clone(), stop.clone());
+        tokio::spawn(async move { write_until(api, token, c, told, stop).await })
+    });
+    let writers: Vec<_> = writers.collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = Instant::now();
+    let mut cluster = stack.cluster.take().unwrap();
+    cluster.kill(victim);
+    told.lock().unwrap().killed_at = Some(killed_at);
+    // The writers keep running meanwhile: the wait blocks a thread of its own.
+    let (cluster, promoted_in) = tokio::task::spawn_blocking(move || {
+        let took = cluster.wait_replaced(victim, Duration::from_secs(30));
+        (cluster, took)
+    })
+    .await
+    .unwrap();
+    stack.cluster = Some(cluster);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    join_all(writers).await;
+
+    let told = std::mem::take(&mut *told.lock().unwrap());
+    let resumed = told
+        .resumed_at
+        .expect("writes to the dead master's shard never resumed")
+        .duration_since(killed_at);
+    let accepted_after_kill = told.accepted.len();
+    let persisted = {
+        let want = told.accepted.len() as i64;
+        wait_rows(&stack, want, Duration::from_secs(60)).await;
+        // Let retried unknown outcomes land too before counting.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        persisted_bodies(&stack).await
+    };
+    let lost: Vec<&String> = told
+        .accepted
+        .iter()
+        .filter(|b| !persisted.contains_key(*b))
+        .collect();
+    let duplicated: Vec<(&String, &i64)> = persisted.iter().filter(|(_, n)| **n > 1).collect();
+    let unknown_persisted = told
+        .unknown
+        .iter()
+        .filter(|b| persisted.contains_key(*b))
+        .count();
+    println!(
+        "FAILOVER accepted={} persisted={} lost={} duplicated={} unknown={} \
+         (of which persisted {}) refused={} replica_promoted_s={:.1} writes_resumed_s={:.1} \
+         failures={:?}",
+        accepted_after_kill,
+        persisted.values().sum::<i64>(),
+        lost.len(),
+        duplicated.len(),
+        told.unknown.len(),
+        unknown_persisted,
+        told.refused,
+        promoted_in.as_secs_f64(),
+        resumed.as_secs_f64(),
+        told.failures,
+    );
+    assert!(lost.is_empty(), "accepted but never persisted: {lost:?}");
+    assert!(duplicated.is_empty(), "persisted twice: {duplicated:?}");
+    assert!(accepted_after_kill > 100, "the load hardly ran");
+    stack.cleanup().await;
+}
+
+/// Posts messages to chat 1 of `token` until `stop`, each with a body no
+/// other write has, and records what each answer said.
+async fn write_until(
+    api: App,
+    token: String,
+    client: usize,
+    told: Arc<Mutex<Told>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut i = 0;
+    // Clients 0 and 4 write to the first application, whose shard's master
+    // dies.
+    let on_victim = client.is_multiple_of(4);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let sent_after_kill = told.lock().unwrap().killed_at.is_some();
+        let body = format!("w{client}-{i}");
+        i += 1;
+        let r = api
+            .http
+            .post(api.url(&format!("/applications/{token}/chats/1/messages")))
+            .json(&json!({ "body": body }))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let status = r.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+        let mut told = told.lock().unwrap();
+        if status != Ok(201) {
+            let what = status.clone().map_or_else(|e| e, |s| s.to_string());
+            *told.failures.entry(what).or_default() += 1;
+        }
+        match status {
+            Ok(201) => {
+                told.accepted.push(body);
+                if on_victim && sent_after_kill && told.resumed_at.is_none() {
+                    told.resumed_at = Some(Instant::now());
+                }
+            }
+            // Refused before anything was written (the shard was down).
+            Ok(503) | Ok(429) => {
+                told.refused += 1;
+            }
+            // Anything else may or may not have been written.
+            _ => {
+                told.unknown.push(body);
+            }
+        }
+        drop(told);
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+    }
+}
