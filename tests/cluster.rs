@@ -290,3 +290,90 @@ async fn write_until(
         }
     }
 }
+
+/// Posts `n` messages to chat 1 of `token` and returns their numbers.
+async fn post_messages(api: &App, token: &str, n: usize, tag: &str) -> Vec<i64> {
+    let mut got = Vec::new();
+    for i in 0..n {
+        got.push(api.create_message(token, 1, &format!("{tag}-{i}")).await);
+    }
+    got
+}
+
+/// The shard count changes on a running system: existing applications
+/// keep their home, new ones spread over the new count, a running worker
+/// starts consuming the new shards, one configured with fewer shards still
+/// consumes every shard ever configured, and nothing is lost or numbered
+/// twice.
+#[tokio::test]
+async fn changing_the_shard_count_loses_nothing() {
+    if !cluster_configured() {
+        return;
+    }
+    let stack = Stack::new(Profile::Cluster).await;
+    let api = stack.spawn("api", &[("REDIS_SHARDS", "2")]).await;
+    let old = api.create_app("old").await;
+    assert_eq!(api.create_chat(&old).await, 1);
+    // A backlog on the old application's shard, with no worker yet.
+    assert_eq!(
+        post_messages(&api, &old, 50, "before").await,
+        (1..=50).collect::<Vec<_>>()
+    );
+    let _worker = stack.spawn("worker", &[("REDIS_SHARDS", "2")]).await;
+
+    // The count grows to six: a new process records it.
+    let grown = stack.spawn("api", &[("REDIS_SHARDS", "6")]).await;
+    api.kill9();
+    let new = grown.create_app("new").await;
+    assert_eq!(grown.create_chat(&new).await, 1);
+    assert_eq!(
+        post_messages(&grown, &old, 50, "after").await,
+        (51..=100).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        post_messages(&grown, &new, 50, "new").await,
+        (1..=50).collect::<Vec<_>>()
+    );
+    // A worker configured with fewer shards still consumes them all.
+    let _shrunk = stack.spawn("worker", &[("REDIS_SHARDS", "1")]).await;
+
+    let cluster = stack.cluster.as_ref().unwrap();
+    let home = |token: &str| {
+        let token = token.to_owned();
+        let stack = &stack;
+        async move {
+            let id = app_id(stack, &token).await;
+            let home = cluster.get(&format!("{}{{app:{id}}}:home", stack.redis_prefix));
+            (id, home.parse::<i64>().unwrap())
+        }
+    };
+    let (old_id, old_home) = home(&old).await;
+    let (new_id, new_home) = home(&new).await;
+    assert_eq!(
+        old_home,
+        old_id % 2,
+        "an existing application keeps its home"
+    );
+    assert_eq!(
+        new_home,
+        new_id % 6,
+        "a new one is homed over the new count"
+    );
+    assert!(
+        new_home >= 2,
+        "the new application is on a shard the old count lacked"
+    );
+
+    for (token, n) in [(&old, 100), (&new, 50)] {
+        let listed = grown
+            .wait_listed(
+                &format!("/applications/{token}/chats/1/messages"),
+                n,
+                Duration::from_secs(40),
+            )
+            .await;
+        assert_eq!(numbers(&listed), (1..=n as i64).collect::<Vec<_>>());
+    }
+    assert_eq!(wait_rows(&stack, 150, Duration::from_secs(20)).await, 150);
+    stack.cleanup().await;
+}

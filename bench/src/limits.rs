@@ -17,7 +17,7 @@ const SCRATCH: &str = "bench_raw_messages";
 
 #[derive(Clone)]
 enum Counter {
-    Redis(redis::aio::ConnectionManager, String),
+    Redis(chat_links::redis_link::RedisConn, String),
     Sqlite(DatabaseConnection),
 }
 
@@ -25,8 +25,12 @@ enum Counter {
 /// is a Redis URL (the counter key takes `key`) or a SQLite URL.
 pub async fn serve(url: &str, key: &str, port: u16) -> anyhow::Result<()> {
     let counter = if url.starts_with("redis") {
-        let client = redis::Client::open(url)?;
-        Counter::Redis(client.get_connection_manager().await?, key.to_owned())
+        // A cluster URL too: the counter is one key, on one master.
+        let link = chat_links::redis_link::client(url)?;
+        Counter::Redis(
+            chat_links::redis_link::manager(&link).await?,
+            key.to_owned(),
+        )
     } else {
         let db = chat_links::db::connect_writer(url).await?;
         db.execute_unprepared(

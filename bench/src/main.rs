@@ -59,6 +59,11 @@ struct Cli {
     mysql_url: String,
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Run the distributed profile on a private Redis Cluster (three
+    /// masters, each with a replica) that the bench starts, instead of on
+    /// `--redis-url`: its results are named `profile=cluster`.
+    #[arg(long)]
+    redis_cluster: bool,
     /// Keep the roles' logs (see BENCH_ROLE_LOG) and data dir after the run.
     #[arg(long)]
     keep_logs: bool,
@@ -348,6 +353,19 @@ async fn deploy(
     std::fs::create_dir_all(&work)?;
     Ok(match profile {
         Profile::Embedded => system::Deployment::embedded(chat.to_owned(), work)?,
+        Profile::Distributed if cli.redis_cluster => {
+            let cluster = tokio::task::spawn_blocking(chat_faults::cluster::Cluster::start).await?;
+            let mut d = system::Deployment::distributed(
+                chat.to_owned(),
+                work,
+                &cli.mysql_url,
+                &cluster.url(),
+            )
+            .await?;
+            d.profile = "cluster";
+            d.cluster = Some(cluster);
+            d
+        }
         Profile::Distributed => {
             system::Deployment::distributed(chat.to_owned(), work, &cli.mysql_url, &cli.redis_url)
                 .await?

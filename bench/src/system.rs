@@ -226,6 +226,8 @@ pub struct Deployment {
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
     mysql_admin: Option<(String, String)>,
+    /// The private Redis Cluster the deployment runs on, stopped with it.
+    pub cluster: Option<chat_faults::cluster::Cluster>,
 }
 
 impl Deployment {
@@ -246,6 +248,7 @@ impl Deployment {
             redis_url: None,
             redis_prefix: None,
             mysql_admin: None,
+            cluster: None,
         })
     }
 
@@ -282,6 +285,7 @@ impl Deployment {
             redis_url: Some(redis_url.into()),
             redis_prefix: Some(prefix),
             mysql_admin: Some((mysql_url.into(), name)),
+            cluster: None,
         })
     }
 
@@ -338,7 +342,10 @@ impl Deployment {
                 .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
                 .await?;
         }
-        if let (Some(url), Some(prefix)) = (&self.redis_url, &self.redis_prefix) {
+        // A private cluster goes whole when the deployment is dropped.
+        if let (Some(url), Some(prefix), None) =
+            (&self.redis_url, &self.redis_prefix, &self.cluster)
+        {
             let mut conn = redis::Client::open(url.as_str())?
                 .get_multiplexed_async_connection()
                 .await?;
