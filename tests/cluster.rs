@@ -238,6 +238,86 @@ async fn a_master_killed_mid_load_loses_and_duplicates_nothing() {
     stack.cleanup().await;
 }
 
+/// A resharding moves the slot of one application's shard to another
+/// master under load: writes there pause while it moves, and nothing
+/// accepted is lost or persisted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_under_load_loses_and_duplicates_nothing() {
+    if !cluster_configured() {
+        return;
+    }
+    let mut stack = Stack::new(Profile::Cluster).await;
+    let apis = [stack.spawn("api", &[]).await, stack.spawn("api", &[]).await];
+    let _workers = [
+        stack.spawn("worker", &[]).await,
+        stack.spawn("worker", &[]).await,
+    ];
+    let mut tokens = Vec::new();
+    for i in 0..4 {
+        let token = apis[0].create_app(&format!("moving{i}")).await;
+        assert_eq!(apis[0].create_chat(&token).await, 1);
+        tokens.push(token);
+    }
+    let id = app_id(&stack, &tokens[0]).await;
+    let cluster = stack.cluster.as_ref().unwrap();
+    let home = cluster.get(&format!("{}{{app:{id}}}:home", stack.redis_prefix));
+    let shard_key = format!("{}{{s{home}}}", stack.redis_prefix);
+    let before = cluster.master_of(&shard_key);
+
+    let told = Arc::new(Mutex::new(Told::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|c| {
+            let (api, token) = (apis[c % 2].clone(), tokens[c % 4].clone());
+            let (told, stop) = (told.clone(), stop.clone());
+            tokio::spawn(async move { write_until(api, token, c, told, stop).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cluster = stack.cluster.take().unwrap();
+    let moved_at = Instant::now();
+    told.lock().unwrap().killed_at = Some(moved_at);
+    let (cluster, after, took) = tokio::task::spawn_blocking(move || {
+        let after = cluster.move_slot_of(&shard_key);
+        (cluster, after, moved_at.elapsed())
+    })
+    .await
+    .unwrap();
+    stack.cluster = Some(cluster);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    join_all(writers).await;
+
+    let told = std::mem::take(&mut *told.lock().unwrap());
+    wait_rows(&stack, told.accepted.len() as i64, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let persisted = persisted_bodies(&stack).await;
+    let lost = told
+        .accepted
+        .iter()
+        .filter(|b| !persisted.contains_key(*b))
+        .count();
+    let duplicated = persisted.values().filter(|n| **n > 1).count();
+    println!(
+        "RESHARD moved_slot_s={:.2} accepted={} persisted={} lost={lost} duplicated={duplicated} \
+         unknown={} refused={} failures={:?}",
+        took.as_secs_f64(),
+        told.accepted.len(),
+        persisted.values().sum::<i64>(),
+        told.unknown.len(),
+        told.refused,
+        told.failures,
+    );
+    assert_ne!(before, after, "the slot moved");
+    assert_eq!(lost, 0, "accepted but never persisted");
+    assert_eq!(duplicated, 0, "persisted twice");
+    assert!(
+        told.resumed_at.is_some(),
+        "writes to the moved shard resumed"
+    );
+    stack.cleanup().await;
+}
+
 /// Posts messages to chat 1 of `token` until `stop`, each with a body no
 /// other write has, and records what each answer said.
 async fn write_until(

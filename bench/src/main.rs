@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p bench -- --profile embedded|distributed`
 //! `cargo run --release -p bench -- [--profile …] search|counts|marks|overview`
+//! `cargo run --release -p bench -- [--redis-cluster] scale [--processes 2]`
 //! `cargo run --release -p bench -- faults [--messages N]`
 use std::{path::PathBuf, time::Duration};
 
@@ -18,6 +19,7 @@ mod marks;
 mod overview;
 mod report;
 mod run;
+mod scale;
 mod search;
 mod stats;
 mod system;
@@ -124,6 +126,16 @@ enum Internal {
         /// Seconds between runs of the counts task (its default).
         #[arg(long, default_value_t = 60)]
         interval: u64,
+    },
+    /// Several API processes and as many workers at once on the
+    /// distributed profile (`--redis-cluster` for a cluster), writing to
+    /// several applications: the CPU per POST and per row, summed over the
+    /// processes.
+    Scale {
+        #[arg(long, default_value_t = 2)]
+        processes: usize,
+        #[arg(long, default_value_t = 8)]
+        apps: usize,
     },
     /// The dashboard's overview render time over a queue holding this many
     /// finished jobs, all within the retention.
@@ -238,6 +250,23 @@ async fn main() -> anyhow::Result<()> {
                 "{} properties violated",
                 report.failures().len()
             );
+            return Ok(());
+        }
+        Some(Internal::Scale { processes, apps }) => {
+            let chat = system::chat_binary(cli.chat_bin.clone())?;
+            let options = scale::Options {
+                processes: (*processes).max(1),
+                apps: (*apps).max(1),
+                chats: cli.chats.max(1),
+                requests: cli.requests,
+                concurrency: cli.concurrency.max(1),
+            };
+            let deployment = deploy(&cli, Profile::Distributed, &chat).await?;
+            let outcome = scale::run(&deployment, &options).await;
+            deployment
+                .tear_down(cli.keep_logs || outcome.is_err())
+                .await?;
+            scale::print(&outcome?);
             return Ok(());
         }
         Some(Internal::Overview { jobs, renders }) => {

@@ -248,6 +248,37 @@ impl Cluster {
         panic!("no master serves slot {slot}");
     }
 
+    /// Moves the slot of `key` to another master while the cluster serves
+    /// it, as a resharding does: marks it migrating and importing, moves
+    /// its keys in batches with `MIGRATE`, then gives it to the new
+    /// master. Returns the new master's port.
+    pub fn move_slot_of(&self, key: &str) -> u16 {
+        let any = self.live_ports()[0];
+        let slot = cli(any, &["cluster", "keyslot", key]).trim().to_owned();
+        let from = self.master_of(key);
+        let to = *self.masters().iter().find(|&&m| m != from).unwrap();
+        let id = |port: u16| cli(port, &["cluster", "myid"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        cli(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let listed = cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = listed.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000", "keys"];
+            args.extend(keys);
+            let out = cli(from, &args);
+            assert!(!out.contains("ERR"), "MIGRATE: {out}");
+        }
+        for master in self.masters() {
+            cli(master, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        to
+    }
+
     /// `GET key`, following the cluster's redirection.
     pub fn get(&self, key: &str) -> String {
         let any = self.live_ports()[0];
