@@ -104,7 +104,7 @@ impl Backends {
                     Layout::Node => RedisStreamQueue::connect(url, prefix, config.claim_idle)
                         .await?
                         .with_done_cap(config.jobs_done_max),
-                    Layout::Cluster { shards } => sharded_queue(&link, config, shards).await?,
+                    Layout::Cluster { shards } => sharded_queue(url, config, shards).await?,
                 };
                 let homes = Arc::new(Homes::new(conn.clone(), prefix, layout));
                 let intake = RedisIntake::connect(
@@ -171,21 +171,21 @@ const SHARD_LOOK_EVERY: Duration = Duration::from_secs(10);
 /// The queue on a Redis Cluster: every shard any process was configured
 /// with, growing when another process records more.
 async fn sharded_queue(
-    link: &redis_link::Link,
+    url: &str,
     config: &BackendsConfig,
     shards: u16,
 ) -> Result<Arc<ShardedQueue<RedisStreamQueue>>> {
-    let conn = redis_link::manager(link).await?;
     let prefix = config.redis_prefix.clone();
+    let first = RedisStreamQueue::connect(url, &prefix, config.claim_idle)
+        .await?
+        .with_done_cap(config.jobs_done_max);
+    let conn = redis_link::manager(&redis_link::client(url)?).await?;
     let recorded = record_shard_count(&conn, &prefix, shards).await?;
-    let (shared, link) = (conn.clone(), link.clone());
-    let (claim_idle, done_cap) = (config.claim_idle, config.jobs_done_max);
-    let open_prefix = prefix.clone();
     let queue = ShardedQueue::new(
         recorded,
-        Box::new(move |k| {
-            RedisStreamQueue::shard(&link, &shared, &open_prefix, claim_idle, k)
-                .with_done_cap(done_cap)
+        Box::new(move |k| match k {
+            0 => first.clone(),
+            k => first.sibling(k),
         }),
     );
     let watched = Arc::downgrade(&queue);

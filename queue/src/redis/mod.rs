@@ -66,41 +66,22 @@ pub struct RedisStreamQueue {
     last_prune: Mutex<HashMap<QueueName, Instant>>,
     scripts: Scripts,
     /// One connection per consumer: a blocking XREADGROUP holds its
-    /// connection, and sharing it would stall every other command.
-    readers: Mutex<HashMap<String, RedisConn>>,
+    /// connection, and sharing it would stall every other command. The
+    /// shards of a cluster's queue share them: a consumer reads one shard
+    /// at a time, and each of these connections reaches every node.
+    readers: Arc<Mutex<HashMap<String, RedisConn>>>,
     last_sweep: Mutex<HashMap<(QueueName, String), Instant>>,
     groups: Mutex<HashMap<QueueName, bool>>,
 }
 
 impl RedisStreamQueue {
-    /// The queue on one Redis node (a cluster URL gets shard 0 only: use
-    /// [`RedisStreamQueue::shard`] for each shard there).
+    /// The queue on one Redis node; on a cluster, its shard 0, whose
+    /// [`sibling`](RedisStreamQueue::sibling)s are the others.
     pub async fn connect(url: &str, prefix: &str, claim_idle: Duration) -> Result<Arc<Self>> {
         let client = redis_link::client(url)?;
         let conn = redis_link::manager(&client).await?;
         let shard = client.is_cluster().then_some(0);
-        Ok(Self::over(client, conn, prefix, claim_idle, shard))
-    }
-
-    /// Shard `k` of the queue on a cluster, over a shared connection.
-    pub fn shard(
-        link: &Link,
-        conn: &RedisConn,
-        prefix: &str,
-        claim_idle: Duration,
-        k: u16,
-    ) -> Arc<Self> {
-        Self::over(link.clone(), conn.clone(), prefix, claim_idle, Some(k))
-    }
-
-    fn over(
-        client: Link,
-        conn: RedisConn,
-        prefix: &str,
-        claim_idle: Duration,
-        shard: Option<u16>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             client,
             conn,
             prefix: prefix.to_owned(),
@@ -110,7 +91,26 @@ impl RedisStreamQueue {
             prune_idle: Duration::from_secs(600),
             last_prune: Mutex::new(HashMap::new()),
             scripts: Scripts::load(),
-            readers: Mutex::new(HashMap::new()),
+            readers: Arc::new(Mutex::new(HashMap::new())),
+            last_sweep: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Shard `k` of the same cluster queue, with this one's connections
+    /// and settings.
+    pub fn sibling(&self, k: u16) -> Arc<Self> {
+        Arc::new(Self {
+            client: self.client.clone(),
+            conn: self.conn.clone(),
+            prefix: self.prefix.clone(),
+            shard: Some(k),
+            claim_idle: self.claim_idle,
+            done_cap: self.done_cap,
+            prune_idle: self.prune_idle,
+            last_prune: Mutex::new(HashMap::new()),
+            scripts: Scripts::load(),
+            readers: self.readers.clone(),
             last_sweep: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
         })

@@ -87,12 +87,15 @@ pub const CONTRACT_SHARDS: u16 = 3;
 /// A queue of `shards` shards on a private Redis Cluster of its own.
 pub async fn on_cluster(lease: Duration, shards: u16) -> Backend {
     let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
-    let url = cluster.url();
-    let link = chat_links::redis_link::client(&url).unwrap();
-    let conn = chat_links::redis_link::manager(&link).await.unwrap();
+    let first = RedisStreamQueue::connect(&cluster.url(), "tc:", lease)
+        .await
+        .unwrap();
     let queue = ShardedQueue::new(
         shards,
-        Box::new(move |k| RedisStreamQueue::shard(&link, &conn, "tc:", lease, k)),
+        Box::new(move |k| match k {
+            0 => first.clone(),
+            k => first.sibling(k),
+        }),
     );
     Backend {
         name: "redis-cluster",
