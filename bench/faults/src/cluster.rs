@@ -30,11 +30,13 @@ pub fn available() -> bool {
     })
 }
 
-/// A free port whose cluster-bus port (port + 10000) is free too; below
-/// 55536 so the bus port exists.
+/// A free port whose cluster-bus port (port + 10000) is free too. Both
+/// lie below 32768, where Linux hands out the ephemeral ports of outgoing
+/// connections, so no client socket takes one between this check and the
+/// node's bind.
 fn free_pair() -> u16 {
     loop {
-        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u16;
+        let port = 10_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10_000) {
             return port;

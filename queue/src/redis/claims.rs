@@ -241,14 +241,20 @@ impl RedisStreamQueue {
         wait: Duration,
     ) -> Result<Vec<Claimed>> {
         let mut conn = self.reader(consumer, wait).await?;
-        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
             .arg(GROUP)
             .arg(consumer)
             .arg("COUNT")
-            .arg(max)
-            .arg("BLOCK")
-            .arg(wait.as_millis().max(1) as u64)
+            .arg(max);
+        // No wait means no BLOCK at all: Redis notices a blocked read's
+        // timeout only when its event loop wakes, up to 100 ms (hz 10) on
+        // an idle server, so even `BLOCK 1` could stall a look at an empty
+        // shard that long.
+        if !wait.is_zero() {
+            read.arg("BLOCK").arg(wait.as_millis().max(1) as u64);
+        }
+        let reply: redis::RedisResult<Option<StreamReadReply>> = read
             .arg("STREAMS")
             .arg(self.stream_key(q))
             .arg(">")
