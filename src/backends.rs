@@ -1,7 +1,9 @@
 //! Chooses the profile from the configuration, opens its backends, and
 //! hands each role the part of them it uses.
 //!
-//! - `REDIS_URL` set: numbers, pending entries and the queue live in Redis.
+//! - `REDIS_URL` set: numbers, pending entries and the queue live in Redis;
+//!   on a Redis Cluster (`redis+cluster://…`) the queue is a
+//!   `ShardedQueue` and each application's keys live on its home shard.
 //! - unset: they live in the relational database, which must then be
 //!   SQLite (the embedded profile keeps the intake in one transaction).
 use std::{sync::Arc, time::Duration};

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{App, Profile, Stack, numbers, profiles_with_cluster};
+use common::{App, Profile, Stack, cluster::Cluster, numbers, profiles_with_cluster};
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
@@ -138,11 +138,124 @@ struct Told {
     refused: u64,
     /// Each answer other than 201 and how often it came.
     failures: BTreeMap<String, u64>,
-    /// When the master died.
-    killed_at: Option<Instant>,
-    /// The first 201 to a write sent to the dead master's shard after it
-    /// died: when writes there resumed.
+    /// When the fault began.
+    fault_at: Option<Instant>,
+    /// The first 201 to a write sent to the faulted shard after the fault
+    /// began: when writes there resumed.
     resumed_at: Option<Instant>,
+}
+
+/// Two APIs and two workers on a cluster, and four applications with a
+/// chat each; the fault hits the first one's home shard.
+struct UnderLoad {
+    stack: Stack,
+    apis: [App; 2],
+    _workers: [App; 2],
+    tokens: Vec<String>,
+    /// A key in the slot of the first application's home shard.
+    shard_key: String,
+}
+
+impl UnderLoad {
+    async fn start() -> UnderLoad {
+        let stack = Stack::new(Profile::Cluster).await;
+        let apis = [stack.spawn("api", &[]).await, stack.spawn("api", &[]).await];
+        let workers = [
+            stack.spawn("worker", &[]).await,
+            stack.spawn("worker", &[]).await,
+        ];
+        let mut tokens = Vec::new();
+        for i in 0..4 {
+            let token = apis[0].create_app(&format!("load{i}")).await;
+            assert_eq!(apis[0].create_chat(&token).await, 1);
+            tokens.push(token);
+        }
+        let id = app_id(&stack, &tokens[0]).await;
+        let home = stack
+            .cluster
+            .as_ref()
+            .unwrap()
+            .get(&format!("{}{{app:{id}}}:home", stack.redis_prefix));
+        let shard_key = format!("{}{{s{home}}}", stack.redis_prefix);
+        UnderLoad {
+            stack,
+            apis,
+            _workers: workers,
+            tokens,
+            shard_key,
+        }
+    }
+
+    /// Eight clients write for two seconds, `fault` runs on the cluster
+    /// (on a thread of its own, the writers going on), and they write on
+    /// for `after`. `fault` calls its second argument at the moment the
+    /// fault begins. Returns what they were told and what `fault` returned.
+    async fn with_fault<T: Send + 'static>(
+        &mut self,
+        fault: impl FnOnce(&mut Cluster, &dyn Fn()) -> T + Send + 'static,
+        after: Duration,
+    ) -> (Told, T) {
+        let told = Arc::new(Mutex::new(Told::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..8)
+            .map(|c| {
+                let (api, token) = (self.apis[c % 2].clone(), self.tokens[c % 4].clone());
+                let (told, stop) = (told.clone(), stop.clone());
+                tokio::spawn(async move { write_until(api, token, c, told, stop).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut cluster = self.stack.cluster.take().unwrap();
+        let marked = told.clone();
+        let (cluster, out) = tokio::task::spawn_blocking(move || {
+            let begins = || marked.lock().unwrap().fault_at = Some(Instant::now());
+            let out = fault(&mut cluster, &begins);
+            (cluster, out)
+        })
+        .await
+        .unwrap();
+        self.stack.cluster = Some(cluster);
+        tokio::time::sleep(after).await;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        join_all(writers).await;
+        let told = std::mem::take(&mut *told.lock().unwrap());
+        (told, out)
+    }
+
+    /// What the database holds of what the writers were told, once every
+    /// accepted write has had time to be persisted.
+    async fn compare(&self, told: &Told) -> Compared {
+        wait_rows(
+            &self.stack,
+            told.accepted.len() as i64,
+            Duration::from_secs(60),
+        )
+        .await;
+        // Let unknown outcomes that were written land too before counting.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let persisted = persisted_bodies(&self.stack).await;
+        Compared {
+            lost: (told.accepted.iter())
+                .filter(|b| !persisted.contains_key(*b))
+                .cloned()
+                .collect(),
+            duplicated: (persisted.iter())
+                .filter(|(_, n)| **n > 1)
+                .map(|(b, _)| b.clone())
+                .collect(),
+            unknown_persisted: (told.unknown.iter())
+                .filter(|b| persisted.contains_key(*b))
+                .count(),
+            persisted: persisted.values().sum(),
+        }
+    }
+}
+
+struct Compared {
+    lost: Vec<String>,
+    duplicated: Vec<String>,
+    unknown_persisted: usize,
+    persisted: i64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,92 +263,51 @@ async fn a_master_killed_mid_load_loses_and_duplicates_nothing() {
     if !cluster_configured() {
         return;
     }
-    let mut stack = Stack::new(Profile::Cluster).await;
-    let apis = [stack.spawn("api", &[]).await, stack.spawn("api", &[]).await];
-    let _workers = [
-        stack.spawn("worker", &[]).await,
-        stack.spawn("worker", &[]).await,
-    ];
-    let mut tokens = Vec::new();
-    for i in 0..4 {
-        let token = apis[0].create_app(&format!("load{i}")).await;
-        assert_eq!(apis[0].create_chat(&token).await, 1);
-        tokens.push(token);
-    }
-    // The master of the first application's home shard dies mid-load.
-    let id = app_id(&stack, &tokens[0]).await;
-    let cluster = stack.cluster.as_ref().unwrap();
-    let home = cluster.get(&format!("{}{{app:{id}}}:home", stack.redis_prefix));
-    let victim = cluster.master_of(&format!("{}{{s{home}}}", stack.redis_prefix));
-
-    let told = Arc::new(Mutex::new(Told::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = (0..8).map(|c| {
-        let (api, token) = (apis[c % 2].clone(), tokens[c % 4].clone());
-        let (told, stop) = (told.clone(), stop.clone());
-        tokio::spawn(async move { write_until(api, token, c, told, stop).await })
-    });
-    let writers: Vec<_> = writers.collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let killed_at = Instant::now();
-    let mut cluster = stack.cluster.take().unwrap();
-    cluster.kill(victim);
-    told.lock().unwrap().killed_at = Some(killed_at);
-    // The writers keep running meanwhile: the wait blocks a thread of its own.
-    let (cluster, promoted_in) = tokio::task::spawn_blocking(move || {
-        let took = cluster.wait_replaced(victim, Duration::from_secs(30));
-        (cluster, took)
-    })
-    .await
-    .unwrap();
-    stack.cluster = Some(cluster);
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    join_all(writers).await;
-
-    let told = std::mem::take(&mut *told.lock().unwrap());
+    let mut load = UnderLoad::start().await;
+    let shard_key = load.shard_key.clone();
+    let (told, promoted_in) = load
+        .with_fault(
+            move |cluster, begins| {
+                let victim = cluster.master_of(&shard_key);
+                begins();
+                cluster.kill(victim);
+                cluster.wait_replaced(victim, Duration::from_secs(30))
+            },
+            Duration::from_secs(4),
+        )
+        .await;
     let resumed = told
         .resumed_at
         .expect("writes to the dead master's shard never resumed")
-        .duration_since(killed_at);
-    let accepted_after_kill = told.accepted.len();
-    let persisted = {
-        let want = told.accepted.len() as i64;
-        wait_rows(&stack, want, Duration::from_secs(60)).await;
-        // Let retried unknown outcomes land too before counting.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        persisted_bodies(&stack).await
-    };
-    let lost: Vec<&String> = told
-        .accepted
-        .iter()
-        .filter(|b| !persisted.contains_key(*b))
-        .collect();
-    let duplicated: Vec<(&String, &i64)> = persisted.iter().filter(|(_, n)| **n > 1).collect();
-    let unknown_persisted = told
-        .unknown
-        .iter()
-        .filter(|b| persisted.contains_key(*b))
-        .count();
+        .duration_since(told.fault_at.unwrap());
+    let found = load.compare(&told).await;
     println!(
         "FAILOVER accepted={} persisted={} lost={} duplicated={} unknown={} \
          (of which persisted {}) refused={} replica_promoted_s={:.1} writes_resumed_s={:.1} \
          failures={:?}",
-        accepted_after_kill,
-        persisted.values().sum::<i64>(),
-        lost.len(),
-        duplicated.len(),
+        told.accepted.len(),
+        found.persisted,
+        found.lost.len(),
+        found.duplicated.len(),
         told.unknown.len(),
-        unknown_persisted,
+        found.unknown_persisted,
         told.refused,
         promoted_in.as_secs_f64(),
         resumed.as_secs_f64(),
         told.failures,
     );
-    assert!(lost.is_empty(), "accepted but never persisted: {lost:?}");
-    assert!(duplicated.is_empty(), "persisted twice: {duplicated:?}");
-    assert!(accepted_after_kill > 100, "the load hardly ran");
-    stack.cleanup().await;
+    assert!(
+        found.lost.is_empty(),
+        "accepted but never persisted: {:?}",
+        found.lost
+    );
+    assert!(
+        found.duplicated.is_empty(),
+        "persisted twice: {:?}",
+        found.duplicated
+    );
+    assert!(told.accepted.len() > 100, "the load hardly ran");
+    load.stack.cleanup().await;
 }
 
 /// A resharding moves the slot of one application's shard to another
@@ -246,76 +318,49 @@ async fn a_resharding_under_load_loses_and_duplicates_nothing() {
     if !cluster_configured() {
         return;
     }
-    let mut stack = Stack::new(Profile::Cluster).await;
-    let apis = [stack.spawn("api", &[]).await, stack.spawn("api", &[]).await];
-    let _workers = [
-        stack.spawn("worker", &[]).await,
-        stack.spawn("worker", &[]).await,
-    ];
-    let mut tokens = Vec::new();
-    for i in 0..4 {
-        let token = apis[0].create_app(&format!("moving{i}")).await;
-        assert_eq!(apis[0].create_chat(&token).await, 1);
-        tokens.push(token);
-    }
-    let id = app_id(&stack, &tokens[0]).await;
-    let cluster = stack.cluster.as_ref().unwrap();
-    let home = cluster.get(&format!("{}{{app:{id}}}:home", stack.redis_prefix));
-    let shard_key = format!("{}{{s{home}}}", stack.redis_prefix);
-    let before = cluster.master_of(&shard_key);
-
-    let told = Arc::new(Mutex::new(Told::default()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers: Vec<_> = (0..8)
-        .map(|c| {
-            let (api, token) = (apis[c % 2].clone(), tokens[c % 4].clone());
-            let (told, stop) = (told.clone(), stop.clone());
-            tokio::spawn(async move { write_until(api, token, c, told, stop).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cluster = stack.cluster.take().unwrap();
-    let moved_at = Instant::now();
-    told.lock().unwrap().killed_at = Some(moved_at);
-    let (cluster, after, took) = tokio::task::spawn_blocking(move || {
-        let after = cluster.move_slot_of(&shard_key);
-        (cluster, after, moved_at.elapsed())
-    })
-    .await
-    .unwrap();
-    stack.cluster = Some(cluster);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    join_all(writers).await;
-
-    let told = std::mem::take(&mut *told.lock().unwrap());
-    wait_rows(&stack, told.accepted.len() as i64, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let persisted = persisted_bodies(&stack).await;
-    let lost = told
-        .accepted
-        .iter()
-        .filter(|b| !persisted.contains_key(*b))
-        .count();
-    let duplicated = persisted.values().filter(|n| **n > 1).count();
+    let mut load = UnderLoad::start().await;
+    let shard_key = load.shard_key.clone();
+    let before = load.stack.cluster.as_ref().unwrap().master_of(&shard_key);
+    let (told, (after, took)) = load
+        .with_fault(
+            move |cluster, begins| {
+                let started = Instant::now();
+                begins();
+                let after = cluster.move_slot_of(&shard_key);
+                (after, started.elapsed())
+            },
+            Duration::from_secs(3),
+        )
+        .await;
+    let found = load.compare(&told).await;
     println!(
-        "RESHARD moved_slot_s={:.2} accepted={} persisted={} lost={lost} duplicated={duplicated} \
+        "RESHARD moved_slot_s={:.2} accepted={} persisted={} lost={} duplicated={} \
          unknown={} refused={} failures={:?}",
         took.as_secs_f64(),
         told.accepted.len(),
-        persisted.values().sum::<i64>(),
+        found.persisted,
+        found.lost.len(),
+        found.duplicated.len(),
         told.unknown.len(),
         told.refused,
         told.failures,
     );
     assert_ne!(before, after, "the slot moved");
-    assert_eq!(lost, 0, "accepted but never persisted");
-    assert_eq!(duplicated, 0, "persisted twice");
+    assert!(
+        found.lost.is_empty(),
+        "accepted but never persisted: {:?}",
+        found.lost
+    );
+    assert!(
+        found.duplicated.is_empty(),
+        "persisted twice: {:?}",
+        found.duplicated
+    );
     assert!(
         told.resumed_at.is_some(),
         "writes to the moved shard resumed"
     );
-    stack.cleanup().await;
+    load.stack.cleanup().await;
 }
 
 /// Posts messages to chat 1 of `token` until `stop`, each with a body no
@@ -328,11 +373,11 @@ async fn write_until(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut i = 0;
-    // Clients 0 and 4 write to the first application, whose shard's master
-    // dies.
+    // Clients 0 and 4 write to the first application, whose shard the
+    // fault hits.
     let on_victim = client.is_multiple_of(4);
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        let sent_after_kill = told.lock().unwrap().killed_at.is_some();
+        let sent_after_fault = told.lock().unwrap().fault_at.is_some();
         let body = format!("w{client}-{i}");
         i += 1;
         let r = api
@@ -351,7 +396,7 @@ async fn write_until(
         match status {
             Ok(201) => {
                 told.accepted.push(body);
-                if on_victim && sent_after_kill && told.resumed_at.is_none() {
+                if on_victim && sent_after_fault && told.resumed_at.is_none() {
                     told.resumed_at = Some(Instant::now());
                 }
             }
