@@ -1,77 +1,19 @@
 //! The physical limits the system is compared with, measured in the same
-//! run on the same machine:
-//! - a bare HTTP handler doing one counter update per request (one Redis
-//!   `INCR`, or one SQLite `UPDATE` on the embedded profile), run as its
-//!   own process and driven by the same generator as the real API;
+//! run on the same machine (the bare HTTP handlers are in `bare`):
 //! - raw multi-row `INSERT`s of the message row shape straight into the
-//!   same database, in batches of the worker's size, with no queue.
-use std::time::Instant;
+//!   same database, in batches of the worker's size, with no queue;
+//! - raw bulk adds of message documents straight into the same search
+//!   index, in batches of the worker's size, with no queue.
+use std::time::{Duration, Instant};
 
-use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use chat_search::{SearchIndex, Target};
+use chat_store::model::MessageRow;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
 
 /// Raw rows go to a copy of the messages table (same columns, keys and
 /// indexes), dropped afterwards: deleting them from the real table would
 /// leave the database purging in the background through the next runs.
 const SCRATCH: &str = "bench_raw_messages";
-
-#[derive(Clone)]
-enum Counter {
-    Redis(chat_links::redis_link::RedisConn, String),
-    Sqlite(DatabaseConnection),
-}
-
-/// Serves the bare handler on `port` until the process is killed. `url`
-/// is a Redis URL (the counter key takes `key`) or a SQLite URL.
-pub async fn serve(url: &str, key: &str, port: u16) -> anyhow::Result<()> {
-    let counter = if url.starts_with("redis") {
-        // A cluster URL too: the counter is one key, on one master.
-        let link = chat_links::redis_link::client(url)?;
-        Counter::Redis(
-            chat_links::redis_link::manager(&link).await?,
-            key.to_owned(),
-        )
-    } else {
-        let db = chat_links::db::connect_writer(url).await?;
-        db.execute_unprepared(
-            "CREATE TABLE IF NOT EXISTS bench_counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
-        )
-        .await?;
-        db.execute_unprepared("INSERT OR IGNORE INTO bench_counter (id, n) VALUES (1, 0)")
-            .await?;
-        Counter::Sqlite(db)
-    };
-    let app = Router::new()
-        .route("/{*path}", post(bump).get(bump))
-        .with_state(counter);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, app).await?;
-    Ok(())
-}
-
-async fn bump(
-    State(counter): State<Counter>,
-    _body: Bytes,
-) -> Result<(StatusCode, String), StatusCode> {
-    let n: i64 = match counter {
-        Counter::Redis(mut conn, key) => redis::cmd("INCR")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?,
-        Counter::Sqlite(db) => db
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "UPDATE bench_counter SET n = n + 1 WHERE id = 1 RETURNING n",
-            ))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|row| row.try_get_by_index::<i64>(0).ok())
-            .ok_or(StatusCode::SERVICE_UNAVAILABLE)?,
-    };
-    Ok((StatusCode::CREATED, format!("{{\"number\":{n}}}")))
-}
 
 pub struct RawInsert {
     rows: usize,
@@ -180,4 +122,37 @@ async fn create_scratch(db: &DatabaseConnection) -> anyhow::Result<()> {
     };
     db.execute_unprepared(&sql).await?;
     Ok(())
+}
+
+/// Documents indexed per second by bulk adds of `docs` message documents
+/// (in batches of `batch`, one after another) into `index`, under an
+/// application id of their own so that they never meet the system's.
+pub async fn raw_index(
+    index: &dyn SearchIndex,
+    application_id: i64,
+    chats: usize,
+    docs: usize,
+    batch: usize,
+) -> anyhow::Result<(f64, Duration)> {
+    let now = chrono::Utc::now();
+    let started = Instant::now();
+    let mut written = 0;
+    while written < docs {
+        let n = batch.min(docs - written);
+        let rows: Vec<MessageRow> = (written..written + n)
+            .map(|i| MessageRow {
+                application_id,
+                chat_number: 1 + (i % chats.max(1)) as i64,
+                number: 1 + (i / chats.max(1)) as i64,
+                body: crate::client::body(i),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        index.index(&Target::Live, &rows).await?;
+        written += n;
+    }
+    let elapsed = started.elapsed();
+    Ok((docs as f64 / elapsed.as_secs_f64(), elapsed))
 }

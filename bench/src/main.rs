@@ -5,13 +5,16 @@
 //! `cargo run --release -p bench -- --profile embedded|distributed`
 //! `cargo run --release -p bench -- [--profile …] search|counts|marks|overview`
 //! `cargo run --release -p bench -- [--redis-cluster] scale [--processes 2]`
+//! `cargo run --release -p bench -- tracing [--rounds 2]`
 //! `cargo run --release -p bench -- faults [--messages N]`
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod bare;
 mod client;
 mod counts;
+mod indexing;
 mod lag;
 mod limits;
 mod load;
@@ -23,6 +26,7 @@ mod scale;
 mod search;
 mod stats;
 mod system;
+mod tracing_cost;
 
 #[derive(Parser)]
 #[command(about = "Measures the chat write path against this machine's limits")]
@@ -50,6 +54,14 @@ struct Cli {
     /// Longest any of those runs may take, in seconds.
     #[arg(long, default_value_t = 20)]
     max_run_secs: u64,
+    /// Writes in the embedded decay run (the last tenth's rate over the
+    /// first's); 0 skips it.
+    #[arg(long, default_value_t = 1_000_000)]
+    decay_writes: usize,
+    /// Documents in the distributed indexing run, which needs
+    /// `ELASTICSEARCH_URL` or `OSMEM_SERVER`; 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    index_docs: usize,
     /// How long the lag run sends at half the sustained rate, in seconds.
     #[arg(long, default_value_t = 10)]
     lag_secs: u64,
@@ -137,6 +149,14 @@ enum Internal {
         #[arg(long, default_value_t = 8)]
         apps: usize,
     },
+    /// What tracing costs: `--requests` POSTs and their drain on the
+    /// distributed profile with tracing off, sampling 1% and sampling
+    /// 100%, each on a fresh deployment, repeated `--rounds` times in
+    /// turn; CPU per POST and per row, averaged.
+    Tracing {
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// The dashboard's overview render time over a queue holding this many
     /// finished jobs, all within the retention.
     Overview {
@@ -159,6 +179,8 @@ enum Internal {
     /// The bare handler the POST path is compared with (started by the bench).
     #[command(hide = true)]
     LimitServer {
+        #[arg(long, value_enum)]
+        kind: bare::Kind,
         #[arg(long)]
         url: String,
         #[arg(long)]
@@ -178,8 +200,13 @@ enum Profile {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.internal {
-        Some(Internal::LimitServer { url, key, port }) => {
-            return limits::serve(url, key, *port).await;
+        Some(Internal::LimitServer {
+            kind,
+            url,
+            key,
+            port,
+        }) => {
+            return bare::serve(*kind, url, key, *port).await;
         }
         Some(Internal::Search {
             docs,
@@ -269,6 +296,31 @@ async fn main() -> anyhow::Result<()> {
             scale::print(&outcome?);
             return Ok(());
         }
+        Some(Internal::Tracing { rounds }) => {
+            let chat = system::chat_binary(cli.chat_bin.clone())?;
+            let sink = tracing_cost::Sink::start().await?;
+            let mut costs = Vec::new();
+            for _ in 0..(*rounds).max(1) {
+                for mode in tracing_cost::Mode::ALL {
+                    let deployment = deploy(&cli, Profile::Distributed, &chat).await?;
+                    let outcome = tracing_cost::measure(
+                        &deployment,
+                        mode,
+                        &sink,
+                        cli.requests,
+                        cli.chats.max(1),
+                        cli.concurrency.max(1),
+                    )
+                    .await;
+                    deployment
+                        .tear_down(cli.keep_logs || outcome.is_err())
+                        .await?;
+                    costs.push(outcome?);
+                }
+            }
+            tracing_cost::print(&tracing_cost::mean(&costs));
+            return Ok(());
+        }
         Some(Internal::Overview { jobs, renders }) => {
             let chat = system::chat_binary(cli.chat_bin.clone())?;
             let mut reports = Vec::new();
@@ -301,6 +353,8 @@ async fn main() -> anyhow::Result<()> {
         lag_run: Duration::from_secs(cli.lag_secs),
         batch_size: cli.batch_size.max(1),
         linger: Duration::from_millis(cli.batch_linger_ms),
+        decay_writes: cli.decay_writes,
+        index_docs: cli.index_docs,
     };
     let mut results = Vec::new();
     for profile in cli.profiles() {

@@ -9,12 +9,14 @@ fn row(name: &str, s: &Summary) {
 }
 
 pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
+    let embedded = profile == "embedded";
     let post_ratio = r.post.per_sec / r.post_limit.per_sec;
+    let sustained_ratio = r.sustained_rps / r.post_limit.per_sec;
     let persist_ratio = r.persist_rps / r.raw.rows_per_sec();
-    let (api_role, counter) = if profile == "embedded" {
+    let (api_role, limit) = if embedded {
         (
             "`chat api`, then `chat serve` (all roles)",
-            "one SQLite UPDATE",
+            "one SQLite INSERT, group-committed",
         )
     } else {
         (
@@ -30,19 +32,26 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
     );
     row("POST message, many chats, worker stopped", &r.post);
     row("POST message, one hot chat, worker stopped", &r.post_hot);
-    row(&format!("limit: bare handler, {counter}"), &r.post_limit);
+    row(&format!("limit: bare handler, {limit}"), &r.post_limit);
     row(
         "POST message, many chats, worker running",
         &r.post_with_worker,
     );
     row("GET message, persisted", &r.get);
+    if let Some(limit) = &r.get_limit {
+        row("limit: bare handler, one MySQL point select", limit);
+    }
     println!(
         "  {:<46} {:>9.0}",
         "sustained: POSTs taken in and persisted", r.sustained_rps
     );
     println!(
         "  {:<46} {:>9.0}   {messages} rows in {:.2} s",
-        "persist: drain of the queued messages",
+        if embedded {
+            "persist: drain of the queued messages, indexed"
+        } else {
+            "persist: drain of the queued messages"
+        },
         r.persist_rps,
         r.drain.as_secs_f64()
     );
@@ -53,6 +62,20 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         r.raw.batch_ms(),
         r.raw.batch_p99_ms()
     );
+    if let Some(i) = &r.index {
+        println!(
+            "  {:<46} {:>9.0}   {} docs; worker {:.1} MiB, {:.1} µs CPU per doc",
+            format!("index: worker, into {}", i.server),
+            i.worker_dps,
+            i.docs,
+            i.worker_rss_mb,
+            i.worker_cpu_us_per_doc
+        );
+        println!(
+            "  {:<46} {:>9.0}",
+            "limit: raw bulk adds, same batch size", i.raw_dps
+        );
+    }
     println!(
         "  {:<46} {:>9} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
         format!("lag 201 -> row in table, at {:.0} POST/s", r.lag_rate),
@@ -72,34 +95,97 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         },
         r.lag_lookup.as_secs_f64() * 1e3
     );
+    if let Some(d) = &r.decay {
+        let tenths: Vec<String> = d.tenths.iter().map(|t| format!("{t:.0}")).collect();
+        println!(
+            "  decay over {} writes, POST/s per tenth: {}; last/first {:.2}; {:.0}/s taken in and persisted",
+            d.writes,
+            tenths.join(" "),
+            d.ratio(),
+            d.persisted_rps
+        );
+    }
     println!(
-        "  peak RSS: api {:.1} MiB, worker {:.1} MiB",
-        r.api_rss_mb, r.worker_rss_mb
+        "  peak RSS: api {:.1} MiB, {} {:.1} MiB (at the end: {:.1} MiB anonymous, {:.1} MiB mapped files)",
+        r.api_rss_mb,
+        if embedded { "serve" } else { "worker" },
+        r.worker_rss_mb,
+        r.worker_rss_split_mb.0,
+        r.worker_rss_split_mb.1
+    );
+    let posts = r.post.count.max(1) as f64;
+    let per_post = |secs: f64| secs * 1e6 / posts;
+    let per_row = |secs: f64| secs * 1e6 / messages as f64;
+    println!(
+        "  CPU per POST (worker stopped): api {:.1} µs, redis {:.1} µs, mysql {:.1} µs, load generator {:.1} µs",
+        r.api_cpu_us_per_post,
+        per_post(r.post_other_cpu.redis),
+        per_post(r.post_other_cpu.mysql),
+        per_post(r.post_other_cpu.bench)
     );
     println!(
-        "  CPU: api {:.1} µs per POST, worker {:.1} µs per row drained",
-        r.api_cpu_us_per_post, r.worker_cpu_us_per_row
+        "  CPU per row drained: {} {:.1} µs, redis {:.1} µs, mysql {:.1} µs",
+        if embedded { "serve" } else { "worker" },
+        r.worker_cpu_us_per_row,
+        per_row(r.drain_other_cpu.redis),
+        per_row(r.drain_other_cpu.mysql)
     );
-    let per_row = |(secs, _): (f64, f64)| secs * 1e6 / messages as f64;
     println!(
         "  machine CPU per row: drain {:.1} µs ({:.0}% busy), raw INSERT {:.1} µs ({:.0}% busy)",
-        per_row(r.drain_cpu),
+        per_row(r.drain_cpu.0),
         r.drain_cpu.1 * 100.0,
-        per_row(r.raw_cpu),
+        per_row(r.raw_cpu.0),
         r.raw_cpu.1 * 100.0
     );
-    println!("  post_ratio {post_ratio:.2}, persist_ratio {persist_ratio:.2}");
-    println!(
+    let mut result = format!(
         "RESULT profile={profile} post_rps={:.0} post_p99_ms={:.2} post_limit_rps={:.0} post_ratio={post_ratio:.2} \
-         persist_rps={:.0} persist_limit_rps={:.0} persist_ratio={persist_ratio:.2} lag_p99_ms={:.2} \
-         api_rss_mb={:.1} worker_rss_mb={:.1}",
+         sustained_rps={:.0} sustained_ratio={sustained_ratio:.2} \
+         persist_rps={:.0} persist_limit_rps={:.0} persist_ratio={persist_ratio:.2} lag_p99_ms={:.2} lag_bound_ms={:.1}",
         r.post.per_sec,
         r.post.p99_ms,
         r.post_limit.per_sec,
+        r.sustained_rps,
         r.persist_rps,
         r.raw.rows_per_sec(),
         r.lag.p99_ms,
-        r.api_rss_mb,
-        r.worker_rss_mb
+        r.lag_bound_ms,
     );
+    if let Some(limit) = &r.get_limit {
+        result += &format!(
+            " get_rps={:.0} get_limit_rps={:.0} get_ratio={:.2}",
+            r.get.per_sec,
+            limit.per_sec,
+            r.get.per_sec / limit.per_sec
+        );
+    }
+    if let Some(i) = &r.index {
+        result += &format!(
+            " index_dps={:.0} index_limit_dps={:.0} index_ratio={:.2} index_worker_rss_mb={:.1}",
+            i.worker_dps,
+            i.raw_dps,
+            i.ratio(),
+            i.worker_rss_mb
+        );
+    } else if !embedded {
+        result += " index_ratio=na";
+    }
+    if let Some(d) = &r.decay {
+        result += &format!(" decay={:.2} decay_writes={}", d.ratio(), d.writes);
+    }
+    if embedded {
+        result += &format!(
+            " api_rss_mb={:.1} serve_rss_mb={:.1}",
+            r.api_rss_mb, r.worker_rss_mb
+        );
+    } else {
+        result += &format!(
+            " api_rss_mb={:.1} worker_rss_mb={:.1}",
+            r.api_rss_mb, r.worker_rss_mb
+        );
+    }
+    result += &format!(
+        " api_cpu_us_per_post={:.1} worker_cpu_us_per_row={:.1}",
+        r.api_cpu_us_per_post, r.worker_cpu_us_per_row
+    );
+    println!("{result}");
 }

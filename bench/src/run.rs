@@ -8,12 +8,14 @@ use std::{
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
 use crate::{
+    bare,
     client::{AppUrls, ChatApi, body},
+    indexing::{self, Indexing, SearchServer},
     lag::Watch,
     limits::{self, RawInsert},
     load::{Request, closed_loop, open_loop},
     stats::{Samples, Summary},
-    system::{Deployment, MachineCpu, Process, free_port, quiet},
+    system::{Deployment, MachineCpu, OtherCpu, Process, free_port, quiet},
 };
 
 pub struct Options {
@@ -30,6 +32,26 @@ pub struct Options {
     /// The worker's settings, as the roles read them from the environment.
     pub batch_size: usize,
     pub linger: Duration,
+    /// Writes in the decay run (embedded), 0 for none.
+    pub decay_writes: usize,
+    /// Documents in the indexing run (distributed, with a search server).
+    pub index_docs: usize,
+}
+
+/// The decay run: the same closed loop over tenths of its writes, with
+/// every role running.
+pub struct Decay {
+    pub writes: usize,
+    /// Each tenth's POSTs per second.
+    pub tenths: Vec<f64>,
+    /// All of them taken in and persisted, per second.
+    pub persisted_rps: f64,
+}
+
+impl Decay {
+    pub fn ratio(&self) -> f64 {
+        self.tenths.last().copied().unwrap_or(0.0) / self.tenths.first().copied().unwrap_or(1.0)
+    }
 }
 
 pub struct Report {
@@ -38,6 +60,10 @@ pub struct Report {
     pub post_limit: Summary,
     pub post_with_worker: Summary,
     pub get: Summary,
+    /// The bare point select (distributed only).
+    pub get_limit: Option<Summary>,
+    pub index: Option<Indexing>,
+    pub decay: Option<Decay>,
     pub drain: Duration,
     pub persist_rps: f64,
     pub raw: RawInsert,
@@ -50,6 +76,9 @@ pub struct Report {
     pub lag_lookup: Duration,
     pub api_rss_mb: f64,
     pub worker_rss_mb: f64,
+    /// The worker's (or `serve`'s) resident memory at the end: anonymous
+    /// and file-backed.
+    pub worker_rss_split_mb: (f64, f64),
     /// CPU of the api process per POST, worker stopped.
     pub api_cpu_us_per_post: f64,
     /// CPU of the worker process per row drained (its start-up included;
@@ -59,9 +88,13 @@ pub struct Report {
     /// inserts and during the drain.
     pub raw_cpu: (f64, f64),
     pub drain_cpu: (f64, f64),
+    /// The servers' and the load generator's CPU during the POST runs and
+    /// during the drain.
+    pub post_other_cpu: OtherCpu,
+    pub drain_other_cpu: OtherCpu,
 }
 
-fn posting(
+pub fn posting(
     api: &ChatApi,
     app: &AppUrls,
     chats: std::ops::RangeInclusive<usize>,
@@ -95,7 +128,11 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     let raw_before = limits::raw_insert(&db, half, o.batch_size).await?;
     let raw_cpu_before = machine.busy();
 
-    let limit = LimitServer::start(d, o).await?;
+    let limit = if d.profile == "embedded" {
+        LimitServer::start(d, o, bare::Kind::GroupInsert).await?
+    } else {
+        LimitServer::start(d, o, bare::Kind::Incr).await?
+    };
     let api_port = free_port()?;
     let mut api = d.start("api", Some(api_port))?;
     let mut client = ChatApi::new(&format!("http://127.0.0.1:{api_port}"), c)?;
@@ -115,14 +152,11 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     let mut post = Samples::default();
     let mut post_limit = Samples::default();
     let mut api_cpu = 0.0;
+    let mut post_other_cpu = OtherCpu::default();
     limit.warm_up(o).await?;
     for round in 0..ROUNDS {
         quiet().await;
-        eprintln!(
-            "[{}] round {}: bare handler, one counter update",
-            d.profile,
-            round + 1
-        );
+        eprintln!("[{}] round {}: bare handler", d.profile, round + 1);
         post_limit.add(limit.drive(o, o.requests / ROUNDS).await?);
         quiet().await;
         let count = spread / ROUNDS + if round == 0 { spread % ROUNDS } else { 0 };
@@ -133,9 +167,11 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
             o.chats - 1
         );
         let before = api.cpu_secs()?;
+        let others = OtherCpu::now();
         let request = posting(&client, &app, many.clone(), None);
         post.add(closed_loop(c, count, Duration::MAX, request).await?);
         api_cpu += api.cpu_secs()? - before;
+        post_other_cpu = post_other_cpu.add(OtherCpu::since(others));
     }
     limit.stop().await?;
     let api_cpu_us_per_post = api_cpu * 1e6 / post.latencies.len() as f64;
@@ -155,6 +191,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     );
     let drain_started = Instant::now();
     let machine = MachineCpu::start();
+    let others = OtherCpu::now();
     // The embedded profile is one process; it runs every role as `serve`.
     let (mut worker, api) = if d.profile == "embedded" {
         api.stop(Duration::from_secs(30)).await?;
@@ -166,8 +203,13 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         (d.start("worker", None)?, Some(api))
     };
     wait_for_rows(&db, app_id, o.messages as i64, &mut worker).await?;
+    if d.profile == "embedded" {
+        // `serve` indexes too: its drain ends when the index has caught up.
+        wait_for_index_queue(&db, &mut worker).await?;
+    }
     let drain = drain_started.elapsed();
     let drain_cpu = machine.busy();
+    let drain_other_cpu = OtherCpu::since(others);
     let worker_cpu_us_per_row = worker.cpu_secs()? * 1e6 / o.messages as f64;
     client.wait_ready(Duration::from_secs(60)).await?;
     worker.ensure_running()?;
@@ -231,30 +273,27 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     sent?;
     let lag = Summary::of(lags, Duration::ZERO);
 
-    quiet().await;
-    eprintln!("[{}] GET persisted messages", d.profile);
-    let per_chat = (spread / many.clone().count()).max(1);
-    let get = {
-        let (api, app, chats) = (client.clone(), app.clone(), many.clone().count());
-        let request: Request = Arc::new(move |i| {
-            let (api, app) = (api.clone(), app.clone());
-            Box::pin(async move {
-                let number = 1 + ((i / chats) % per_chat) as i64;
-                api.get_message(&app, 2 + i % chats, number).await
-            })
-        });
-        closed_loop(c, o.requests, o.max_run, request)
-            .await?
-            .summary()
-    };
+    let (get, get_limit) = get_runs(d, o, &client, &app).await?;
 
+    let decay = if d.profile == "embedded" && o.decay_writes > 0 {
+        Some(decay_run(d, o, &client, &app, &db, app_id, &mut worker).await?)
+    } else {
+        None
+    };
     worker.ensure_running()?;
     let worker_rss_mb = worker.peak_rss_mb()?;
+    let worker_rss_split_mb = worker.rss_split_mb()?;
     let api_rss_mb = match &api {
         Some(api) => api.peak_rss_mb()?,
         None => api_only_rss,
     };
     worker.stop(Duration::from_secs(30)).await?;
+    let index = match (&api, SearchServer::find(&d.work).await?) {
+        (Some(_), Some(server)) if o.index_docs > 0 => {
+            Some(indexing::measure(d, &server, o, &client, &app, o.index_docs).await?)
+        }
+        _ => None,
+    };
     if let Some(api) = api {
         api.stop(Duration::from_secs(30)).await?;
     }
@@ -264,6 +303,9 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         post_limit,
         post_with_worker,
         get,
+        get_limit,
+        index,
+        decay,
         persist_rps: o.messages as f64 / drain.as_secs_f64(),
         drain,
         lag_bound_ms: 3.0 * o.linger.as_secs_f64() * 1e3 + raw.batch_ms(),
@@ -274,10 +316,13 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         lag_lookup,
         api_rss_mb,
         worker_rss_mb,
+        worker_rss_split_mb,
         api_cpu_us_per_post,
         worker_cpu_us_per_row,
         raw_cpu,
         drain_cpu,
+        post_other_cpu,
+        drain_other_cpu,
     })
 }
 
@@ -293,18 +338,28 @@ struct LimitServer {
 }
 
 impl LimitServer {
-    async fn start(d: &Deployment, o: &Options) -> anyhow::Result<Self> {
+    async fn start(d: &Deployment, o: &Options, kind: bare::Kind) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let (url, key) = match &d.redis_url {
-            Some(url) => (url.clone(), format!("{}limit", d.env_value("REDIS_PREFIX"))),
-            None => (
+        let (url, key) = match kind {
+            bare::Kind::Incr => (
+                d.redis_url.clone().unwrap_or_default(),
+                format!("{}limit", d.env_value("REDIS_PREFIX")),
+            ),
+            bare::Kind::GroupInsert => (
                 format!("sqlite://{}?mode=rwc", d.work.join("limit.db").display()),
                 String::new(),
             ),
+            bare::Kind::PointSelect => (d.database_url.clone(), String::new()),
         };
+        let kind = clap::ValueEnum::to_possible_value(&kind)
+            .expect("every kind has a name")
+            .get_name()
+            .to_owned();
         let mut command = std::process::Command::new(std::env::current_exe()?);
         command.args([
             "limit-server",
+            "--kind",
+            &kind,
             "--url",
             &url,
             "--key",
@@ -342,6 +397,24 @@ impl LimitServer {
         closed_loop(o.concurrency, requests, o.max_run, request).await
     }
 
+    /// GETs of rows `1..=rows` by primary key, spread as the API's are.
+    async fn drive_get(
+        &self,
+        o: &Options,
+        requests: usize,
+        rows: usize,
+    ) -> anyhow::Result<Samples> {
+        let (api, app) = (self.client.clone(), self.app.clone());
+        let request: Request = Arc::new(move |i| {
+            let (api, app) = (api.clone(), app.clone());
+            Box::pin(async move {
+                let id = 1 + (i.wrapping_mul(7919) % rows.max(1)) as i64;
+                api.get_message(&app, 1, id).await
+            })
+        });
+        closed_loop(o.concurrency, requests, o.max_run, request).await
+    }
+
     async fn stop(self) -> anyhow::Result<()> {
         self.server.stop(Duration::from_secs(5)).await
     }
@@ -350,7 +423,7 @@ impl LimitServer {
 /// Waits until the table holds `want` rows of the application. Counting
 /// is a scan, so it polls at half the expected time left (5–250 ms): a few
 /// counts per drain instead of a steady load on the database it measures.
-async fn wait_for_rows(
+pub async fn wait_for_rows(
     db: &DatabaseConnection,
     app_id: i64,
     want: i64,
@@ -381,17 +454,136 @@ async fn wait_for_rows(
     }
 }
 
+/// Waits until the embedded index queue holds no live job.
+async fn wait_for_index_queue(db: &DatabaseConnection, worker: &mut Process) -> anyhow::Result<()> {
+    let give_up = Instant::now() + Duration::from_secs(1_800);
+    loop {
+        let live = count(
+            db,
+            Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*) FROM queue_jobs WHERE queue = 'index' AND dead = 0",
+            ),
+        )
+        .await?;
+        if live == 0 {
+            return Ok(());
+        }
+        worker.ensure_running()?;
+        anyhow::ensure!(Instant::now() < give_up, "{live} index jobs never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GETs of persisted messages; on the distributed profile alternated with
+/// runs against the bare point select, so that both see the same machine.
+async fn get_runs(
+    d: &Deployment,
+    o: &Options,
+    client: &ChatApi,
+    app: &AppUrls,
+) -> anyhow::Result<(Summary, Option<Summary>)> {
+    let chats = o.chats - 1;
+    let per_chat = ((o.messages - o.hot) / chats).max(1);
+    let request: Request = {
+        let (api, app) = (client.clone(), app.clone());
+        Arc::new(move |i| {
+            let (api, app) = (api.clone(), app.clone());
+            Box::pin(async move {
+                let number = 1 + ((i / chats) % per_chat) as i64;
+                api.get_message(&app, 2 + i % chats, number).await
+            })
+        })
+    };
+    if d.profile == "embedded" {
+        quiet().await;
+        eprintln!("[{}] GET persisted messages", d.profile);
+        let get = closed_loop(o.concurrency, o.requests, o.max_run, request).await?;
+        return Ok((get.summary(), None));
+    }
+    let limit = LimitServer::start(d, o, bare::Kind::PointSelect).await?;
+    limit.drive_get(o, 1_000, o.messages).await?;
+    let (mut get, mut bare) = (Samples::default(), Samples::default());
+    for round in 0..ROUNDS {
+        quiet().await;
+        eprintln!("[{}] round {}: bare point select", d.profile, round + 1);
+        bare.add(limit.drive_get(o, o.requests / ROUNDS, o.messages).await?);
+        quiet().await;
+        eprintln!(
+            "[{}] round {}: GET persisted messages",
+            d.profile,
+            round + 1
+        );
+        get.add(
+            closed_loop(
+                o.concurrency,
+                o.requests / ROUNDS,
+                o.max_run,
+                request.clone(),
+            )
+            .await?,
+        );
+    }
+    limit.stop().await?;
+    Ok((get.summary(), Some(bare.summary())))
+}
+
+/// `o.decay_writes` POSTs in tenths, every role running, then until all
+/// of them are persisted.
+async fn decay_run(
+    d: &Deployment,
+    o: &Options,
+    client: &ChatApi,
+    app: &AppUrls,
+    db: &DatabaseConnection,
+    app_id: i64,
+    worker: &mut Process,
+) -> anyhow::Result<Decay> {
+    quiet().await;
+    let before = count_rows(db, db.get_database_backend(), app_id).await?;
+    let started = Instant::now();
+    let tenth = (o.decay_writes / 10).max(1);
+    let mut tenths = Vec::with_capacity(10);
+    for k in 0..10 {
+        eprintln!(
+            "[{}] decay: tenth {} of {} writes",
+            d.profile,
+            k + 1,
+            o.decay_writes
+        );
+        let request = posting(client, app, 2..=o.chats, None);
+        let run = closed_loop(o.concurrency, tenth, Duration::MAX, request).await?;
+        tenths.push(run.summary().per_sec);
+    }
+    let writes = tenth * 10;
+    wait_for_rows(db, app_id, before + writes as i64, worker).await?;
+    Ok(Decay {
+        writes,
+        tenths,
+        persisted_rps: writes as f64 / started.elapsed().as_secs_f64(),
+    })
+}
+
 async fn count_rows(
     db: &DatabaseConnection,
     backend: sea_orm::DbBackend,
     app_id: i64,
 ) -> anyhow::Result<i64> {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
+    count(
+        db,
+        Statement::from_sql_and_values(
             backend,
             "SELECT COUNT(*) FROM messages WHERE application_id = ?",
             [app_id.into()],
-        ))
+        ),
+    )
+    .await
+}
+
+/// The one number a `SELECT COUNT(*)` answers.
+pub async fn count(db: &DatabaseConnection, statement: Statement) -> anyhow::Result<i64> {
+    let row = db
+        .query_one_raw(statement)
         .await?
         .ok_or_else(|| anyhow::anyhow!("COUNT returned no row"))?;
     Ok(row.try_get_by_index(0)?)

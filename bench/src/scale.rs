@@ -9,7 +9,7 @@
 //! deployment, and what the cluster and sharding add to it.
 use std::{sync::Arc, time::Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{DatabaseConnection, Statement};
 
 use crate::{
     client::{AppUrls, ChatApi, body},
@@ -124,14 +124,11 @@ async fn wait_for_rows(
 ) -> anyhow::Result<()> {
     let give_up = Instant::now() + std::time::Duration::from_secs(600);
     loop {
-        let row = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT COUNT(*) FROM messages",
-            ))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("no count"))?;
-        let have: i64 = row.try_get_by_index(0)?;
+        let have = crate::run::count(
+            db,
+            Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) FROM messages"),
+        )
+        .await?;
         if have >= want {
             return Ok(());
         }

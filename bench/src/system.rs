@@ -36,11 +36,21 @@ impl Process {
 
     /// Peak resident set size so far (`VmHWM`), in MiB.
     pub fn peak_rss_mb(&self) -> anyhow::Result<f64> {
+        self.status_mb("VmHWM")
+    }
+
+    /// What is resident now: (heap and other anonymous memory, mapped
+    /// files such as a search index's segments), in MiB.
+    pub fn rss_split_mb(&self) -> anyhow::Result<(f64, f64)> {
+        Ok((self.status_mb("RssAnon")?, self.status_mb("RssFile")?))
+    }
+
+    fn status_mb(&self, field: &str) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kb: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .context("no VmHWM")?
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .with_context(|| format!("no {field}"))?
             .trim()
             .trim_end_matches("kB")
             .trim()
@@ -52,12 +62,7 @@ impl Process {
     /// Unlike rates, it barely moves with what else runs on the machine, so
     /// it compares builds better than throughput on a noisy host.
     pub fn cpu_secs(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name, which is in parentheses.
-        let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        Ok(ticks / clock_ticks())
+        proc_cpu_secs(&self.child.id().to_string()).context("no CPU times in /proc")
     }
 
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
@@ -143,6 +148,70 @@ impl MachineCpu {
     }
 }
 
+/// CPU seconds used so far by the servers the system runs on (every
+/// `redis-server`, every `mariadbd` or `mysqld`) and by the bench itself,
+/// the load generator: with the roles' own, where the CPU of a POST or a
+/// row goes.
+#[derive(Clone, Copy, Default)]
+pub struct OtherCpu {
+    pub redis: f64,
+    pub mysql: f64,
+    pub bench: f64,
+}
+
+impl OtherCpu {
+    pub fn now() -> Self {
+        let mut cpu = Self::default();
+        let me = std::process::id().to_string();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return cpu;
+        };
+        for entry in dir.flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let slot = match comm.trim() {
+                "redis-server" => &mut cpu.redis,
+                "mariadbd" | "mysqld" => &mut cpu.mysql,
+                _ if pid == me => &mut cpu.bench,
+                _ => continue,
+            };
+            *slot += proc_cpu_secs(&pid).unwrap_or(0.0);
+        }
+        cpu
+    }
+
+    /// What each used between `earlier` and now.
+    pub fn since(earlier: OtherCpu) -> OtherCpu {
+        let now = Self::now();
+        OtherCpu {
+            redis: now.redis - earlier.redis,
+            mysql: now.mysql - earlier.mysql,
+            bench: now.bench - earlier.bench,
+        }
+    }
+
+    pub fn add(self, other: OtherCpu) -> OtherCpu {
+        OtherCpu {
+            redis: self.redis + other.redis,
+            mysql: self.mysql + other.mysql,
+            bench: self.bench + other.bench,
+        }
+    }
+}
+
+fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    // Fields after the command name, which is in parentheses.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
 /// (busy, total) jiffies over all CPUs, from `/proc/stat`.
 fn cpu_times() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -184,17 +253,12 @@ pub fn chat_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path);
     }
+    // The README's own command, with no package selected: a `-p` list
+    // would unify features differently and build (and measure) another
+    // binary than the one users run.
     if let Ok(cargo) = std::env::var("CARGO") {
         let built = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "chat",
-                "--bin",
-                "chat",
-            ])
+            .args(["build", "--release", "--quiet"])
             .status()?;
         anyhow::ensure!(built.success(), "building the chat binary failed");
     }
@@ -202,16 +266,28 @@ pub fn chat_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let path = here.with_file_name("chat");
     anyhow::ensure!(
         path.exists(),
-        "{} is missing: run `cargo build --release -p chat` or pass --chat-bin",
+        "{} is missing: run `cargo build --release` or pass --chat-bin",
         path.display()
     );
     Ok(path)
 }
 
-/// Whether the roles enforce rate limits: off unless the bench's own
-/// environment sets `RATE_LIMIT_ENABLED` (the limits' sizes pass through).
-fn rate_limits() -> String {
-    std::env::var("RATE_LIMIT_ENABLED").unwrap_or_else(|_| "false".into())
+/// The rate limits: on, as in production, and sized so that the bench is
+/// never refused and every request is still checked, unless the bench's
+/// own environment sets `RATE_LIMIT_ENABLED` (the limits' sizes then pass
+/// through).
+fn rate_limits() -> Vec<(String, String)> {
+    if let Ok(enabled) = std::env::var("RATE_LIMIT_ENABLED") {
+        return vec![("RATE_LIMIT_ENABLED".into(), enabled)];
+    }
+    let huge = "4000000000".to_string();
+    vec![
+        ("RATE_LIMIT_ENABLED".into(), "true".into()),
+        ("RATE_LIMIT_TOKEN_WRITES".into(), huge.clone()),
+        ("RATE_LIMIT_IP_WRITES".into(), huge.clone()),
+        ("RATE_LIMIT_TOKEN_READS".into(), huge.clone()),
+        ("RATE_LIMIT_IP_READS".into(), huge),
+    ]
 }
 
 /// Where one profile's system keeps its data, and how to reach it.
@@ -237,12 +313,10 @@ impl Deployment {
         Ok(Self {
             profile: "embedded",
             chat,
-            env: vec![
-                ("DATA_DIR".into(), data.display().to_string()),
-                // The bench measures capacity, far above the default
-                // limits; RATE_LIMIT_ENABLED=true measures what they cost.
-                ("RATE_LIMIT_ENABLED".into(), rate_limits()),
-            ],
+            env: [("DATA_DIR".into(), data.display().to_string())]
+                .into_iter()
+                .chain(rate_limits())
+                .collect(),
             database_url: format!("sqlite://{}?mode=rwc", data.join("chat.db").display()),
             work,
             redis_url: None,
@@ -273,13 +347,15 @@ impl Deployment {
         Ok(Self {
             profile: "distributed",
             chat,
-            env: vec![
+            env: [
                 ("DATA_DIR".into(), data.display().to_string()),
                 ("DATABASE_URL".into(), database_url.clone()),
                 ("REDIS_URL".into(), redis_url.into()),
                 ("REDIS_PREFIX".into(), prefix.clone()),
-                ("RATE_LIMIT_ENABLED".into(), rate_limits()),
-            ],
+            ]
+            .into_iter()
+            .chain(rate_limits())
+            .collect(),
             work,
             database_url,
             redis_url: Some(redis_url.into()),
@@ -313,11 +389,19 @@ impl Deployment {
     }
 
     pub fn start(&self, role: &str, port: Option<u16>) -> anyhow::Result<Process> {
-        Process::spawn(
-            &format!("{}-{role}", self.profile),
-            self.command(role, port),
-            &self.work,
-        )
+        self.start_with(role, port, &[])
+    }
+
+    /// A role with some settings of its own on top of the deployment's.
+    pub fn start_with(
+        &self,
+        role: &str,
+        port: Option<u16>,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Process> {
+        let mut command = self.command(role, port);
+        command.envs(extra.iter().copied());
+        Process::spawn(&format!("{}-{role}", self.profile), command, &self.work)
     }
 
     pub fn migrate(&self) -> anyhow::Result<()> {

@@ -39,6 +39,7 @@ mod timeline;
 pub use config::Config;
 pub use report::{FaultRow, RedisStats, Report};
 pub use scenario::run;
+pub use servers::Search;
 pub use timeline::Timeline;
 
 /// Whether this machine has the servers a scenario starts; `Err` names

@@ -266,7 +266,7 @@ impl MariaDb {
 
 /// The osmem-server emulator. It keeps everything in memory, so a restart
 /// comes back empty: no template, no alias, no documents.
-pub(crate) struct Search {
+pub struct Search {
     proc: Proc,
     http: reqwest::Client,
     pub url: String,
