@@ -159,21 +159,44 @@ impl SqliteQueue {
         payload: String,
         trace: Option<&str>,
     ) -> Result<()> {
+        Self::insert_many(conn, queue, vec![(payload, trace.map(str::to_owned))]).await
+    }
+
+    /// Inserts one job per `(payload, trace)` in one statement, inside the
+    /// caller's transaction; call [`Self::notify`] after it commits.
+    pub async fn insert_many(
+        conn: &impl ConnectionTrait,
+        queue: QueueName,
+        jobs: Vec<(String, Option<String>)>,
+    ) -> Result<()> {
+        // 5 values a row, well under SQLite's 32,766 bound per statement.
+        const ROWS: usize = 1_000;
         let now = chat_links::now_millis();
-        conn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            "INSERT INTO queue_jobs \
-               (queue, payload, attempt, run_at, dead, errors, enqueued_at, trace) \
-             VALUES (?, ?, 1, ?, 0, '[]', ?, ?)",
-            [
-                queue.as_str().into(),
-                payload.into(),
-                now.into(),
-                now.into(),
-                trace.map(str::to_owned).into(),
-            ],
-        ))
-        .await?;
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<_> = jobs.by_ref().take(ROWS).collect();
+            let rows = vec!["(?, ?, 1, ?, 0, '[]', ?, ?)"; chunk.len()].join(", ");
+            let mut values = Vec::with_capacity(chunk.len() * 5);
+            for (payload, trace) in chunk {
+                values.extend([
+                    queue.as_str().into(),
+                    payload.into(),
+                    now.into(),
+                    now.into(),
+                    trace.into(),
+                ]);
+            }
+            conn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                format!(
+                    "INSERT INTO queue_jobs \
+                       (queue, payload, attempt, run_at, dead, errors, enqueued_at, trace) \
+                     VALUES {rows}"
+                ),
+                values,
+            ))
+            .await?;
+        }
         Ok(())
     }
 

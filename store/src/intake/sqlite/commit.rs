@@ -8,7 +8,15 @@ use async_trait::async_trait;
 use chat_links::grouping::{GroupWork, WholeGroup, whole_then_alone};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, TransactionTrait};
 
-use super::*;
+use super::{counters, *};
+
+/// A new message without an idempotency record.
+struct NewMessage<'a> {
+    app_id: i64,
+    chat_number: i64,
+    body: &'a str,
+    trace: Option<&'a str>,
+}
 
 pub(super) struct Committer {
     pub(super) writer: DatabaseConnection,
@@ -50,27 +58,112 @@ impl WholeGroup<Request> for Committer {
 }
 
 impl Committer {
-    /// Applies every op in one transaction, or none of them.
+    /// Applies every op in one transaction, or none of them. The requests
+    /// of one group were all in flight at once, so any order among them is
+    /// one their clients could have seen: new messages without an
+    /// idempotency record, most of any group, are written together in a
+    /// few statements, after the others.
     async fn apply_all(&self, ops: &[(&Op, &WriteMeta)]) -> Result<Vec<Accepted>> {
         let txn = self.writer.begin().await?;
-        let mut out = Vec::with_capacity(ops.len());
-        for (op, meta) in ops {
+        let mut out: Vec<Option<Accepted>> = (0..ops.len()).map(|_| None).collect();
+        let mut plain = Vec::new();
+        for (i, (op, meta)) in ops.iter().enumerate() {
             let link = meta.idempotency.as_ref();
+            if let (
+                Op::CreateMessage {
+                    app_id,
+                    chat_number,
+                    body,
+                },
+                None,
+            ) = (op, link)
+            {
+                plain.push((
+                    i,
+                    NewMessage {
+                        app_id: *app_id,
+                        chat_number: *chat_number,
+                        body,
+                        trace: meta.trace.as_deref(),
+                    },
+                ));
+                continue;
+            }
             if let Some(state) = match link {
                 Some(link) => earlier(&txn, link).await?,
                 None => None,
             } {
-                out.push(Accepted::Earlier(state));
+                out[i] = Some(Accepted::Earlier(state));
                 continue;
             }
             let accepted = self.apply(&txn, op, meta.trace.as_deref()).await?;
             if let Some(link) = link {
                 record(&txn, link, &accepted).await?;
             }
-            out.push(accepted);
+            out[i] = Some(accepted);
+        }
+        if !plain.is_empty() {
+            let news: Vec<&NewMessage> = plain.iter().map(|(_, m)| m).collect();
+            let rows = self.create_messages(&txn, &news).await?;
+            for ((i, _), row) in plain.iter().zip(rows) {
+                out[*i] = Some(Accepted::Message(row));
+            }
         }
         txn.commit().await?;
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|a| a.expect("every op was applied"))
+            .collect())
+    }
+
+    /// Numbers, versions, pending entries and jobs for new messages, in
+    /// one statement each (one per application for versions), whatever
+    /// their number: the group commit's cost is then its fsync, not a
+    /// round trip to SQLite's thread per statement per message.
+    async fn create_messages(
+        &self,
+        txn: &DatabaseTransaction,
+        news: &[&NewMessage<'_>],
+    ) -> Result<Vec<MessageRow>> {
+        let scopes: Vec<String> = news
+            .iter()
+            .map(|m| format!("messages:{}:{}", m.app_id, m.chat_number))
+            .collect();
+        let mut numbers = counters::take(txn, &scopes, |scope| {
+            let m = &news[scopes
+                .iter()
+                .position(|s| s == scope)
+                .expect("a scope of ours")];
+            let (app_id, chat_number) = (m.app_id, m.chat_number);
+            async move { repo::messages::max_number(txn, app_id, chat_number).await }
+        })
+        .await?;
+        let apps: Vec<String> = news.iter().map(|m| format!("v:{}", m.app_id)).collect();
+        let mut versions = counters::versions(txn, &apps).await?;
+        let now = chat_links::now();
+        let mut rows = Vec::with_capacity(news.len());
+        for ((m, scope), app) in news.iter().zip(&scopes).zip(&apps) {
+            rows.push(MessageRow {
+                application_id: m.app_id,
+                chat_number: m.chat_number,
+                number: counters::next_of(&mut numbers, scope),
+                body: m.body.to_owned(),
+                version: counters::next_of(&mut versions, app),
+                created_at: now,
+                updated_at: now,
+            });
+        }
+        let mut pending = Vec::with_capacity(rows.len());
+        let mut jobs = Vec::with_capacity(rows.len());
+        for (row, m) in rows.iter().zip(news) {
+            let json = serde_json::to_string(row)?;
+            let scope = message_scope(row.application_id, row.chat_number, row.number);
+            pending.push((scope, row.version, json.clone()));
+            jobs.push((json, m.trace.map(str::to_owned)));
+        }
+        remember_many(self.pending_ttl, txn, pending).await?;
+        SqliteQueue::insert_many(txn, QueueName::Messages, jobs).await?;
+        Ok(rows)
     }
 
     async fn apply(
@@ -251,6 +344,38 @@ async fn version(txn: &DatabaseTransaction, app_id: i64) -> Result<i64> {
     Ok(v.map(|v| v.value).unwrap_or(now))
 }
 
+/// [`remember`] for many entries of distinct scopes, in one statement per
+/// 1,000.
+async fn remember_many(
+    pending_ttl: Duration,
+    txn: &DatabaseTransaction,
+    entries: Vec<(String, i64, String)>,
+) -> Result<()> {
+    let expires = chat_links::now_millis() + pending_ttl.as_millis() as i64;
+    for chunk in entries.chunks(1_000) {
+        let rows = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+        let mut values = Vec::with_capacity(chunk.len() * 4);
+        for (scope, version, state) in chunk {
+            values.extend([
+                scope.clone().into(),
+                (*version).into(),
+                state.clone().into(),
+                expires.into(),
+            ]);
+        }
+        txn.execute_raw(stmt(
+            &format!(
+                "INSERT INTO pending_rows (scope, version, state, expires_at) VALUES {rows} \
+                 ON CONFLICT (scope) DO UPDATE SET version = excluded.version, state = excluded.state, \
+                 expires_at = excluded.expires_at WHERE excluded.version > pending_rows.version"
+            ),
+            values,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 async fn remember(
     pending_ttl: Duration,
     txn: &DatabaseTransaction,
@@ -258,13 +383,6 @@ async fn remember(
     version: i64,
     state: &str,
 ) -> Result<()> {
-    let expires = chat_links::now_millis() + pending_ttl.as_millis() as i64;
-    txn.execute_raw(stmt(
-        "INSERT INTO pending_rows (scope, version, state, expires_at) VALUES (?, ?, ?, ?) \
-         ON CONFLICT (scope) DO UPDATE SET version = excluded.version, state = excluded.state, \
-         expires_at = excluded.expires_at WHERE excluded.version > pending_rows.version",
-        vec![scope.into(), version.into(), state.into(), expires.into()],
-    ))
-    .await?;
-    Ok(())
+    let entry = (scope.to_owned(), version, state.to_owned());
+    remember_many(pending_ttl, txn, vec![entry]).await
 }

@@ -22,11 +22,12 @@ use crate::{
 use chat_links::error::{Result, StoreError};
 use chat_queue::{QueueName, SqliteQueue};
 
-/// Most requests applied in one transaction.
 mod commit;
+mod counters;
 
 use commit::Committer;
 
+/// Most requests applied in one transaction.
 const GROUP: usize = 256;
 
 pub struct SqliteIntake {
