@@ -288,11 +288,15 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         None => api_only_rss,
     };
     worker.stop(Duration::from_secs(30)).await?;
-    let index = match (&api, SearchServer::find(&d.work).await?) {
-        (Some(_), Some(server)) if o.index_docs > 0 => {
-            Some(indexing::measure(d, &server, o, &client, &app, o.index_docs).await?)
-        }
-        _ => None,
+    // Split roles only: `serve` indexes into its own tantivy index.
+    let server = if api.is_some() && o.index_docs > 0 {
+        SearchServer::find(&d.work).await?
+    } else {
+        None
+    };
+    let index = match server {
+        Some(server) => Some(indexing::measure(d, &server, o, &client, &app, o.index_docs).await?),
+        None => None,
     };
     if let Some(api) = api {
         api.stop(Duration::from_secs(30)).await?;
