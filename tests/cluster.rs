@@ -258,6 +258,22 @@ struct Compared {
     persisted: i64,
 }
 
+impl Compared {
+    /// Every accepted write was persisted, and none twice.
+    fn assert_exactly_once(&self) {
+        assert!(
+            self.lost.is_empty(),
+            "accepted but never persisted: {:?}",
+            self.lost
+        );
+        assert!(
+            self.duplicated.is_empty(),
+            "persisted twice: {:?}",
+            self.duplicated
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_load_loses_and_duplicates_nothing() {
     if !cluster_configured() {
@@ -296,16 +312,7 @@ async fn a_master_killed_mid_load_loses_and_duplicates_nothing() {
         resumed.as_secs_f64(),
         told.failures,
     );
-    assert!(
-        found.lost.is_empty(),
-        "accepted but never persisted: {:?}",
-        found.lost
-    );
-    assert!(
-        found.duplicated.is_empty(),
-        "persisted twice: {:?}",
-        found.duplicated
-    );
+    found.assert_exactly_once();
     assert!(told.accepted.len() > 100, "the load hardly ran");
     load.stack.cleanup().await;
 }
@@ -346,16 +353,7 @@ async fn a_resharding_under_load_loses_and_duplicates_nothing() {
         told.failures,
     );
     assert_ne!(before, after, "the slot moved");
-    assert!(
-        found.lost.is_empty(),
-        "accepted but never persisted: {:?}",
-        found.lost
-    );
-    assert!(
-        found.duplicated.is_empty(),
-        "persisted twice: {:?}",
-        found.duplicated
-    );
+    found.assert_exactly_once();
     assert!(
         told.resumed_at.is_some(),
         "writes to the moved shard resumed"
