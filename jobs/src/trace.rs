@@ -74,9 +74,6 @@ pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> 
     })
 }
 
-/// Most links one batch span records: the SDK's default link limit.
-const MAX_LINKS: usize = 128;
-
 /// Opens a batch's `process` span over the jobs behind `origins` (one per
 /// row, several rows per job for index jobs), and links each job's
 /// `receive` span to it. Disabled when nothing is exported.
@@ -90,27 +87,20 @@ pub(crate) fn batch(queue: QueueName, system: &'static str, origins: &[&JobOrigi
         .copied()
         .filter(|o| seen.insert(Arc::as_ptr(o)))
         .collect();
-    let span = spans::process(
-        Destination {
-            queue: queue.as_str(),
-            system,
-        },
-        jobs.len(),
-    );
     let mut senders = HashSet::new();
     let senders: Vec<&Linked> = jobs
         .iter()
         .filter_map(|o| o.sender.as_ref())
         .filter(|s| senders.insert(*s))
         .collect();
-    match senders.as_slice() {
-        [one] if jobs.len() == 1 => propagate::continue_from(&span, one),
-        many => {
-            for sender in many.iter().take(MAX_LINKS) {
-                propagate::link_to(&span, sender);
-            }
-        }
-    }
+    let span = spans::process(
+        Destination {
+            queue: queue.as_str(),
+            system,
+        },
+        jobs.len(),
+        &senders,
+    );
     if let Some(batch) = propagate::linkable(&span) {
         for job in &jobs {
             propagate::link_to(&job.span, &batch);

@@ -7,7 +7,10 @@ use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::otel;
+use crate::{
+    otel,
+    propagate::{self, Linked},
+};
 
 /// A queue as spans name it: `messaging.destination.name`, and what it
 /// runs on (`messaging.system`).
@@ -121,8 +124,26 @@ pub fn receive(from: Destination, message_id: &str, attempt: u32, queue_wait_ms:
     )
 }
 
-/// The CONSUMER span of processing a batch of `jobs` jobs.
-pub fn process(from: Destination, jobs: usize) -> Span {
+/// Most links one batch span records: the SDK's default link limit.
+const MAX_LINKS: usize = 128;
+
+/// The CONSUMER span of processing a batch of `jobs` jobs, sent by
+/// `senders` (each once): a batch of one job is its sender's child; a
+/// batch of many has no parent and links to each sender.
+pub fn process(from: Destination, jobs: usize, senders: &[&Linked]) -> Span {
+    let span = batch(from, jobs);
+    match senders {
+        [one] if jobs == 1 => propagate::continue_from(&span, one),
+        many => {
+            for sender in many.iter().take(MAX_LINKS) {
+                propagate::link_to(&span, sender);
+            }
+        }
+    }
+    span
+}
+
+fn batch(from: Destination, jobs: usize) -> Span {
     tracing::info_span!(
         parent: None,
         "process",
