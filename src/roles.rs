@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chat::backends::{Backends, BackendsConfig};
+use chat::backends::{Backends, BackendsConfig, Profile};
 use chat_api::{ApiConfig, AppState, overload::OverloadLimits, rate_limit::RateLimits};
 use chat_dashboard::{DashboardConfig, scheduler::Schedule};
 use tokio::{net::TcpListener, sync::watch};
@@ -23,10 +23,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let backends = open_backends(&settings.backends(&command)?).await?;
     tracing::info!(profile = ?backends.profile, role = ?command, "backends ready");
     if !backends.search.configured() && matches!(command, Command::Api | Command::Worker) {
+        // On SQLite the intake queues new messages' index jobs itself: they
+        // wait for a `chat serve` on the same file.
+        let waiting = match backends.profile {
+            Profile::Embedded => "new messages' index jobs wait for `chat serve`",
+            Profile::Distributed => "messages are not indexed",
+        };
         tracing::warn!(
             "search is not configured: ELASTICSEARCH_URL is unset, and only `chat serve` keeps \
              an embedded index (no other process could share it); searches answer 503 and \
-             messages are not indexed"
+             {waiting}"
         );
     }
     match command {

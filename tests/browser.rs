@@ -197,7 +197,8 @@ async fn an_operator_finds_a_dead_job_and_retries_it_in_the_browser() {
         let token = app.create_app("complaints").await;
         let chat = app.create_chat(&token).await;
         for i in 0..3 {
-            app.create_message(&token, chat, &format!("fine {i}")).await;
+            app.create_queued_message(&token, chat, &format!("fine {i}"))
+                .await;
         }
         eventually("the done count rises on the page", async || {
             text_of(&c, done).await.parse::<u64>().unwrap() >= before + 3
@@ -222,7 +223,7 @@ async fn an_operator_finds_a_dead_job_and_retries_it_in_the_browser() {
         // "Message N in this chat never appeared": its job is dead. Search
         // for it by the application token, chat and message number, open
         // it, and retry it.
-        let number = app.create_message(&token, chat, DOOMED).await;
+        let number = app.create_queued_message(&token, chat, DOOMED).await;
         let id = dead_job(&app).await;
         click(&c, "header nav a[href='/admin/search']").await;
         fill(&c, "input[name=token]", &token).await;
@@ -269,7 +270,7 @@ async fn read_only_mode_shows_no_retry_button_and_refuses_the_post() {
     let app = spawn(&stack, &switch, true).await;
     let token = app.create_app("complaints").await;
     let chat = app.create_chat(&token).await;
-    app.create_message(&token, chat, DOOMED).await;
+    app.create_queued_message(&token, chat, DOOMED).await;
     let id = dead_job(&app).await;
     let c = browser(&driver, &stack.data_dir.join("chromium")).await;
     log_in(&c, &app).await;
@@ -342,7 +343,7 @@ fn load(
             tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    app.create_message(&token, chat, &format!("load {i} {n}"))
+                    app.create_queued_message(&token, chat, &format!("load {i} {n}"))
                         .await;
                     n += 1;
                 }
@@ -384,7 +385,7 @@ async fn an_operator_walks_retries_pauses_and_bulk_actions_in_the_browser() {
         let token = app.create_app("Acme").await;
         let chat = app.create_chat(&token).await;
         for tag in ["alpha", "beta"] {
-            app.create_message(&token, chat, &format!("fail-while-switched-on: walk {tag}"))
+            app.create_queued_message(&token, chat, &format!("fail-while-switched-on: walk {tag}"))
                 .await;
         }
         eventually("both wait for their retry", async || {
@@ -486,8 +487,9 @@ async fn an_operator_walks_retries_pauses_and_bulk_actions_in_the_browser() {
         click(&c, "tr[data-queue=messages] form button").await;
         element(&c, "p[data-paused=messages]").await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        app.create_message(&token, chat, "walk: held").await;
-        app.create_message(&token, chat, "walk: dropped").await;
+        app.create_queued_message(&token, chat, "walk: held").await;
+        app.create_queued_message(&token, chat, "walk: dropped")
+            .await;
         let ready = "tr[data-queue=messages] td[data-field=ready]";
         eventually("the live overview shows the backlog", async || {
             text_of(&c, ready).await == "2"

@@ -263,7 +263,7 @@ async fn the_printed_login_link_opens_from_a_wildcard_bind() {
 /// Posts a message that fails while `switch` exists, and waits for its
 /// job to die; returns the dead job's handle.
 async fn bury_one_message(app: &App, token: &str, chat: i64) -> String {
-    app.create_message(token, chat, "fail-while-switched-on: hello")
+    app.create_queued_message(token, chat, "fail-while-switched-on: hello")
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -391,7 +391,7 @@ async fn a_dead_job_is_retried_from_its_page_and_persisted_once() {
         std::fs::write(&switch, b"on").unwrap();
         let more = ["fail-while-switched-on: a", "fail-while-switched-on: b"];
         for body in more {
-            app.create_message(&token, chat, body).await;
+            app.create_queued_message(&token, chat, body).await;
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while app.get_root_json("/admin/api/queues").await[1]["dead"] != 2 {
@@ -482,7 +482,7 @@ async fn the_overview_shows_throughput_workers_and_jobs_are_found() {
         let token = app.create_app("figures").await;
         let chat = app.create_chat(&token).await;
         for i in 0..5 {
-            app.create_message(&token, chat, &format!("counted {i}"))
+            app.create_queued_message(&token, chat, &format!("counted {i}"))
                 .await;
         }
         // The figures are written once a second, the heartbeat every 5 s.

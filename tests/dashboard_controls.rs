@@ -95,7 +95,7 @@ async fn errors_are_pages_logins_keep_the_deep_link_and_logouts_revoke() {
         let app = stack.spawn("serve", &[]).await;
         let token = app.create_app("Acme").await;
         let chat = app.create_chat(&token).await;
-        app.create_message(&token, chat, "hello there").await;
+        app.create_queued_message(&token, chat, "hello there").await;
 
         // A deep link, not signed in: the login form, then back there.
         let deep = "/admin/queues/messages/jobs/done?cursor=x";
@@ -232,7 +232,7 @@ async fn bulk_retries_are_recorded_per_job_and_marked_in_the_attempts() {
         let token = app.create_app("Acme").await;
         let chat = app.create_chat(&token).await;
         for tag in ["alpha", "beta"] {
-            app.create_message(&token, chat, &format!("{DOOMED}: {tag}"))
+            app.create_queued_message(&token, chat, &format!("{DOOMED}: {tag}"))
                 .await;
         }
         eventually("both jobs die", async || {
@@ -336,7 +336,7 @@ async fn retry_now_cancel_and_a_pause_that_outlives_a_restart() {
         let token = app.create_app("Acme").await;
         let chat = app.create_chat(&token).await;
         for tag in ["soon", "never"] {
-            app.create_message(&token, chat, &format!("{DOOMED}: {tag}"))
+            app.create_queued_message(&token, chat, &format!("{DOOMED}: {tag}"))
                 .await;
         }
         eventually("both wait for a retry", async || {
@@ -395,8 +395,8 @@ async fn retry_now_cancel_and_a_pause_that_outlives_a_restart() {
         .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        app.create_message(&token, chat, "held back").await;
-        app.create_message(&token, chat, "dropped").await;
+        app.create_queued_message(&token, chat, "held back").await;
+        app.create_queued_message(&token, chat, "dropped").await;
         app.kill9();
         let app = stack.spawn("serve", &[]).await;
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -73,7 +73,8 @@ async fn queue_depth_and_lag_series_move_as_work_is_queued_and_drained() {
         let token = api.create_app("metrics").await;
         let chat = api.create_chat(&token).await;
         for i in 0..MESSAGES {
-            api.create_message(&token, chat, &format!("m{i}")).await;
+            api.create_queued_message(&token, chat, &format!("m{i}"))
+                .await;
         }
         let messages = [("queue", "messages"), ("state", "ready")];
         let text = scrape(&api.http, &api_metrics).await.unwrap();

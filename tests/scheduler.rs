@@ -560,7 +560,7 @@ async fn every_task_runs_on_its_schedule_and_leaves_a_record() {
         let token = app.create_app("runs").await;
         let chat = app.create_chat(&token).await;
         for i in 0..5 {
-            app.create_message(&token, chat, &format!("hello {i}"))
+            app.create_queued_message(&token, chat, &format!("hello {i}"))
                 .await;
         }
         let ok = |runs: &[serde_json::Value],

@@ -241,6 +241,10 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     .summary();
     let total = o.messages + post_with_worker.count;
     wait_for_rows(&db, app_id, total as i64, &mut worker).await?;
+    if d.profile == "embedded" {
+        // The intake writes the rows; taken in also means indexed.
+        wait_for_index_queue(&db, &mut worker).await?;
+    }
     // Sustained means taken in and persisted: the POST rate alone can
     // outrun the worker for a while by growing the queue.
     let sustained_rps = post_with_worker.count as f64 / steady_started.elapsed().as_secs_f64();
@@ -533,7 +537,7 @@ async fn get_runs(
 }
 
 /// `o.decay_writes` POSTs in tenths, every role running, then until all
-/// of them are persisted.
+/// of them are persisted and indexed.
 async fn decay_run(
     d: &Deployment,
     o: &Options,
@@ -561,6 +565,7 @@ async fn decay_run(
     }
     let writes = tenth * 10;
     wait_for_rows(db, app_id, before + writes as i64, worker).await?;
+    wait_for_index_queue(db, worker).await?;
     Ok(Decay {
         writes,
         tenths,

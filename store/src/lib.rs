@@ -10,7 +10,9 @@
 //!   and recounts, and the number ceilings.
 //! - [`intake`]: accepting a chat or message write: reserve its number and
 //!   version, record it for read-your-writes, enqueue its job (through
-//!   `chat_queue`, whose wire format the Redis accept script writes).
+//!   `chat_queue`, whose wire format the Redis accept script writes); on
+//!   SQLite a new message's row is written in the accept itself, with one
+//!   index job per group.
 //! - [`homes`]: where an application's Redis keys live: its own hash tag
 //!   on one node, its home shard's on a cluster.
 //! - [`idempotency`]: `Idempotency-Key` records, which the intake's

@@ -2,8 +2,9 @@
 //! messages share a transaction (and their numbers and versions are taken
 //! in bulk), every chat's numbers stay exactly 1..N, a chat with no counter
 //! continues after its highest persisted message, versions never repeat,
-//! within a chat a later number has a later
-//! version, and each job and pending entry carries the state the caller got back.
+//! within a chat a later number has a later version, each row is written
+//! in the intake's transaction with the state the caller got back, and the
+//! group's index job carries those states.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chat_links::db;
@@ -110,22 +111,68 @@ async fn a_group_of_new_messages_keeps_numbers_exact_and_versions_unique() {
         }
     }
 
-    // What each caller got back is what its job and its pending entry hold.
-    let jobs = rows(
+    // What each caller got back is the persisted row, and the group's
+    // index jobs carry those same states, each message once; nothing waits
+    // in the persistence queue or the pending entries.
+    let persisted = rows(
         &reader,
-        "SELECT payload FROM queue_jobs WHERE queue = 'messages'",
+        &format!(
+            "SELECT json_object('application_id', application_id, 'chat_number', chat_number, \
+             'number', number, 'body', body, 'version', version) FROM messages \
+             WHERE application_id = {app_id} AND body != 'old'"
+        ),
     )
     .await;
-    let pending = rows(&reader, "SELECT state FROM pending_rows").await;
-    assert_eq!(jobs.len(), accepted.len());
-    let parse = |json: &String| serde_json::from_str::<MessageRow>(json).unwrap();
-    let mut jobs: Vec<MessageRow> = jobs.iter().map(parse).collect();
-    let mut pending: Vec<MessageRow> = pending.iter().map(parse).collect();
+    let index_jobs = rows(
+        &reader,
+        "SELECT payload FROM queue_jobs WHERE queue = 'index'",
+    )
+    .await;
+    assert!(
+        index_jobs.len() < accepted.len(),
+        "one index job per group, not per message: {} jobs",
+        index_jobs.len()
+    );
     let key = |r: &MessageRow| (r.chat_number, r.number);
+    let mut indexed: Vec<MessageRow> = index_jobs
+        .iter()
+        .flat_map(|json| serde_json::from_str::<Vec<MessageRow>>(json).unwrap())
+        .collect();
+    indexed.sort_by_key(key);
     accepted.sort_by_key(key);
-    jobs.sort_by_key(key);
-    pending.sort_by_key(key);
-    assert_eq!(jobs, accepted);
-    assert_eq!(pending, accepted);
+    assert_eq!(indexed, accepted);
+    let fields = |r: &MessageRow| (r.chat_number, r.number, r.body.clone(), r.version);
+    let mut stored: Vec<_> = persisted
+        .iter()
+        .map(|json| {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            (
+                v["chat_number"].as_i64().unwrap(),
+                v["number"].as_i64().unwrap(),
+                v["body"].as_str().unwrap().to_owned(),
+                v["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    stored.sort();
+    assert_eq!(stored, accepted.iter().map(fields).collect::<Vec<_>>());
+    let queued = rows(
+        &reader,
+        "SELECT CAST(count(*) AS TEXT) FROM queue_jobs WHERE queue = 'messages'",
+    )
+    .await;
+    assert_eq!(queued, ["0"], "no persistence job for a written row");
+    let pending = rows(&reader, "SELECT CAST(count(*) AS TEXT) FROM pending_rows").await;
+    assert_eq!(pending, ["0"], "no pending entry for a written row");
+    // Every chat written to is marked for its recount.
+    let marked = rows(
+        &reader,
+        &format!(
+            "SELECT DISTINCT CAST(chat_number AS TEXT) FROM count_marks \
+             WHERE application_id = {app_id} ORDER BY chat_number"
+        ),
+    )
+    .await;
+    assert_eq!(marked, ["1", "2", "3"]);
     std::fs::remove_file(&file).ok();
 }

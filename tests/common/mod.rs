@@ -524,6 +524,23 @@ impl App {
         r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
     }
 
+    /// Creates a message that a persistence job writes, on every profile:
+    /// a create under an `Idempotency-Key` takes the job path, where a plain
+    /// one on the embedded profile is written in the intake's transaction.
+    /// For tests of what operators see and do with jobs.
+    pub async fn create_queued_message(&self, token: &str, chat: i64, body: &str) -> i64 {
+        let r = self
+            .http
+            .post(self.url(&format!("/applications/{token}/chats/{chat}/messages")))
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(&json!({ "body": body }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
+    }
+
     /// Every item of a list, following `next_after` to the end.
     pub async fn list_all(&self, path: &str) -> Vec<Value> {
         let mut items = Vec::new();

@@ -6,7 +6,13 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chat_links::grouping::{GroupWork, WholeGroup, whole_then_alone};
+use chat_observability::{
+    propagate::{self, Linked},
+    spans::{self, Destination},
+};
+use chat_queue::JobHistory;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, TransactionTrait};
+use tracing::{Instrument, Span};
 
 use super::{counters, *};
 
@@ -153,17 +159,45 @@ impl Committer {
                 updated_at: now,
             });
         }
-        let mut pending = Vec::with_capacity(rows.len());
-        let mut jobs = Vec::with_capacity(rows.len());
-        for (row, m) in rows.iter().zip(news) {
-            let json = serde_json::to_string(row)?;
-            let scope = message_scope(row.application_id, row.chat_number, row.number);
-            pending.push((scope, row.version, json.clone()));
-            jobs.push((json, m.trace.map(str::to_owned)));
+        // The transaction is durable once it commits, so the rows are
+        // written here rather than queued: what stays asynchronous is the
+        // recount (the marks `upsert_all` writes) and indexing, one job for
+        // the whole group.
+        match group_span(news, self.queue.system()) {
+            Some(span) => {
+                self.persist(txn, &rows, Some(&span))
+                    .instrument(span.clone())
+                    .await?
+            }
+            None => self.persist(txn, &rows, None).await?,
         }
-        remember_many(self.pending_ttl, txn, pending).await?;
-        SqliteQueue::insert_many(txn, QueueName::Messages, jobs).await?;
         Ok(rows)
+    }
+
+    /// Writes the rows and their chats' count marks, and enqueues their
+    /// index job, under `span` (the group's) when a request was traced.
+    async fn persist(
+        &self,
+        txn: &DatabaseTransaction,
+        rows: &[MessageRow],
+        span: Option<&Span>,
+    ) -> Result<()> {
+        repo::messages::upsert_all(txn, rows).await?;
+        let payload = serde_json::to_string(rows)?;
+        let Some(span) = span else {
+            return SqliteQueue::insert_many(txn, QueueName::Index, vec![(payload, None)]).await;
+        };
+        let send = spans::send(
+            Destination {
+                queue: QueueName::Index.as_str(),
+                system: self.queue.system(),
+            },
+            Some(span),
+        );
+        let trace = propagate::traceparent(&send);
+        SqliteQueue::insert_many(txn, QueueName::Index, vec![(payload, trace)])
+            .instrument(send)
+            .await
     }
 
     async fn apply(
@@ -269,6 +303,28 @@ impl Committer {
     }
 }
 
+/// The span of writing a group's new messages, drawn as a worker's batch
+/// (see [`spans::process`]); `None` when no request of the group is
+/// traced, so an untraced group builds no span.
+fn group_span(news: &[&NewMessage<'_>], system: &'static str) -> Option<Span> {
+    let senders: Vec<Linked> = news
+        .iter()
+        .filter_map(|m| m.trace.and_then(propagate::sender))
+        .collect();
+    if senders.is_empty() {
+        return None;
+    }
+    let senders: Vec<&Linked> = senders.iter().collect();
+    Some(spans::process(
+        Destination {
+            queue: QueueName::Messages.as_str(),
+            system,
+        },
+        news.len(),
+        &senders,
+    ))
+}
+
 /// Takes the next number of a counter, seeding a missing counter from
 /// the highest persisted number. The first statement is a write, so the
 /// transaction takes SQLite's write lock at once: a writer in another
@@ -344,38 +400,8 @@ async fn version(txn: &DatabaseTransaction, app_id: i64) -> Result<i64> {
     Ok(v.map(|v| v.value).unwrap_or(now))
 }
 
-/// [`remember`] for many entries of distinct scopes, in one statement per
-/// 1,000.
-async fn remember_many(
-    pending_ttl: Duration,
-    txn: &DatabaseTransaction,
-    entries: Vec<(String, i64, String)>,
-) -> Result<()> {
-    let expires = chat_links::now_millis() + pending_ttl.as_millis() as i64;
-    for chunk in entries.chunks(1_000) {
-        let rows = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
-        let mut values = Vec::with_capacity(chunk.len() * 4);
-        for (scope, version, state) in chunk {
-            values.extend([
-                scope.clone().into(),
-                (*version).into(),
-                state.clone().into(),
-                expires.into(),
-            ]);
-        }
-        txn.execute_raw(stmt(
-            &format!(
-                "INSERT INTO pending_rows (scope, version, state, expires_at) VALUES {rows} \
-                 ON CONFLICT (scope) DO UPDATE SET version = excluded.version, state = excluded.state, \
-                 expires_at = excluded.expires_at WHERE excluded.version > pending_rows.version"
-            ),
-            values,
-        ))
-        .await?;
-    }
-    Ok(())
-}
-
+/// Records a write's state for read-your-writes until its job persists
+/// it; an older state never replaces a newer one.
 async fn remember(
     pending_ttl: Duration,
     txn: &DatabaseTransaction,
@@ -383,6 +409,13 @@ async fn remember(
     version: i64,
     state: &str,
 ) -> Result<()> {
-    let entry = (scope.to_owned(), version, state.to_owned());
-    remember_many(pending_ttl, txn, vec![entry]).await
+    let expires = chat_links::now_millis() + pending_ttl.as_millis() as i64;
+    txn.execute_raw(stmt(
+        "INSERT INTO pending_rows (scope, version, state, expires_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (scope) DO UPDATE SET version = excluded.version, state = excluded.state, \
+         expires_at = excluded.expires_at WHERE excluded.version > pending_rows.version",
+        vec![scope.into(), version.into(), state.into(), expires.into()],
+    ))
+    .await?;
+    Ok(())
 }

@@ -1,6 +1,12 @@
-//! The embedded intake: counter, version, pending entry and job are written
-//! in one SQLite transaction, so an accepted write is all-or-nothing and no
-//! number is ever skipped.
+//! The embedded intake: counter, version and the write itself go in one
+//! SQLite transaction, so an accepted write is all-or-nothing and no number
+//! is ever skipped.
+//!
+//! A committed SQLite transaction is already a durable write, so a new
+//! message's row is written in it, with its chat's count mark and one index
+//! job for the whole group. Chats, updates and creates under an
+//! `Idempotency-Key` are few: they keep the job path (pending entry and
+//! persistence job), as on the distributed profile.
 //!
 //! Writes are group-committed: one task owns the intake transactions and
 //! applies every request that queued up while the previous commit ran in
