@@ -292,6 +292,9 @@ pub struct Settings {
     /// Most jobs written in one bulk write.
     #[arg(long, env = "BATCH_SIZE", default_value_t = 500, global = true)]
     pub batch_size: usize,
+    /// Most messages indexed in one bulk call (one tantivy commit).
+    #[arg(long, env = "INDEX_BATCH_SIZE", default_value_t = 5_000, global = true)]
+    pub index_batch_size: usize,
     /// How long a batch waits to fill, in milliseconds.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20, global = true)]
     pub batch_linger_ms: u64,

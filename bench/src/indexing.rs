@@ -108,7 +108,7 @@ pub async fn measure(
         d.profile, server.kind
     );
     let (raw_dps, _) =
-        limits::raw_index(&*index, RAW_APPLICATION, o.chats, docs, o.batch_size).await?;
+        limits::raw_index(&*index, RAW_APPLICATION, o.chats, docs, o.index_batch_size).await?;
     let before = server.count(&http, &alias).await?;
 
     eprintln!("[{}] index: {docs} messages queued", d.profile);

@@ -89,6 +89,10 @@ struct Cli {
     batch_size: usize,
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20)]
     batch_linger_ms: u64,
+    /// Must match the worker's, as `--batch-size`: the raw bulk adds of the
+    /// indexing limit are this size.
+    #[arg(long, env = "INDEX_BATCH_SIZE", default_value_t = 5_000)]
+    index_batch_size: usize,
 }
 
 #[derive(Subcommand)]
@@ -353,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
         lag_run: Duration::from_secs(cli.lag_secs),
         batch_size: cli.batch_size.max(1),
         linger: Duration::from_millis(cli.batch_linger_ms),
+        index_batch_size: cli.index_batch_size.max(1),
         decay_writes: cli.decay_writes,
         index_docs: cli.index_docs,
     };

@@ -32,6 +32,7 @@ pub struct Options {
     /// The worker's settings, as the roles read them from the environment.
     pub batch_size: usize,
     pub linger: Duration,
+    pub index_batch_size: usize,
     /// Writes in the decay run (embedded), 0 for none.
     pub decay_writes: usize,
     /// Documents in the indexing run (distributed, with a search server).

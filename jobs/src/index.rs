@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     WorkerConfig, WorkerDeps,
-    batcher::{Batcher, BulkWriter},
+    batcher::{BatchConfig, Batcher, BulkWriter},
     pool::QueueSpec,
     settle::RetryPolicy,
     telemetry::record_write,
@@ -62,11 +62,23 @@ impl QueueSpec for IndexMessages {
         config.index_retry
     }
 
-    /// An index job already carries a whole batch of rows, so a few jobs
-    /// fill a bulk call; claiming as many as there are rows per batch would
-    /// hold that many batches in memory.
+    /// An index job already carries many rows (a persisted batch, or an
+    /// embedded intake group), so a few dozen fill a bulk call; claiming as
+    /// many as there are rows per batch would hold that many batches in
+    /// memory.
     fn in_hand(_: &WorkerConfig) -> usize {
-        8
+        64
+    }
+
+    /// Bigger bulk calls than persistence's: each tantivy commit writes
+    /// and syncs a new segment and merges it later, at a cost that barely
+    /// depends on its size (the embedded drain indexed 12.9k docs/s in
+    /// commits of 500, 35k in commits of 5,000).
+    fn batch(config: &WorkerConfig) -> BatchConfig {
+        BatchConfig {
+            max_rows: config.index_batch_rows,
+            ..config.batch
+        }
     }
 
     /// Hands every row to the batcher at once, so rows of several jobs

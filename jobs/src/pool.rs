@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     /// How long a claim lasts unrenewed (`CLAIM_IDLE_MS`): held jobs are
     /// renewed well within it.
     pub lease: Duration,
+    /// Most rows of one index write (`INDEX_BATCH_SIZE`).
+    pub index_batch_rows: usize,
 }
 
 /// The backends the worker pools write to, each behind the gate that
@@ -150,6 +152,10 @@ pub(crate) trait QueueSpec: DeserializeOwned + Send + Sync + 'static {
     fn in_hand(config: &WorkerConfig) -> usize {
         config.batch.max_rows
     }
+    /// How the queue's rows are batched into bulk writes.
+    fn batch(config: &WorkerConfig) -> BatchConfig {
+        config.batch
+    }
     fn handle(
         self,
         batcher: Data<Batcher<Self::Row>>,
@@ -176,7 +182,7 @@ async fn run_queue<J: QueueSpec>(
     shutdown: watch::Receiver<bool>,
 ) {
     let name = J::QUEUE;
-    let mut batch = config.batch;
+    let mut batch = J::batch(&config);
     if deps.single_writer {
         batch.writes_in_flight = 1;
     }

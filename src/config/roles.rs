@@ -90,6 +90,7 @@ impl Settings {
                 ..retry
             },
             lease: Duration::from_millis(self.claim_idle_ms.max(1)),
+            index_batch_rows: self.index_batch_size.max(1),
         }
     }
 }

@@ -239,6 +239,7 @@ impl Pipeline {
                 ..retry
             },
             lease: Duration::from_secs(15),
+            index_batch_rows: 100,
         };
         let (stop, shutdown) = watch::channel(false);
         let workers = {
