@@ -514,14 +514,7 @@ impl App {
     }
 
     pub async fn create_message(&self, token: &str, chat: i64, body: &str) -> i64 {
-        let r = self
-            .post_json(
-                &format!("/applications/{token}/chats/{chat}/messages"),
-                json!({ "body": body }),
-            )
-            .await;
-        assert_eq!(r.status(), 201);
-        r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
+        self.post_message(token, chat, body, None).await
     }
 
     /// Creates a message that a persistence job writes, on every profile:
@@ -529,14 +522,18 @@ impl App {
     /// one on the embedded profile is written in the intake's transaction.
     /// For tests of what operators see and do with jobs.
     pub async fn create_queued_message(&self, token: &str, chat: i64, body: &str) -> i64 {
-        let r = self
+        let key = uuid::Uuid::new_v4().to_string();
+        self.post_message(token, chat, body, Some(&key)).await
+    }
+
+    async fn post_message(&self, token: &str, chat: i64, body: &str, key: Option<&str>) -> i64 {
+        let mut request = self
             .http
-            .post(self.url(&format!("/applications/{token}/chats/{chat}/messages")))
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&json!({ "body": body }))
-            .send()
-            .await
-            .unwrap();
+            .post(self.url(&format!("/applications/{token}/chats/{chat}/messages")));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let r = request.json(&json!({ "body": body })).send().await.unwrap();
         assert_eq!(r.status(), 201);
         r.json::<Value>().await.unwrap()["number"].as_i64().unwrap()
     }

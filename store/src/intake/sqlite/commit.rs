@@ -163,13 +163,11 @@ impl Committer {
         // written here rather than queued: what stays asynchronous is the
         // recount (the marks `upsert_all` writes) and indexing, one job for
         // the whole group.
-        match group_span(news, self.queue.system()) {
-            Some(span) => {
-                self.persist(txn, &rows, Some(&span))
-                    .instrument(span.clone())
-                    .await?
-            }
-            None => self.persist(txn, &rows, None).await?,
+        let span = group_span(news, self.queue.system());
+        let persist = self.persist(txn, &rows, span.as_ref());
+        match &span {
+            Some(span) => persist.instrument(span.clone()).await?,
+            None => persist.await?,
         }
         Ok(rows)
     }
@@ -183,21 +181,20 @@ impl Committer {
         span: Option<&Span>,
     ) -> Result<()> {
         repo::messages::upsert_all(txn, rows).await?;
-        let payload = serde_json::to_string(rows)?;
-        let Some(span) = span else {
-            return SqliteQueue::insert_many(txn, QueueName::Index, vec![(payload, None)]).await;
-        };
-        let send = spans::send(
-            Destination {
+        let send = span.map(|span| {
+            let to = Destination {
                 queue: QueueName::Index.as_str(),
                 system: self.queue.system(),
-            },
-            Some(span),
-        );
-        let trace = propagate::traceparent(&send);
-        SqliteQueue::insert_many(txn, QueueName::Index, vec![(payload, trace)])
-            .instrument(send)
-            .await
+            };
+            spans::send(to, Some(span))
+        });
+        let trace = send.as_ref().and_then(propagate::traceparent);
+        let job = (serde_json::to_string(rows)?, trace);
+        let enqueue = SqliteQueue::insert_many(txn, QueueName::Index, vec![job]);
+        match send {
+            Some(send) => enqueue.instrument(send).await,
+            None => enqueue.await,
+        }
     }
 
     async fn apply(
