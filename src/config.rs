@@ -289,8 +289,10 @@ pub struct Settings {
     /// ones wait in the listen backlog until one closes.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
     pub max_connections: usize,
-    /// Most jobs written in one bulk write.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 500, global = true)]
+    /// Most jobs written in one bulk write. A power of two: a bulk
+    /// statement's rows are rounded up to one of a few sizes, and a full
+    /// batch then needs no padding.
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 512, global = true)]
     pub batch_size: usize,
     /// Most messages indexed in one bulk call (one tantivy commit).
     #[arg(long, env = "INDEX_BATCH_SIZE", default_value_t = 5_000, global = true)]

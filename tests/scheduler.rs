@@ -531,11 +531,14 @@ async fn a_run_consumes_every_mark_that_existed_when_it_started() {
                 .await
                 .unwrap();
         }
-        assert_eq!(counts::pending_marks(&db).await.unwrap(), 2_500);
+        // At least one per chat: a statement's marks are padded to one of
+        // a few row counts with repeats of its last.
+        let written = counts::pending_marks(&db).await.unwrap();
+        assert!((2_500..=3_200).contains(&written), "{written} marks");
         // Small rounds: the run goes on until the marks are gone, however
         // many rounds that takes.
         let run = counts::recount_dirty(&db, 64).await.unwrap();
-        assert_eq!(run.marks, 2_500);
+        assert_eq!(run.marks, written);
         assert_eq!(counts::pending_marks(&db).await.unwrap(), 0);
         stack.cleanup().await;
     }

@@ -85,7 +85,7 @@ struct Cli {
     #[arg(long)]
     chat_bin: Option<PathBuf>,
     /// Must match the worker's: the roles read the same variables.
-    #[arg(long, env = "BATCH_SIZE", default_value_t = 500)]
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 512)]
     batch_size: usize,
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20)]
     batch_linger_ms: u64,

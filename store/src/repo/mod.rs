@@ -11,6 +11,7 @@ pub mod ceilings;
 pub mod chats;
 pub mod counts;
 pub mod messages;
+mod sizes;
 mod upsert;
 
 /// One page of a list ordered by number, and the cursor for the next.

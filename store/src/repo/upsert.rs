@@ -8,6 +8,7 @@ use chat_observability::spans;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use tracing::Instrument;
 
+use super::sizes;
 use crate::model::{ChatRow, MessageRow};
 use chat_links::error::Result;
 
@@ -70,6 +71,7 @@ pub(crate) async fn chats(db: &impl ConnectionTrait, rows: &[ChatRow]) -> Result
         return Ok(());
     }
     let backend = db.get_database_backend();
+    let padded = sizes::pad(rows);
     let conflict = match backend {
         DbBackend::MySql => "",
         _ => "ON CONFLICT (application_id, number) ",
@@ -77,11 +79,11 @@ pub(crate) async fn chats(db: &impl ConnectionTrait, rows: &[ChatRow]) -> Result
     let sql = format!(
         "INSERT INTO chats (application_id, number, name, messages_count, version, created_at, updated_at) \
          VALUES {} {conflict}{}",
-        placeholders(rows.len(), 7),
+        placeholders(padded.len(), 7),
         guarded_updates(backend, "chats", &["name", "updated_at"])
     );
-    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 7);
-    for r in rows {
+    let mut values: Vec<Value> = Vec::with_capacity(padded.len() * 7);
+    for r in padded {
         values.extend([
             r.application_id.into(),
             r.number.into(),
@@ -101,6 +103,7 @@ pub(crate) async fn messages(db: &impl ConnectionTrait, rows: &[MessageRow]) -> 
         return Ok(());
     }
     let backend = db.get_database_backend();
+    let padded = sizes::pad(rows);
     let conflict = match backend {
         DbBackend::MySql => "",
         _ => "ON CONFLICT (application_id, chat_number, number) ",
@@ -108,11 +111,11 @@ pub(crate) async fn messages(db: &impl ConnectionTrait, rows: &[MessageRow]) -> 
     let sql = format!(
         "INSERT INTO messages (application_id, chat_number, number, body, version, created_at, updated_at) \
          VALUES {} {conflict}{}",
-        placeholders(rows.len(), 7),
+        placeholders(padded.len(), 7),
         guarded_updates(backend, "messages", &["body", "updated_at"])
     );
-    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 7);
-    for r in rows {
+    let mut values: Vec<Value> = Vec::with_capacity(padded.len() * 7);
+    for r in padded {
         values.extend([
             r.application_id.into(),
             r.chat_number.into(),

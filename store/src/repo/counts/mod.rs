@@ -28,15 +28,17 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use super::sizes;
 use chat_links::error::Result;
 
-/// Parents recounted per statement.
 mod recount;
 
 pub use recount::recount_all;
 use recount::*;
 
-const PARENTS_PER_STATEMENT: usize = 500;
+/// Parents marked or recounted per statement; a power of two, so a full
+/// statement of marks needs no padding.
+const PARENTS_PER_STATEMENT: usize = 512;
 
 /// What a recount looked at and what it changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -99,12 +101,13 @@ pub async fn mark_chats_and_applications(
 async fn insert_marks(db: &impl ConnectionTrait, marks: BTreeSet<(i64, i64)>) -> Result<()> {
     let marks: Vec<_> = marks.into_iter().collect();
     for chunk in marks.chunks(PARENTS_PER_STATEMENT) {
+        let chunk = sizes::pad(chunk);
         let sql = format!(
             "INSERT INTO count_marks (application_id, chat_number) VALUES {}",
             vec!["(?, ?)"; chunk.len()].join(", ")
         );
         let values: Vec<Value> = chunk
-            .iter()
+            .into_iter()
             .flat_map(|&(a, c)| [a.into(), c.into()])
             .collect();
         exec(db, &sql, values).await?;
