@@ -30,6 +30,10 @@ impl ChatApi {
     pub fn new(base: &str, concurrency: usize) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency.max(1) * 2)
+            // Under the servers' keep-alive (HEADER_READ_TIMEOUT_MS, 10 s,
+            // also bounds an idle connection): a connection the server is
+            // closing as a request goes out fails that request.
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(60))
             .build()?;

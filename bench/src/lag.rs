@@ -110,13 +110,21 @@ async fn present(
     ranges: &[(i64, i64, i64)],
 ) -> anyhow::Result<Vec<Key>> {
     let backend = db.get_database_backend();
+    // Always LOOKUP branches, the last range repeated: one statement text,
+    // prepared once. A text per range count made the connection prepare
+    // (and evict) a statement of up to 200 branches most rounds, which
+    // delayed the rounds and showed as lag.
+    let last = *ranges.last().expect("called with ranges");
+    let ranges = ranges
+        .iter()
+        .chain(std::iter::repeat_n(&last, LOOKUP - ranges.len()));
     let sql = vec![
         "SELECT chat_number, number FROM messages \
          WHERE application_id = ? AND chat_number = ? AND number BETWEEN ? AND ?";
-        ranges.len()
+        LOOKUP
     ]
     .join(" UNION ALL ");
-    let mut values: Vec<Value> = Vec::with_capacity(ranges.len() * 4);
+    let mut values: Vec<Value> = Vec::with_capacity(LOOKUP * 4);
     for (chat, lo, hi) in ranges {
         values.extend([app_id.into(), (*chat).into(), (*lo).into(), (*hi).into()]);
     }

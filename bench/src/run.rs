@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, Value};
 
 use crate::{
     bare,
@@ -406,20 +406,19 @@ impl LimitServer {
         closed_loop(o.concurrency, requests, o.max_run, request).await
     }
 
-    /// GETs of rows `1..=rows` by primary key, spread as the API's are.
+    /// GETs of these rows by primary key, spread as the API's are.
     async fn drive_get(
         &self,
         o: &Options,
         requests: usize,
-        rows: usize,
+        ids: &Arc<Vec<i64>>,
     ) -> anyhow::Result<Samples> {
-        let (api, app) = (self.client.clone(), self.app.clone());
+        anyhow::ensure!(!ids.is_empty(), "no persisted message to read");
+        let (api, app, ids) = (self.client.clone(), self.app.clone(), ids.clone());
         let request: Request = Arc::new(move |i| {
             let (api, app) = (api.clone(), app.clone());
-            Box::pin(async move {
-                let id = 1 + (i.wrapping_mul(7919) % rows.max(1)) as i64;
-                api.get_message(&app, 1, id).await
-            })
+            let id = ids[i.wrapping_mul(7919) % ids.len()];
+            Box::pin(async move { api.get_message(&app, 1, id).await })
         });
         closed_loop(o.concurrency, requests, o.max_run, request).await
     }
@@ -427,6 +426,20 @@ impl LimitServer {
     async fn stop(self) -> anyhow::Result<()> {
         self.server.stop(Duration::from_secs(5)).await
     }
+}
+
+/// The primary keys of the first `limit` messages. Not `1..=limit`: an
+/// upsert's repeated or conflicting rows use up auto-increment values too.
+async fn message_ids(d: &Deployment, limit: usize) -> anyhow::Result<Vec<i64>> {
+    let db = d.connect().await?;
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT id FROM messages ORDER BY id LIMIT ?",
+            [Value::from(limit as i64)],
+        ))
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get_by_index(0)?)).collect()
 }
 
 /// Waits until the table holds `want` rows of the application. Counting
@@ -511,12 +524,13 @@ async fn get_runs(
         return Ok((get.summary(), None));
     }
     let limit = LimitServer::start(d, o, bare::Kind::PointSelect).await?;
-    limit.drive_get(o, 1_000, o.messages).await?;
+    let ids = Arc::new(message_ids(d, o.messages).await?);
+    limit.drive_get(o, 1_000, &ids).await?;
     let (mut get, mut bare) = (Samples::default(), Samples::default());
     for round in 0..ROUNDS {
         quiet().await;
         eprintln!("[{}] round {}: bare point select", d.profile, round + 1);
-        bare.add(limit.drive_get(o, o.requests / ROUNDS, o.messages).await?);
+        bare.add(limit.drive_get(o, o.requests / ROUNDS, &ids).await?);
         quiet().await;
         eprintln!(
             "[{}] round {}: GET persisted messages",
