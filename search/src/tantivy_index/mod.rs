@@ -197,13 +197,17 @@ impl TantivyIndex {
         }
         generation.write(|writer, searcher| {
             for (id, row) in &newest {
-                if self
-                    .stored_version(searcher, id)?
-                    .is_some_and(|stored| stored >= row.version)
-                {
-                    continue;
+                match self.stored_version(searcher, id)? {
+                    Some(stored) if stored >= row.version => continue,
+                    // A delete is applied at commit by a term lookup in
+                    // every segment; most documents are new and need none.
+                    // Nothing uncommitted can hold the id: this writer
+                    // commits before it lets go of the lock.
+                    Some(_) => {
+                        writer.delete_term(Term::from_field_text(self.fields.id, id));
+                    }
+                    None => {}
                 }
-                writer.delete_term(Term::from_field_text(self.fields.id, id));
                 writer.add_document(self.document(row)).map_err(err)?;
             }
             Ok(())
