@@ -1,6 +1,6 @@
 //! One generation of the index: a directory, opened or made fresh, and
 //! written under one writer; `CURRENT` names the live one.
-use super::*;
+use super::{merges::BoundedMerges, *};
 
 /// The generation a process starts when there is none, or when the live
 /// one was built with another schema. Named after the schema, so every
@@ -66,6 +66,7 @@ impl Generation {
                         "cannot write the search index ({e}); is another process holding it?"
                     ))
                 })?;
+            writer.set_merge_policy(Box::new(BoundedMerges::default()));
             *guard = Some(writer);
         }
         let writer = guard.as_mut().expect("just set");

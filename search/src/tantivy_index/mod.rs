@@ -18,6 +18,7 @@ use std::{
 };
 
 mod generation;
+mod merges;
 mod query;
 mod schema;
 
