@@ -5,16 +5,11 @@
 use clap::Parser;
 
 mod admin;
+mod allocator;
 mod config;
 mod http;
 mod reindex;
 mod roles;
-
-// Every request and every job allocates many small, short-lived objects
-// across threads; glibc's malloc showed as ~12% of CPU in the API and the
-// worker (see the README's Performance section).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long the runtime may take to wind down once every role has stopped
 /// (or been abandoned at `SHUTDOWN_TIMEOUT_SECS`): a blocking task still
@@ -22,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub(crate) const RUNTIME_WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn main() -> anyhow::Result<()> {
+    allocator::purge_freed_memory_at_once();
     let cli = config::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
