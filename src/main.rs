@@ -17,7 +17,7 @@ mod roles;
 pub(crate) const RUNTIME_WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn main() -> anyhow::Result<()> {
-    allocator::purge_freed_memory_at_once();
+    allocator::purge_freed_memory_promptly();
     let cli = config::Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
