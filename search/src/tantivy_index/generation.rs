@@ -72,11 +72,19 @@ impl Generation {
         let writer = guard.as_mut().expect("just set");
         self.reader.reload().map_err(err)?;
         let searcher = self.reader.searcher();
-        if let Err(e) = f(writer, &searcher) {
-            writer.rollback().map_err(err)?;
-            return Err(e);
+        let outcome = f(writer, &searcher);
+        let settled = match outcome {
+            Ok(()) => writer.commit().map(drop),
+            Err(_) => writer.rollback().map(drop),
+        };
+        if let Err(e) = settled {
+            // A writer whose commit or rollback failed may still hold
+            // documents. They must not ride in with a later commit: its
+            // batch deletes only the copies the index already holds.
+            *guard = None;
+            return Err(err(e));
         }
-        writer.commit().map_err(err)?;
+        outcome?;
         self.reader.reload().map_err(err)?;
         Ok(())
     }

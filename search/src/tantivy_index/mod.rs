@@ -202,8 +202,8 @@ impl TantivyIndex {
                     Some(stored) if stored >= row.version => continue,
                     // A delete is applied at commit by a term lookup in
                     // every segment; most documents are new and need none.
-                    // Nothing uncommitted can hold the id: this writer
-                    // commits before it lets go of the lock.
+                    // Nothing uncommitted can hold the id: a writer that
+                    // could not commit or roll back is dropped.
                     Some(_) => {
                         writer.delete_term(Term::from_field_text(self.fields.id, id));
                     }
