@@ -10,6 +10,7 @@
 //! [`SchedulerDeps`] the binary hands it. It must not know about HTTP, the
 //! worker pools or apalis's job backends.
 mod deps;
+mod heartbeat;
 pub mod schedule;
 pub mod tasks;
 #[cfg(feature = "test-switches")]
@@ -135,26 +136,14 @@ async fn run_tick(
         tasks::run(task, deps, config).await
     };
     let started = std::time::Instant::now();
-    let mut work = std::pin::pin!(work);
-    let mut beat = tokio::time::interval(HEARTBEAT);
-    beat.tick().await;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut work => break outcome,
-            // Every task is a recomputation that the next tick repeats, and
-            // a transaction left unfinished rolls back: a long recount must
-            // not hold the process past its shutdown deadline.
-            _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
-                break Err(chat_links::error::StoreError::Other(
-                    "stopped by shutdown before it finished; the next tick runs it again".into(),
-                ));
-            }
-            _ = beat.tick() => {
-                if let Err(e) = runs::heartbeat(db, run).await {
-                    tracing::warn!(task = task.name(), error = %e, "heartbeat failed");
-                }
-            }
-        }
+    let outcome = tokio::select! {
+        outcome = heartbeat::while_beating(db, run, task, HEARTBEAT, work) => outcome,
+        // Every task is a recomputation that the next tick repeats, and a
+        // transaction left unfinished rolls back: a long recount must not
+        // hold the process past its shutdown deadline.
+        _ = shutdown.wait_for(|stop| *stop) => Err(chat_links::error::StoreError::Other(
+            "stopped by shutdown before it finished; the next tick runs it again".into(),
+        )),
     };
     let finished = match outcome {
         Ok(done) => {
