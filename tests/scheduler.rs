@@ -13,7 +13,7 @@ use chat_store::{
     model::{ChatRow, MessageRow},
     repo::{applications, counts},
 };
-use common::{App, Stack, profiles};
+use common::{App, Stack, profiles, wait_for};
 use futures::future::join_all;
 use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Statement};
 use serde_json::json;
@@ -143,17 +143,6 @@ async fn runs_of(db: &DatabaseConnection, task: &str) -> Vec<Run> {
     .all(db)
     .await
     .unwrap()
-}
-
-async fn wait_for<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// What each scheduler's log says it did per tick of `counts`: ran it, or

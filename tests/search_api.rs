@@ -253,12 +253,12 @@ async fn split_roles_without_elasticsearch_refuse_search_and_say_so() {
             // The worker says so once it has started, which nothing above
             // waited for on the embedded profile: the intake lists the
             // message without it.
-            let text = logged(log, "search is not configured", Duration::from_secs(20)).await;
-            assert!(
-                text.contains("search is not configured"),
-                "{profile:?}: {}: {text}",
-                log.display()
-            );
+            let warning = format!("{profile:?}: {}'s warning", log.display());
+            common::wait_for(&warning, Duration::from_secs(20), async || {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                text.contains("search is not configured").then_some(())
+            })
+            .await;
         }
         if profile == common::Profile::Embedded {
             // `chat serve` on the same file runs the waiting index job.
@@ -268,17 +268,5 @@ async fn split_roles_without_elasticsearch_refuse_search_and_say_so() {
             wait_found(&app, &search, 1).await;
         }
         stack.cleanup().await;
-    }
-}
-
-/// The log's text once it holds `needle`, or as it is at the deadline.
-async fn logged(log: &std::path::Path, needle: &str, within: Duration) -> String {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(needle) || tokio::time::Instant::now() >= deadline {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -318,6 +318,26 @@ pub fn csrf_in(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_owned()
 }
 
+/// What `check` finds once it finds something, polling every 100 ms;
+/// fails the test, naming `what`, after `within`.
+pub async fn wait_for<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

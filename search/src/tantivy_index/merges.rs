@@ -123,7 +123,7 @@ mod tests {
         let policy = BoundedMerges::new(1_000);
         // Eight segments of 400 would be one merge of 3,200 by default.
         let segments = metas(&[400; 8]);
-        assert_eq!(merged_sizes(&policy, &segments), vec![vec![400, 400]; 4],);
+        assert_eq!(merged_sizes(&policy, &segments), vec![vec![400, 400]; 4]);
     }
 
     #[test]
