@@ -300,7 +300,8 @@ pub struct Settings {
     /// How long a batch waits to fill, in milliseconds.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20, global = true)]
     pub batch_linger_ms: u64,
-    /// Bulk writes in flight per queue (MySQL; SQLite always writes one at a time).
+    /// Bulk writes in flight per queue (on SQLite, 1 for the queues whose
+    /// rows go to the database: it has one writer).
     #[arg(
         long,
         env = "BATCH_WRITES_IN_FLIGHT",

@@ -56,7 +56,7 @@ pub struct BatchConfig {
     /// Batches written at once. More than one lets a batch fill (and its
     /// jobs be claimed, decoded and acked) while another is in the
     /// database; the version guard makes their commit order irrelevant.
-    /// SQLite has one writer, so there it stays 1.
+    /// SQLite has one writer, so a queue whose rows go there keeps 1.
     pub writes_in_flight: usize,
     /// Longest a bulk write may take before its backend counts as down. A
     /// frozen server answers nothing; without this bound its batches, and

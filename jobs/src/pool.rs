@@ -144,12 +144,16 @@ pub(crate) trait QueueSpec: DeserializeOwned + Send + Sync + 'static {
     type Row: Coalesce;
     const QUEUE: QueueName;
     fn writer(deps: &WorkerDeps) -> Arc<dyn BulkWriter<Self::Row>>;
+    /// Whether [`Self::writer`] writes to the relational database, whose
+    /// single SQLite writer admits one bulk write at a time.
+    const WRITES_TO_DATABASE: bool = true;
     fn policy(config: &WorkerConfig) -> RetryPolicy {
         config.retry
     }
     /// Jobs a worker holds at a time: by default enough to fill a batch
-    /// of single rows.
-    fn in_hand(config: &WorkerConfig) -> usize {
+    /// of single rows. `single_writer` is the embedded profile, where every
+    /// write shares one SQLite connection.
+    fn in_hand(config: &WorkerConfig, _single_writer: bool) -> usize {
         config.batch.max_rows
     }
     /// How the queue's rows are batched into bulk writes.
@@ -183,7 +187,7 @@ async fn run_queue<J: QueueSpec>(
 ) {
     let name = J::QUEUE;
     let mut batch = J::batch(&config);
-    if deps.single_writer {
+    if deps.single_writer && J::WRITES_TO_DATABASE {
         batch.writes_in_flight = 1;
     }
     let label = BatchLabel {
@@ -192,7 +196,7 @@ async fn run_queue<J: QueueSpec>(
     };
     let batcher = Batcher::spawn(J::writer(&deps), batch, label, gate.clone());
     let policy = J::policy(&config);
-    let in_hand = J::in_hand(&config);
+    let in_hand = J::in_hand(&config, deps.single_writer);
     let settler = settler(&deps.queue, name, policy, gate);
     let renewing =
         lease::keep_renewed(deps.queue.clone(), name, settler.held.clone(), config.lease);
