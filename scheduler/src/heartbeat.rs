@@ -102,7 +102,7 @@ mod tests {
         let beaten = heartbeat_at(&writer).await;
         assert!(
             beaten >= begun + (every * 4).as_millis() as i64,
-            "a beat landed after the run let go of the writer: {begun} then {beaten}"
+            "no beat landed after the run let go of the writer: {begun} then {beaten}"
         );
         std::fs::remove_dir_all(&dir).ok();
     }
