@@ -123,6 +123,16 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         per_post(r.post_other_cpu.mysql),
         per_post(r.post_other_cpu.bench)
     );
+    let gets = r.get.count.max(1) as f64;
+    let per_get = |secs: f64| secs * 1e6 / gets;
+    println!(
+        "  CPU per GET: {} {:.1} µs, redis {:.1} µs, mysql {:.1} µs, load generator {:.1} µs",
+        if embedded { "serve" } else { "api" },
+        per_get(r.get_cpu.0),
+        per_get(r.get_cpu.1.redis),
+        per_get(r.get_cpu.1.mysql),
+        per_get(r.get_cpu.1.bench)
+    );
     println!(
         "  CPU per row drained: {} {:.1} µs, redis {:.1} µs, mysql {:.1} µs",
         if embedded { "serve" } else { "worker" },
@@ -184,8 +194,10 @@ pub fn print(profile: &str, concurrency: usize, messages: usize, r: &Report) {
         );
     }
     result += &format!(
-        " api_cpu_us_per_post={:.1} worker_cpu_us_per_row={:.1}",
-        r.api_cpu_us_per_post, r.worker_cpu_us_per_row
+        " api_cpu_us_per_post={:.1} worker_cpu_us_per_row={:.1} api_cpu_us_per_get={:.1}",
+        r.api_cpu_us_per_post,
+        r.worker_cpu_us_per_row,
+        r.get_cpu.0 * 1e6 / r.get.count.max(1) as f64
     );
     println!("{result}");
 }

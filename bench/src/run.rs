@@ -93,6 +93,8 @@ pub struct Report {
     /// during the drain.
     pub post_other_cpu: OtherCpu,
     pub drain_other_cpu: OtherCpu,
+    /// The API's (or `serve`'s) CPU and the others' during the GET runs.
+    pub get_cpu: (f64, OtherCpu),
 }
 
 pub fn posting(
@@ -278,7 +280,8 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     sent?;
     let lag = Summary::of(lags, Duration::ZERO);
 
-    let (get, get_limit) = get_runs(d, o, &client, &app).await?;
+    let serving = api.as_ref().unwrap_or(&worker);
+    let (get, get_limit, get_cpu) = get_runs(d, o, &client, &app, serving).await?;
 
     let decay = if d.profile == "embedded" && o.decay_writes > 0 {
         Some(decay_run(d, o, &client, &app, &db, app_id, &mut worker).await?)
@@ -327,6 +330,7 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
         worker_rss_mb,
         worker_rss_split_mb,
         api_cpu_us_per_post,
+        get_cpu,
         worker_cpu_us_per_row,
         raw_cpu,
         drain_cpu,
@@ -499,12 +503,14 @@ async fn wait_for_index_queue(db: &DatabaseConnection, worker: &mut Process) -> 
 
 /// GETs of persisted messages; on the distributed profile alternated with
 /// runs against the bare point select, so that both see the same machine.
+/// Also the CPU that `serving` and the others spent on the GETs.
 async fn get_runs(
     d: &Deployment,
     o: &Options,
     client: &ChatApi,
     app: &AppUrls,
-) -> anyhow::Result<(Summary, Option<Summary>)> {
+    serving: &Process,
+) -> anyhow::Result<(Summary, Option<Summary>, (f64, OtherCpu))> {
     let chats = o.chats - 1;
     let per_chat = ((o.messages - o.hot) / chats).max(1);
     let request: Request = {
@@ -520,13 +526,16 @@ async fn get_runs(
     if d.profile == "embedded" {
         quiet().await;
         eprintln!("[{}] GET persisted messages", d.profile);
+        let (before, others) = (serving.cpu_secs()?, OtherCpu::now());
         let get = closed_loop(o.concurrency, o.requests, o.max_run, request).await?;
-        return Ok((get.summary(), None));
+        let cpu = (serving.cpu_secs()? - before, OtherCpu::since(others));
+        return Ok((get.summary(), None, cpu));
     }
     let limit = LimitServer::start(d, o, bare::Kind::PointSelect).await?;
     let ids = Arc::new(message_ids(d, o.messages).await?);
     limit.drive_get(o, 1_000, &ids).await?;
     let (mut get, mut bare) = (Samples::default(), Samples::default());
+    let mut cpu = (0.0, OtherCpu::default());
     for round in 0..ROUNDS {
         quiet().await;
         eprintln!("[{}] round {}: bare point select", d.profile, round + 1);
@@ -537,6 +546,7 @@ async fn get_runs(
             d.profile,
             round + 1
         );
+        let (before, others) = (serving.cpu_secs()?, OtherCpu::now());
         get.add(
             closed_loop(
                 o.concurrency,
@@ -546,9 +556,11 @@ async fn get_runs(
             )
             .await?,
         );
+        cpu.0 += serving.cpu_secs()? - before;
+        cpu.1 = cpu.1.add(OtherCpu::since(others));
     }
     limit.stop().await?;
-    Ok((get.summary(), Some(bare.summary())))
+    Ok((get.summary(), Some(bare.summary()), cpu))
 }
 
 /// `o.decay_writes` POSTs in tenths, every role running, then until all
