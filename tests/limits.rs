@@ -109,6 +109,62 @@ async fn a_token_over_its_limit_gets_429_with_headers_and_recovers() {
     }
 }
 
+/// A read of one chat or message is limited like any read, on Redis in
+/// the call that reads its pending entry: the limit's headers count down,
+/// and past it every read (folded or not, known or unknown) is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_of_one_chat_or_message_count_against_the_read_limit() {
+    for profile in profiles() {
+        let stack = Stack::new(profile).await;
+        let app = stack
+            .spawn(
+                "api",
+                &[
+                    ("RATE_LIMIT_WINDOW_SECS", "60"),
+                    ("RATE_LIMIT_TOKEN_READS", "4"),
+                ],
+            )
+            .await;
+        let token = app.create_app("reader").await;
+        let chat = format!("/applications/{token}/chats/1");
+        let r = app
+            .post_json(&format!("/applications/{token}/chats"), json!({}))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let r = app
+            .post_json(&format!("{chat}/messages"), json!({ "body": "hi" }))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let message = format!("{chat}/messages/1");
+        let mut remaining = Vec::new();
+        for path in [&chat, &message, &message] {
+            let r = app.get(path).await;
+            assert_eq!(r.status(), StatusCode::OK, "{profile:?} {path}");
+            assert_eq!(number(&r, "ratelimit-limit"), 4);
+            remaining.push(number(&r, "ratelimit-remaining"));
+        }
+        assert_eq!(remaining, [3, 2, 1], "{profile:?}");
+        // The last read the window allows; then none of either kind.
+        assert_eq!(app.get(&chat).await.status(), StatusCode::OK);
+        for path in [&message, &chat, &format!("{chat}/messages/99")] {
+            let r = app.get(path).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "{profile:?} {path}"
+            );
+            assert_eq!(number(&r, "ratelimit-remaining"), 0);
+            assert!(number(&r, "retry-after") >= 1);
+        }
+        assert_eq!(
+            app.get(&format!("/applications/{token}")).await.status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{profile:?}: one read limit for every read"
+        );
+        stack.cleanup().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_api_processes_share_one_limit() {
     if !profiles().contains(&Profile::Distributed) {

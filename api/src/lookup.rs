@@ -10,6 +10,7 @@ use std::{
 use crate::ApiDeps;
 use chat_store::{
     model::{ChatView, newest_chat},
+    ratelimit::folded::Folded,
     repo,
 };
 
@@ -42,17 +43,32 @@ impl Lookup {
     }
 
     /// The newest state of a chat: persisted, or accepted and pending.
+    /// With a read's `limits` (see `rate_limit`), the intake checks them
+    /// while it reads the pending entry, and the database is read only
+    /// after it admitted the read.
     pub async fn chat(
         &self,
         deps: &ApiDeps,
         app_id: i64,
         number: i64,
+        limits: Option<&Folded>,
     ) -> Result<ChatView, ApiError> {
-        let (persisted, pending) = tokio::join!(
-            repo::chats::find(&deps.db, app_id, number),
-            deps.intake.pending_chat(app_id, number)
-        );
-        let (mut persisted, pending) = (persisted?, pending?);
+        let (mut persisted, pending) = match limits {
+            Some(limits) => {
+                let pending = deps
+                    .intake
+                    .pending_chat(app_id, number, Some(limits))
+                    .await?;
+                (repo::chats::find(&deps.db, app_id, number).await?, pending)
+            }
+            None => {
+                let (persisted, pending) = tokio::join!(
+                    repo::chats::find(&deps.db, app_id, number),
+                    deps.intake.pending_chat(app_id, number, None)
+                );
+                (persisted?, pending?)
+            }
+        };
         if persisted.is_none() && pending.is_none() {
             // The row may have committed, and its pending entry gone,
             // between the two reads: the database answers for it now.
@@ -74,7 +90,7 @@ impl Lookup {
         if self.chats.lock().unwrap().contains(&(app_id, number)) {
             return Ok(());
         }
-        self.chat(deps, app_id, number).await.map(|_| ())
+        self.chat(deps, app_id, number, None).await.map(|_| ())
     }
 
     pub fn remember_chat(&self, app_id: i64, number: i64) {

@@ -12,11 +12,13 @@
 //!
 //! A chat or message write on Redis spends no round trip on its limits:
 //! they ride in the write to the intake's accept script, which checks them
-//! in the call that accepts the write (`ratelimit::folded`). Which routes
-//! write through the intake is `routes::INTAKE_WRITES`. A write that
-//! ends without an accept (refused by validation, unknown chat, nothing to
-//! change) is counted after the fact, and answered 429 if it was over the
-//! limit: it changed nothing, so it can still be refused.
+//! in the call that accepts the write (`ratelimit::folded`). A read of one
+//! chat or message does the same in the call that reads its pending entry,
+//! before it reads the database. Which routes do so is
+//! `routes::INTAKE_WRITES` and `routes::INTAKE_READS`. A request that
+//! ends without reaching the intake (refused by validation, unknown chat,
+//! nothing to change) is counted after the fact, and answered 429 if it was
+//! over the limit: it changed nothing, so it can still be refused.
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
@@ -176,7 +178,7 @@ pub(crate) async fn enforce(
     }
     let route = req.extensions().get::<MatchedPath>().cloned();
     let folds = state.deps.intake.folds_rate_limits()
-        && route.is_some_and(|r| routes::accepts_through_intake(req.method(), r.as_str()));
+        && route.is_some_and(|r| routes::folds_limits(req.method(), r.as_str()));
     let (mut response, verdict) = if folds {
         let folded = Folded::new(limits.clone());
         req.extensions_mut().insert(folded.clone());
@@ -186,8 +188,9 @@ pub(crate) async fn enforce(
             None => check(&state, &limits).await,
         };
         match verdict {
-            // Refused in the accept (which wrote nothing), or counted
-            // after a request that accepted nothing.
+            // Refused in the accept or the pending read (which wrote and
+            // read nothing), or counted after a request that reached
+            // neither.
             Some(v) if !v.allowed => (refusal(&v, config), Some(v)),
             other => (response, other),
         }
@@ -220,14 +223,14 @@ mod tests {
     }
 
     #[test]
-    fn every_intake_write_is_a_documented_operation_of_chats_or_messages() {
+    fn every_intake_write_and_read_is_a_documented_operation_of_chats_or_messages() {
         let doc = serde_json::to_value(crate::openapi::document()).unwrap();
-        for (method, route) in routes::INTAKE_WRITES {
+        for (method, route) in routes::INTAKE_WRITES.iter().chain(&routes::INTAKE_READS) {
             let documented = doc["paths"][route][method.as_str().to_lowercase()].as_object();
             assert!(documented.is_some(), "{method} {route} is not an operation");
             assert!(
                 route.contains("/chats"),
-                "{route} is no chat or message write"
+                "{route} is no chat or message route"
             );
         }
         assert!(routes::accepts_through_intake(
@@ -241,6 +244,15 @@ mod tests {
         assert!(!routes::accepts_through_intake(
             &Method::GET,
             "/api/v1/applications/{token}/chats"
+        ));
+        // A list reads no pending entry: it is checked before it runs.
+        assert!(!routes::folds_limits(
+            &Method::GET,
+            "/api/v1/applications/{token}/chats"
+        ));
+        assert!(routes::folds_limits(
+            &Method::GET,
+            "/api/v1/applications/{token}/chats/{number}"
         ));
     }
 

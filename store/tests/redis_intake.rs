@@ -131,7 +131,7 @@ async fn concurrent_accepts_number_exactly_and_queue_what_they_answer() {
     for r in &rows {
         let pending = s
             .intake
-            .pending_message(1, r.chat_number, r.number)
+            .pending_message(1, r.chat_number, r.number, None)
             .await
             .unwrap();
         assert_eq!(pending.as_ref(), Some(r));
@@ -147,7 +147,7 @@ async fn concurrent_accepts_number_exactly_and_queue_what_they_answer() {
     assert!(updated.version > *versions.last().unwrap());
     let pending = s
         .intake
-        .pending_message(1, first.chat_number, first.number)
+        .pending_message(1, first.chat_number, first.number, None)
         .await
         .unwrap()
         .unwrap();
@@ -174,7 +174,7 @@ async fn a_pending_entry_left_as_a_hash_by_an_older_version_reads_as_absent() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(s.intake.pending_message(1, 1, 1).await.unwrap(), None);
+    assert_eq!(s.intake.pending_message(1, 1, 1, None).await.unwrap(), None);
     // A new accept overwrites it with the current form.
     let row = s
         .intake
@@ -182,7 +182,10 @@ async fn a_pending_entry_left_as_a_hash_by_an_older_version_reads_as_absent() {
         .await
         .unwrap();
     assert_eq!(row.number, 1);
-    assert_eq!(s.intake.pending_message(1, 1, 1).await.unwrap(), Some(row));
+    assert_eq!(
+        s.intake.pending_message(1, 1, 1, None).await.unwrap(),
+        Some(row)
+    );
     s.tear_down().await;
 }
 
@@ -258,6 +261,64 @@ async fn folded_limits_are_checked_and_counted_in_the_accept() {
     assert!(
         !limiter.check(&limits).await.unwrap().allowed,
         "the limiter reads the counts the accepts kept"
+    );
+    s.tear_down().await;
+}
+
+/// Limits folded into a pending read are checked in the call that reads
+/// the entry: an admitted read gets the entry and the verdict, a refused
+/// one an error and no entry, and the standalone limiter sees the counts.
+#[tokio::test]
+async fn folded_limits_are_checked_and_counted_in_a_pending_read() {
+    use chat_links::StoreError;
+    use chat_store::ratelimit::{Limit, RateLimiter, RedisRateLimiter, folded::Folded};
+    let Some(s) = setup().await else { return };
+    let chat = s
+        .intake
+        .create_chat(7, None, Default::default())
+        .await
+        .unwrap();
+    let written = s
+        .intake
+        .create_message(7, chat.number, "hello".into(), Default::default())
+        .await
+        .unwrap();
+    let limits = vec![Limit {
+        key: "r:t:folded".into(),
+        limit: 2,
+        period: Duration::from_secs(60),
+    }];
+    let mut remaining = Vec::new();
+    for _ in 0..2 {
+        let folded = Folded::new(limits.clone());
+        let read = s
+            .intake
+            .pending_message(7, chat.number, written.number, Some(&folded))
+            .await
+            .unwrap();
+        assert_eq!(read.as_ref(), Some(&written), "an admitted read reads");
+        let verdict = folded.verdict().expect("the read checked the limits");
+        assert!(verdict.allowed && verdict.limit == 2);
+        remaining.push(verdict.remaining);
+    }
+    assert_eq!(remaining, [1, 0]);
+
+    let folded = Folded::new(limits.clone());
+    let refused = s.intake.pending_chat(7, chat.number, Some(&folded)).await;
+    assert!(
+        matches!(refused, Err(StoreError::RateLimited)),
+        "{refused:?}"
+    );
+    let verdict = folded.verdict().expect("the refusal's verdict");
+    assert!(!verdict.allowed && verdict.retry_after > Duration::ZERO);
+
+    // A read that carries no limits checks none.
+    let unlimited = s.intake.pending_chat(7, chat.number, None).await.unwrap();
+    assert_eq!(unlimited.map(|c| c.number), Some(chat.number));
+    let limiter = RedisRateLimiter::connect(&s.url, &s.prefix).await.unwrap();
+    assert!(
+        !limiter.check(&limits).await.unwrap().allowed,
+        "the limiter reads the counts the reads kept"
     );
     s.tear_down().await;
 }

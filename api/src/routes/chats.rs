@@ -1,13 +1,13 @@
 //! `/applications/{token}/chats`: writes go through the intake (number,
 //! version, queue); reads merge the database with pending writes.
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
 };
 use chat_queue::QueueName;
-use chat_store::{model::ChatView, repo};
+use chat_store::{model::ChatView, ratelimit::folded::Folded, repo};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -102,10 +102,15 @@ async fn list(
 }
 
 /// The chat the path names, persisted or pending.
-async fn find(state: &AppState, path: &Segments) -> Result<ChatView, ApiError> {
+/// The chat's newest state; `limits` as in `Lookup::chat`.
+async fn find(
+    state: &AppState,
+    path: &Segments,
+    limits: Option<&Folded>,
+) -> Result<ChatView, ApiError> {
     let number = path.number("number")?;
     let app_id = state.lookup.app_id(&state.deps, path.token()).await?;
-    state.lookup.chat(&state.deps, app_id, number).await
+    state.lookup.chat(&state.deps, app_id, number, limits).await
 }
 
 /// Reads a chat, including one whose write is still queued.
@@ -117,8 +122,13 @@ async fn find(state: &AppState, path: &Segments) -> Result<ChatView, ApiError> {
     params(ChatPath),
     responses((status = 200, description = "The chat", body = ChatJson))
 )]
-async fn show(State(state): State<AppState>, path: Segments) -> Result<Json<ChatJson>, ApiError> {
-    Ok(Json(find(&state, &path).await?.into()))
+async fn show(
+    State(state): State<AppState>,
+    path: Segments,
+    limits: Option<Extension<Folded>>,
+) -> Result<Json<ChatJson>, ApiError> {
+    let limits = limits.as_ref().map(|Extension(l)| l);
+    Ok(Json(find(&state, &path, limits).await?.into()))
 }
 
 async fn update(
@@ -127,7 +137,7 @@ async fn update(
     path: &Segments,
     name: Option<String>,
 ) -> Result<ChatJson, ApiError> {
-    let current = find(state, path).await?;
+    let current = find(state, path, None).await?;
     let row = send::traced(
         state,
         write,
@@ -189,6 +199,6 @@ async fn amend(
 ) -> Result<Json<ChatJson>, ApiError> {
     match validate::optional_name(input.name)? {
         Some(name) => Ok(Json(update(&state, &write, &path, Some(name)).await?)),
-        None => Ok(Json(find(&state, &path).await?.into())),
+        None => Ok(Json(find(&state, &path, None).await?.into())),
     }
 }

@@ -1,6 +1,6 @@
 //! `/applications/{token}/chats/{number}/messages`.
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
@@ -8,6 +8,7 @@ use axum::{
 use chat_queue::QueueName;
 use chat_store::{
     model::{MessageRow, newest_message},
+    ratelimit::folded::Folded,
     repo,
 };
 use serde::Deserialize;
@@ -63,18 +64,33 @@ pub(super) async fn chat_of(state: &AppState, path: &Segments) -> Result<(i64, i
     Ok((app_id, chat_number))
 }
 
-async fn find(state: &AppState, path: &Segments) -> Result<MessageRow, ApiError> {
+/// The message's newest state. With the read's `limits` (see
+/// `rate_limit`), the intake checks them while it reads the pending entry,
+/// and the database is read only after it admitted the read.
+async fn find(
+    state: &AppState,
+    path: &Segments,
+    limits: Option<&Folded>,
+) -> Result<MessageRow, ApiError> {
     let number = path.number("message")?;
     let (app_id, chat_number) = chat_of(state, path).await?;
-    let db = &state.deps.db;
-    let (persisted, pending) = tokio::join!(
-        repo::messages::find(db, app_id, chat_number, number),
-        state
-            .deps
-            .intake
-            .pending_message(app_id, chat_number, number)
-    );
-    let (persisted, pending) = (persisted?, pending?);
+    let (db, intake) = (&state.deps.db, &state.deps.intake);
+    let (persisted, pending) = match limits {
+        Some(limits) => {
+            let pending = intake
+                .pending_message(app_id, chat_number, number, Some(limits))
+                .await?;
+            let persisted = repo::messages::find(db, app_id, chat_number, number).await?;
+            (persisted, pending)
+        }
+        None => {
+            let (persisted, pending) = tokio::join!(
+                repo::messages::find(db, app_id, chat_number, number),
+                intake.pending_message(app_id, chat_number, number, None)
+            );
+            (persisted?, pending?)
+        }
+    };
     if persisted.is_none() && pending.is_none() {
         // The row may have committed, and its pending entry gone, between
         // the two reads: the database answers for it now.
@@ -161,8 +177,10 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     path: Segments,
+    limits: Option<Extension<Folded>>,
 ) -> Result<Json<MessageJson>, ApiError> {
-    Ok(Json(find(&state, &path).await?.into()))
+    let limits = limits.as_ref().map(|Extension(l)| l);
+    Ok(Json(find(&state, &path, limits).await?.into()))
 }
 
 async fn update(
@@ -199,7 +217,7 @@ async fn replace(
     Input(input): Input<MessageInput>,
 ) -> Result<Json<MessageJson>, ApiError> {
     let body = validate::body(input.body, state.config.max_message_bytes)?;
-    let current = find(&state, &path).await?;
+    let current = find(&state, &path, None).await?;
     update(&state, &write, &current, body).await
 }
 
@@ -220,7 +238,7 @@ async fn amend(
     path: Segments,
     Input(input): Input<MessageChanges>,
 ) -> Result<Json<MessageJson>, ApiError> {
-    let current = find(&state, &path).await?;
+    let current = find(&state, &path, None).await?;
     match input.body {
         None => Ok(Json(current.into())),
         body => {

@@ -48,6 +48,23 @@ pub(crate) fn accepts_through_intake(method: &Method, route: &str) -> bool {
         .any(|(m, r)| m == method && *r == route)
 }
 
+/// The reads of one chat or message, which read its pending entry from the
+/// intake first: an intake that folds rate limits checks theirs in that
+/// read, and only an admitted read goes on to the database.
+pub(crate) const INTAKE_READS: [(Method, &str); 2] = [
+    (Method::GET, "/api/v1/applications/{token}/chats/{number}"),
+    (
+        Method::GET,
+        "/api/v1/applications/{token}/chats/{number}/messages/{message}",
+    ),
+];
+
+/// Whether the intake checks this request's limits in its own round trip.
+pub(crate) fn folds_limits(method: &Method, route: &str) -> bool {
+    accepts_through_intake(method, route)
+        || INTAKE_READS.iter().any(|(m, r)| m == method && *r == route)
+}
+
 pub async fn not_found(uri: Uri) -> ApiError {
     tracing::debug!(path = %shown_path(uri.path()), "no route");
     ApiError::NotFound("route")

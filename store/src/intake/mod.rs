@@ -89,13 +89,25 @@ pub trait Intake: Send + Sync + 'static {
     async fn forget_messages(&self, persisted: &[MessageRow]) -> Result<()>;
 
     /// The newest accepted state of a chat that may not be persisted yet.
-    async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>>;
+    /// An intake that [folds](Intake::folds_rate_limits) rate limits checks
+    /// and counts `limits` in the same round trip, leaving the verdict
+    /// there, and refuses with
+    /// [`StoreError::RateLimited`](chat_links::StoreError) instead of
+    /// reading; other intakes leave them alone.
+    async fn pending_chat(
+        &self,
+        app_id: i64,
+        number: i64,
+        limits: Option<&Folded>,
+    ) -> Result<Option<ChatRow>>;
 
+    /// The newest accepted state of a message, as [`Intake::pending_chat`].
     async fn pending_message(
         &self,
         app_id: i64,
         chat_number: i64,
         number: i64,
+        limits: Option<&Folded>,
     ) -> Result<Option<MessageRow>>;
 
     async fn ping(&self) -> Result<()>;
@@ -103,7 +115,7 @@ pub trait Intake: Send + Sync + 'static {
     /// Whether the writes above check the limits in their
     /// [`WriteMeta::limits`] in their own round trip, refusing with
     /// [`StoreError::RateLimited`](chat_links::StoreError) and leaving the
-    /// verdict there.
+    /// verdict there; and the pending reads theirs, alike.
     fn folds_rate_limits(&self) -> bool {
         false
     }

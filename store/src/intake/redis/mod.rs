@@ -28,12 +28,13 @@ use super::{
 use crate::{
     homes::{AppKeys, Homes, Layout},
     model::{ChatRow, MessageRow},
+    ratelimit::folded::Folded,
 };
 use accept::Accepter;
 use chat_links::{error::Result, redis_link::RedisConn};
 use chat_queue::QueueName;
 use counters::Counter;
-use pending::FORGET;
+use pending::{FORGET, RECALL};
 use reserve::Outcome;
 
 /// How long a read waits for a Redis that refuses it (restarting, loading
@@ -77,6 +78,8 @@ pub struct RedisIntake {
     prefix: String,
     accepter: Accepter,
     forget: Script,
+    /// A read's limits and its pending entry, in one call.
+    recall: Script,
     /// Ceilings being raised ahead of need, so one raise runs per scope.
     raising: Arc<Mutex<HashSet<String>>>,
 }
@@ -98,6 +101,7 @@ impl RedisIntake {
             homes,
             prefix: prefix.to_owned(),
             forget: Script::new(FORGET),
+            recall: Script::new(&format!("{}{RECALL}", crate::ratelimit::GCRA_LUA)),
             raising: Arc::new(Mutex::new(HashSet::new())),
         })
     }
@@ -275,8 +279,14 @@ impl Intake for RedisIntake {
         self.forget(entries).await
     }
 
-    async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>> {
-        self.recall(app_id, &chat_scope(app_id, number)).await
+    async fn pending_chat(
+        &self,
+        app_id: i64,
+        number: i64,
+        limits: Option<&Folded>,
+    ) -> Result<Option<ChatRow>> {
+        self.recall(app_id, &chat_scope(app_id, number), limits)
+            .await
     }
 
     async fn pending_message(
@@ -284,9 +294,10 @@ impl Intake for RedisIntake {
         app_id: i64,
         chat_number: i64,
         number: i64,
+        limits: Option<&Folded>,
     ) -> Result<Option<MessageRow>> {
-        self.recall(app_id, &message_scope(app_id, chat_number, number))
-            .await
+        let scope = message_scope(app_id, chat_number, number);
+        self.recall(app_id, &scope, limits).await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use super::{READ_WAIT, RedisIntake};
-use crate::homes::{AppKeys, Layout};
+use crate::{
+    homes::{AppKeys, Layout},
+    intake::Intake,
+    ratelimit::{self, folded::Folded},
+};
 use chat_links::{
     error::{Result, StoreError},
     redis_link,
@@ -32,17 +36,82 @@ end
 return n
 "#;
 
+/// A read's rate limits and its pending entry in one call. KEYS: the
+/// limits' keys, then the entry's. ARGV: each limit's cost and period in
+/// µs. Returns the wait (0 when admitted), the time used, the entry (empty
+/// when there is none, or when refused, since then nothing is read) and
+/// each limit key's TAT. `gcra` is `ratelimit`'s.
+pub(super) const RECALL: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limits, costs, periods = {}, {}, {}
+for i = 1, #KEYS - 1 do
+  limits[i] = KEYS[i]
+  costs[i] = tonumber(ARGV[2 * i - 1])
+  periods[i] = tonumber(ARGV[2 * i])
+end
+local wait, tats = gcra(now, limits, costs, periods)
+local state = ''
+if wait == 0 then
+  -- pcall: an entry of an older version's type reads as none.
+  local s = redis.pcall('GET', KEYS[#KEYS])
+  if type(s) == 'string' then state = s end
+end
+return {wait, now, state, tats}
+"#;
+
 impl RedisIntake {
     pub(super) fn pending_key(&self, keys: &AppKeys, scope: &str) -> String {
         keys.key(&format!("pending:{scope}"))
     }
 
+    /// The pending entry of `scope`, with `limits` checked first in the
+    /// same call when this intake folds them.
     pub(super) async fn recall<T: serde::de::DeserializeOwned>(
         &self,
         app_id: i64,
         scope: &str,
+        limits: Option<&Folded>,
     ) -> Result<Option<T>> {
         let key = self.pending_key(&self.keys(app_id).await?, scope);
+        match limits {
+            Some(limits) if !limits.limits().is_empty() && self.folds_rate_limits() => {
+                self.recall_limited(key, limits).await
+            }
+            _ => self.recall_alone(key).await,
+        }
+    }
+
+    async fn recall_limited<T: serde::de::DeserializeOwned>(
+        &self,
+        key: String,
+        folded: &Folded,
+    ) -> Result<Option<T>> {
+        let limits = folded.limits();
+        let read = redis_link::until_run(READ_WAIT, || {
+            let mut call = self.recall.prepare_invoke();
+            for l in limits {
+                call.key(ratelimit::redis_key(&self.prefix, l));
+            }
+            call.key(&key);
+            for l in limits {
+                call.arg(l.cost_us()).arg(l.period_us());
+            }
+            let mut conn = self.conn.clone();
+            async move { call.invoke_async(&mut conn).await }
+        });
+        let (wait, now, state, tats): (i64, i64, String, Vec<i64>) = read.await?;
+        folded.record(ratelimit::verdict(limits, &tats, now, wait));
+        if wait > 0 {
+            return Err(StoreError::RateLimited);
+        }
+        Ok(match state.as_str() {
+            "" => None,
+            s => Some(serde_json::from_str(s)?),
+        })
+    }
+
+    async fn recall_alone<T: serde::de::DeserializeOwned>(&self, key: String) -> Result<Option<T>> {
         let read = redis_link::until_run(READ_WAIT, || {
             let mut conn = self.conn.clone();
             let key = key.clone();

@@ -23,6 +23,7 @@ use super::{Intake, WriteMeta, chat_scope, message_scope};
 use crate::{
     idempotency::{self, Link},
     model::{ChatRow, MessageRow},
+    ratelimit::folded::Folded,
     repo,
 };
 use chat_links::error::{Result, StoreError};
@@ -255,7 +256,12 @@ impl Intake for SqliteIntake {
         self.forget(&entries).await
     }
 
-    async fn pending_chat(&self, app_id: i64, number: i64) -> Result<Option<ChatRow>> {
+    async fn pending_chat(
+        &self,
+        app_id: i64,
+        number: i64,
+        _limits: Option<&Folded>,
+    ) -> Result<Option<ChatRow>> {
         self.recall(&chat_scope(app_id, number)).await
     }
 
@@ -264,6 +270,7 @@ impl Intake for SqliteIntake {
         app_id: i64,
         chat_number: i64,
         number: i64,
+        _limits: Option<&Folded>,
     ) -> Result<Option<MessageRow>> {
         self.recall(&message_scope(app_id, chat_number, number))
             .await
