@@ -18,8 +18,8 @@
 //! - [`idempotency`]: `Idempotency-Key` records, which the intake's
 //!   writes fill in atomically with themselves.
 //! - [`ratelimit`]: request rate limits (GCRA), shared through Redis or
-//!   kept in memory; a write's limits can ride in its accept
-//!   (`ratelimit::folded`).
+//!   kept in memory; a write's limits can ride in its accept, and a read's
+//!   in its pending read (`ratelimit::folded`).
 //!
 //! Below it: `chat_queue` (the job log) and `chat_links` (connections and
 //! [`StoreError`]). This crate must not know about HTTP, apalis, the worker

@@ -15,7 +15,8 @@
 //! admits it, and a refused request consumes nothing.
 //!
 //! [`folded`]: a write's check made inside the intake's accept script, in
-//! the round trip that accepts the write.
+//! the round trip that accepts the write; and a read's, inside the one
+//! that reads its pending entry.
 use std::time::Duration;
 
 use async_trait::async_trait;
