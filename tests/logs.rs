@@ -64,7 +64,8 @@ async fn json_logs_are_one_object_per_line_and_rust_log_filters_them() {
 }
 
 /// A log line written while a traced request is handled carries that
-/// request's trace id (the access log line, at debug).
+/// request's trace id (the access log line, at debug), whether or not the
+/// trace is sampled: the id a client quotes finds its lines either way.
 #[tokio::test(flavor = "multi_thread")]
 async fn log_lines_inside_a_traced_request_carry_its_trace_id() {
     for format in ["json", "text"] {
@@ -84,27 +85,33 @@ async fn log_lines_inside_a_traced_request_carry_its_trace_id() {
             )
             .await;
         let token = app.create_app("traced").await;
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        let r = app
-            .http
-            .get(app.url(&format!("/applications/{token}")))
-            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let lines = log_lines(&log, |l| l.iter().any(|l| l.contains(&trace))).await;
-        let line = lines.iter().find(|l| l.contains(&trace)).unwrap();
-        match format {
-            "json" => {
-                let v: Value = serde_json::from_str(line).unwrap();
-                assert_eq!(v["trace_id"], trace.as_str(), "{line}");
-                assert_eq!(v["span_id"].as_str().map(str::len), Some(16), "{line}");
+        for flags in ["01", "00"] {
+            let trace = uuid::Uuid::new_v4().simple().to_string();
+            let r = app
+                .http
+                .get(app.url(&format!("/applications/{token}")))
+                .header(
+                    "traceparent",
+                    format!("00-{trace}-00f067aa0ba902b7-{flags}"),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-trace-id"], trace.as_str(), "flags {flags}");
+            let lines = log_lines(&log, |l| l.iter().any(|l| l.contains(&trace))).await;
+            let line = lines.iter().find(|l| l.contains(&trace)).unwrap();
+            match format {
+                "json" => {
+                    let v: Value = serde_json::from_str(line).unwrap();
+                    assert_eq!(v["trace_id"], trace.as_str(), "{line}");
+                    assert_eq!(v["span_id"].as_str().map(str::len), Some(16), "{line}");
+                }
+                _ => assert!(
+                    line.contains(&format!("trace_id={trace} span_id=")),
+                    "{line}"
+                ),
             }
-            _ => assert!(
-                line.contains(&format!("trace_id={trace} span_id=")),
-                "{line}"
-            ),
         }
         stack.cleanup().await;
     }

@@ -185,6 +185,26 @@ async fn the_server_span_continues_the_callers_trace_and_reaches_the_collector()
         let request_id = str_attribute(&server, "http.request.header.x-request-id")
             .expect("the request id on the server span");
         assert_eq!(request_id.len(), 32, "{request_id}");
+
+        // A request with no caller's trace starts its own, under the id
+        // its response names.
+        let r = app
+            .http
+            .get(app.url(&format!("/applications/{token}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let own = r.headers()["x-trace-id"].to_str().unwrap().to_owned();
+        wait_for(&received, "the root request's server span", |all| {
+            all.iter().any(|(_, s)| {
+                hex(&s.trace_id) == own
+                    && s.kind == SpanKind::Server as i32
+                    && s.parent_span_id.is_empty()
+                    && s.name == "GET /api/v1/applications/{token}"
+            })
+        })
+        .await;
         stack.cleanup().await;
     }
 }

@@ -25,7 +25,6 @@ use chat_observability::{
     otel, spans,
 };
 use chat_queue::QueueName;
-use tracing::Instrument;
 
 #[derive(Clone)]
 struct Route(String);
@@ -54,32 +53,32 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 async fn record(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let started = Instant::now();
-    let traced = otel::enabled();
     let request_id = request
         .headers()
         .get(crate::request_id::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let span = spans::http_server(method.as_str(), &request_id);
-    if traced {
-        let carried: Vec<(&str, &str)> = ["traceparent", "tracestate"]
+    let carried: Vec<(&str, &str)> = if otel::enabled() {
+        ["traceparent", "tracestate"]
             .into_iter()
             .filter_map(|name| {
                 let value = request.headers().get(name)?.to_str().ok()?;
                 Some((name, value))
             })
-            .collect();
-        spans::continue_remote(&span, &carried);
-    }
-    let mut response = next.run(request).instrument(span.clone()).await;
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let span = spans::HttpServer::open(method.as_str(), &request_id, &carried);
+    let mut response = span.instrument(next.run(request)).await;
     let status = response.status().as_u16();
     let route = response
         .extensions()
         .get::<Route>()
         .map_or("unmatched", |r| r.0.as_str())
         .to_owned();
-    if let Some(trace_id) = spans::finish_http(&span, method.as_str(), &route, status)
+    if let Some(trace_id) = span.finish(method.as_str(), &route, status)
         && let Ok(value) = HeaderValue::from_str(&trace_id)
     {
         response.headers_mut().insert(TRACE_ID_HEADER, value);

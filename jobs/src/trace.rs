@@ -19,7 +19,7 @@ use chat_observability::{
     metrics::metrics,
     otel,
     propagate::{self, Linked},
-    spans::{self, Destination},
+    spans::{self, Delivery, Destination},
 };
 use chat_queue::{Claimed, QueueName};
 use tracing::Span;
@@ -29,8 +29,8 @@ use tracing::Span;
 pub struct Origin {
     /// The `send` span that enqueued the job, when it was traced.
     pub sender: Option<Linked>,
-    /// The job's `receive` span; disabled when the job is untraced.
-    pub span: Span,
+    /// The job's `receive` span; none when the job is untraced.
+    pub span: Delivery,
 }
 
 pub type JobOrigin = Arc<Origin>;
@@ -40,13 +40,13 @@ impl Origin {
     pub fn untraced() -> JobOrigin {
         Arc::new(Self {
             sender: None,
-            span: Span::none(),
+            span: Delivery::none(),
         })
     }
 
     /// Records how the job was settled: `acked`, `retry` or `dead`.
     pub fn settled(&self, outcome: &'static str) {
-        spans::settled(&self.span, outcome);
+        self.span.settled(outcome);
     }
 }
 
@@ -58,16 +58,16 @@ pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> 
     let Some(sender) = job.trace.as_deref().and_then(propagate::sender) else {
         return Origin::untraced();
     };
-    let span = spans::receive(
+    let span = Delivery::receive(
         Destination {
             queue: queue.as_str(),
             system,
         },
+        &sender,
         &job.id,
         job.attempt,
         waited_ms,
     );
-    propagate::continue_from(&span, &sender);
     Arc::new(Origin {
         sender: Some(sender),
         span,
@@ -103,7 +103,7 @@ pub(crate) fn batch(queue: QueueName, system: &'static str, origins: &[&JobOrigi
     );
     if let Some(batch) = propagate::linkable(&span) {
         for job in &jobs {
-            propagate::link_to(&job.span, &batch);
+            job.span.link_to(&batch);
         }
     }
     span

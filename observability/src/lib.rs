@@ -89,7 +89,8 @@ pub fn init(default_filter: &str, format: LogFormat) -> Telemetry {
     let provider = otel::provider();
     // Each layer filters for itself: RUST_LOG decides what is logged, not
     // what is traced, so a quiet log level still exports request spans.
-    // The exporter's own HTTP client must not trace itself.
+    // The exporter's own HTTP client must not trace itself, and the span
+    // of a request that is not sampled never reaches this layer.
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(otel::tracer(p))
@@ -99,7 +100,10 @@ pub fn init(default_filter: &str, format: LogFormat) -> Telemetry {
             .with_threads(false)
             .with_location(false)
             .with_target(false)
-            .with_filter(EnvFilter::new("info,h2=off,hyper=off,reqwest=off"))
+            .with_filter(EnvFilter::new(format!(
+                "info,h2=off,hyper=off,reqwest=off,{}=off",
+                spans::UNSAMPLED_TARGET
+            )))
     });
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter))

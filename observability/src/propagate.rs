@@ -24,7 +24,7 @@ const TRACEPARENT: &str = "traceparent";
 /// A span to link to, taken from a job's `traceparent` or from a span.
 /// Equal when they name the same span.
 #[derive(Clone, Debug)]
-pub struct Linked(SpanContext);
+pub struct Linked(pub(crate) SpanContext);
 
 impl PartialEq for Linked {
     fn eq(&self, other: &Self) -> bool {

@@ -1,14 +1,23 @@
 //! Every span the system opens, named and attributed here once, in
 //! OpenTelemetry's conventions for HTTP servers and for messaging: the
-//! request's server span, and a job's `send`, `receive` and `process`
+//! request's server span ([`HttpServer`]), and a job's `send`, `receive` and `process`
 //! spans. Other crates open them through these functions and record
-//! outcomes through [`failed`] and [`settled`]; none names an attribute.
-use opentelemetry::{global, propagation::Extractor, trace::TraceContextExt};
-use tracing::{Span, field::Empty};
+//! outcomes through [`failed`] and [`Delivery::settled`]; none names an
+//! attribute.
+use std::sync::Mutex;
+
+use opentelemetry::{
+    Context, KeyValue,
+    context::FutureExt,
+    global,
+    propagation::Extractor,
+    trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer},
+};
+use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    otel,
+    otel::{self, Decision},
     propagate::{self, Linked},
 };
 
@@ -20,29 +29,106 @@ pub struct Destination {
     pub system: &'static str,
 }
 
-/// The SERVER span of one HTTP request; its name and route are known only
-/// once routing ran, and [`finish_http`] sets them.
-pub fn http_server(method: &str, request_id: &str) -> Span {
-    tracing::info_span!(
-        "http request",
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = %method,
-        "http.request.header.x-request-id" = %request_id,
-        http.route = Empty,
-        http.response.status_code = Empty,
-    )
+/// Where the SERVER spans of requests whose trace is not sampled go: a
+/// target the OpenTelemetry layer filters out (see [`crate::init`]), so
+/// they cost what a log-only span costs.
+pub(crate) const UNSAMPLED_TARGET: &str = "chat_observability::spans::unsampled";
+
+macro_rules! http_span {
+    ($target:expr, $method:expr, $request_id:expr) => {
+        tracing::info_span!(
+            target: $target,
+            "http request",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = %$method,
+            "http.request.header.x-request-id" = %$request_id,
+            http.route = Empty,
+            http.response.status_code = Empty,
+        )
+    };
 }
 
-/// Makes `span` a child of the trace context the request's headers carry
-/// (`traceparent`, `tracestate`), given as name and value pairs.
-pub fn continue_remote(span: &Span, headers: &[(&str, &str)]) {
-    if !otel::enabled() {
-        return;
+/// The SERVER span of one HTTP request, whose sampling is decided as it
+/// opens. Its name and route are known only once routing ran, and
+/// [`HttpServer::finish`] sets them.
+pub struct HttpServer {
+    span: Span,
+    /// The request's trace when it is not sampled: made current around
+    /// its work in place of an exported span.
+    unsampled: Option<Context>,
+}
+
+impl HttpServer {
+    /// Opens the span of a request that carried `headers` (as name and
+    /// value pairs; `traceparent` and `tracestate` are read), continuing
+    /// the caller's trace when they name one.
+    pub fn open(method: &str, request_id: &str, headers: &[(&str, &str)]) -> Self {
+        if !otel::enabled() {
+            return Self {
+                span: http_span!("chat_observability::spans", method, request_id),
+                unsampled: None,
+            };
+        }
+        let parent = global::get_text_map_propagator(|p| p.extract(&Pairs(headers)));
+        match otel::decide(&parent, "http request", SpanKind::Server) {
+            Decision::Sampled(trace_id) => {
+                let span = http_span!("chat_observability::spans", method, request_id);
+                // Fails only if the span is filtered out of the
+                // OpenTelemetry layer.
+                let _ = span.set_parent(parent);
+                otel::start_as(&span, trace_id);
+                Self {
+                    span,
+                    unsampled: None,
+                }
+            }
+            Decision::Dropped(context) => Self {
+                span: http_span!(UNSAMPLED_TARGET, method, request_id),
+                unsampled: Some(context),
+            },
+        }
     }
-    let parent = global::get_text_map_propagator(|p| p.extract(&Pairs(headers)));
-    // Fails only if the span is filtered out of the OpenTelemetry layer.
-    let _ = span.set_parent(parent);
+
+    /// Runs the request's work inside its span and its trace.
+    pub async fn instrument<F: Future>(&self, work: F) -> F::Output {
+        let work = work.instrument(self.span.clone());
+        match &self.unsampled {
+            Some(context) => work.with_context(context.clone()).await,
+            None => work.await,
+        }
+    }
+
+    /// Runs `f` inside the request's span and its trace: for log lines
+    /// written after its work.
+    pub fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _current = self.unsampled.clone().map(Context::attach);
+        self.span.in_scope(f)
+    }
+
+    /// Records the request's route and status, names the span
+    /// `<method> <route>`, and returns the request's trace id when it is
+    /// traced, sampled or not, for the client to quote.
+    pub fn finish(&self, method: &str, route: &str, status: u16) -> Option<String> {
+        let span = &self.span;
+        span.record("http.route", route);
+        span.record("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            failed(span);
+        }
+        if let Some(context) = &self.unsampled {
+            return Some(context.span().span_context().trace_id().to_string());
+        }
+        if !otel::enabled() {
+            return None;
+        }
+        // A started span ignores a recorded `otel.name`, so the name is
+        // set on the OpenTelemetry span itself.
+        let context = span.context();
+        context.span().update_name(format!("{method} {route}"));
+        let trace = context.span().span_context().clone();
+        trace.is_valid().then(|| trace.trace_id().to_string())
+    }
 }
 
 struct Pairs<'a>(&'a [(&'a str, &'a str)]);
@@ -58,26 +144,6 @@ impl Extractor for Pairs<'_> {
     fn keys(&self) -> Vec<&str> {
         self.0.iter().map(|(k, _)| *k).collect()
     }
-}
-
-/// Records the request's route and status on its server span, names it
-/// `<method> <route>`, and returns its trace id when it is traced, for
-/// the client to quote.
-pub fn finish_http(span: &Span, method: &str, route: &str, status: u16) -> Option<String> {
-    span.record("http.route", route);
-    span.record("http.response.status_code", i64::from(status));
-    if status >= 500 {
-        failed(span);
-    }
-    if !otel::enabled() {
-        return None;
-    }
-    // A started span ignores a recorded `otel.name`, so the name is set on
-    // the OpenTelemetry span itself.
-    let context = span.context();
-    context.span().update_name(format!("{method} {route}"));
-    let trace = context.span().span_context().clone();
-    trace.is_valid().then(|| trace.trace_id().to_string())
 }
 
 /// The INTERNAL span of reserving a number or a version for a write.
@@ -105,23 +171,72 @@ pub fn send(to: Destination, parent: Option<&Span>) -> Span {
     )
 }
 
-/// The CONSUMER span of one delivery of a job, a root until it is made to
-/// continue its sender's trace.
-pub fn receive(from: Destination, message_id: &str, attempt: u32, queue_wait_ms: i64) -> Span {
-    tracing::info_span!(
-        parent: None,
-        "receive",
-        otel.name = %format_args!("receive {}", from.queue),
-        otel.kind = "consumer",
-        otel.status_code = Empty,
-        messaging.system = from.system,
-        messaging.destination.name = from.queue,
-        messaging.operation.type = "receive",
-        messaging.message.id = message_id,
-        chat.job.attempt = i64::from(attempt),
-        chat.job.queue_wait_ms = queue_wait_ms,
-        chat.job.outcome = Empty,
-    )
+/// The CONSUMER span of one delivery of a job, from its claim until it is
+/// settled: a child of the `send` span that enqueued it, and linked to
+/// the batch that wrote it ([`Delivery::link_to`]). It ends when dropped.
+///
+/// Built on the OpenTelemetry SDK directly, not through `tracing`: a
+/// worker opens one per job, none is ever entered and no log line is
+/// written inside one, so a subscriber's span bookkeeping would be all
+/// the cost and none of the use.
+#[derive(Debug, Default)]
+pub struct Delivery(Option<Mutex<opentelemetry_sdk::trace::Span>>);
+
+impl Delivery {
+    /// A delivery that leaves no span: an untraced job's.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Opens the span of a job sent by `sender`; an untraced one when
+    /// nothing is exported.
+    pub fn receive(
+        from: Destination,
+        sender: &Linked,
+        message_id: &str,
+        attempt: u32,
+        queue_wait_ms: i64,
+    ) -> Self {
+        let Some(tracer) = otel::sdk_tracer() else {
+            return Self::none();
+        };
+        let parent = Context::new().with_remote_span_context(sender.0.clone());
+        let span = tracer
+            .span_builder(format!("receive {}", from.queue))
+            .with_kind(SpanKind::Consumer)
+            .with_attributes([
+                KeyValue::new("messaging.system", from.system),
+                KeyValue::new("messaging.destination.name", from.queue),
+                KeyValue::new("messaging.operation.type", "receive"),
+                KeyValue::new("messaging.message.id", message_id.to_owned()),
+                KeyValue::new("chat.job.attempt", i64::from(attempt)),
+                KeyValue::new("chat.job.queue_wait_ms", queue_wait_ms),
+            ])
+            .start_with_context(tracer, &parent);
+        Self(Some(Mutex::new(span)))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut opentelemetry_sdk::trace::Span)) {
+        if let Some(span) = &self.0 {
+            f(&mut span.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    /// Links the delivery to `batch`, the span that wrote its rows.
+    pub fn link_to(&self, batch: &Linked) {
+        self.with(|span| span.add_link(batch.0.clone(), Vec::new()));
+    }
+
+    /// Records how the job was settled (`acked`, `retry`, `dead`,
+    /// `deferred`); anything but an ack is a failed delivery.
+    pub fn settled(&self, outcome: &'static str) {
+        self.with(|span| {
+            span.set_attribute(KeyValue::new("chat.job.outcome", outcome));
+            if outcome != "acked" {
+                span.set_status(Status::error(""));
+            }
+        });
+    }
 }
 
 /// Most links one batch span records: the SDK's default link limit.
@@ -160,15 +275,6 @@ fn batch(from: Destination, jobs: usize) -> Span {
 /// Marks the work of `span` as failed.
 pub fn failed(span: &Span) {
     span.record("otel.status_code", "error");
-}
-
-/// Records how a `receive` span's job was settled (`acked`, `retry`,
-/// `dead`); anything but an ack is a failed delivery.
-pub fn settled(span: &Span, outcome: &'static str) {
-    span.record("chat.job.outcome", outcome);
-    if outcome != "acked" {
-        failed(span);
-    }
 }
 
 /// The CLIENT span of one bulk INSERT of `rows` rows into `table`, named
