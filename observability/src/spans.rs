@@ -1,9 +1,9 @@
 //! Every span the system opens, named and attributed here once, in
 //! OpenTelemetry's conventions for HTTP servers and for messaging: the
-//! request's server span ([`HttpServer`]), and a job's `send`, `receive` and `process`
-//! spans. Other crates open them through these functions and record
-//! outcomes through [`failed`] and [`Delivery::settled`]; none names an
-//! attribute.
+//! request's server span ([`HttpServer`]), and a job's `send`, `receive`
+//! ([`Delivery`]) and `process` spans. Other crates open them through
+//! these functions and record outcomes through [`failed`] and
+//! [`Delivery::settled`]; none names an attribute.
 use std::sync::Mutex;
 
 use opentelemetry::{
