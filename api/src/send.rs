@@ -5,13 +5,9 @@
 //! reserve and enqueue in one atomic step, so the two spans cover the
 //! same call; they stay separate because an SRE looks for each by name.
 use chat_links::StoreError;
-use chat_observability::{
-    propagate,
-    spans::{self, Destination},
-};
+use chat_observability::spans::{self, Destination};
 use chat_queue::QueueName;
 use chat_store::intake::WriteMeta;
-use tracing::Instrument;
 
 use crate::{AppState, write::WriteContext};
 
@@ -47,25 +43,16 @@ pub(crate) async fn traced<T>(
     accept: impl AsyncFnOnce(WriteMeta) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     write.reaching();
-    if !propagate::sampled(&tracing::Span::current()) {
+    let to = Destination {
+        queue: queue.as_str(),
+        system: state.deps.queue.system(),
+    };
+    let Some(spans) = spans::Accept::open(reserving.what(), to) else {
         return accept(write.meta(None)).await;
-    }
-    let reserve = spans::reserve(reserving.what());
-    let send = spans::send(
-        Destination {
-            queue: queue.as_str(),
-            system: state.deps.queue.system(),
-        },
-        Some(&reserve),
-    );
-    let trace = propagate::traceparent(&send);
-    let result = accept(write.meta(trace))
-        .instrument(send.clone())
-        .instrument(reserve.clone())
-        .await;
+    };
+    let result = accept(write.meta(spans.traceparent())).await;
     if result.is_err() {
-        spans::failed(&send);
-        spans::failed(&reserve);
+        spans.failed();
     }
     result
 }

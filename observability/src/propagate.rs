@@ -48,12 +48,16 @@ pub fn traceparent(span: &Span) -> Option<String> {
     if !enabled() {
         return None;
     }
-    let cx = span.context();
+    traceparent_of(&span.context())
+}
+
+/// The `traceparent` of the span `cx` holds; `None` when it holds none.
+pub(crate) fn traceparent_of(cx: &Context) -> Option<String> {
     if !cx.span().span_context().is_valid() {
         return None;
     }
     let mut carrier = HashMap::with_capacity(1);
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    TraceContextPropagator::new().inject_context(cx, &mut carrier);
     carrier.remove(TRACEPARENT)
 }
 

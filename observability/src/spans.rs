@@ -146,13 +146,65 @@ impl Extractor for Pairs<'_> {
     }
 }
 
-/// The INTERNAL span of reserving a number or a version for a write.
-pub fn reserve(what: &'static str) -> Span {
-    tracing::info_span!(
-        "reserve",
-        otel.name = %format_args!("reserve {what}"),
-        otel.status_code = Empty,
-    )
+/// The spans of one accepted write, under the request's span: `reserve
+/// <what>` (INTERNAL, the number or the version), and inside it `send
+/// <queue>` (PRODUCER), whose `traceparent` the job carries so the
+/// worker's spans continue the request's trace. Both end when this is
+/// dropped.
+///
+/// Built on the OpenTelemetry SDK directly, like [`Delivery`]: they time
+/// one call that writes no log line, and a `tracing` span would be
+/// entered, locked and switched into on every poll of it.
+pub struct Accept {
+    reserve: Context,
+    send: Context,
+}
+
+impl Accept {
+    /// Opens the spans of a write reserving `what` and sending its job to
+    /// `to`; `None` when the current request is not sampled (or nothing
+    /// is exported), so an unsampled write builds nothing.
+    pub fn open(what: &'static str, to: Destination) -> Option<Self> {
+        let tracer = otel::sdk_tracer()?;
+        let request = Context::current();
+        if !request.span().span_context().is_sampled() {
+            return None;
+        }
+        let reserve = tracer
+            .span_builder(format!("reserve {what}"))
+            .with_kind(SpanKind::Internal)
+            .start_with_context(tracer, &request);
+        let reserve = request.with_span(reserve);
+        let send = tracer
+            .span_builder(format!("send {}", to.queue))
+            .with_kind(SpanKind::Producer)
+            .with_attributes([
+                KeyValue::new("messaging.system", to.system),
+                KeyValue::new("messaging.destination.name", to.queue),
+                KeyValue::new("messaging.operation.type", "send"),
+            ])
+            .start_with_context(tracer, &reserve);
+        let send = reserve.with_span(send);
+        Some(Self { reserve, send })
+    }
+
+    /// The `traceparent` of the `send` span, for the job to carry.
+    pub fn traceparent(&self) -> Option<String> {
+        propagate::traceparent_of(&self.send)
+    }
+
+    /// Marks the write as failed.
+    pub fn failed(&self) {
+        self.send.span().set_status(Status::error(""));
+        self.reserve.span().set_status(Status::error(""));
+    }
+}
+
+impl Drop for Accept {
+    fn drop(&mut self) {
+        self.send.span().end();
+        self.reserve.span().end();
+    }
 }
 
 /// The PRODUCER span of sending a job to `to`, under the current span or
