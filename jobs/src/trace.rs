@@ -54,7 +54,7 @@ impl Origin {
 pub(crate) fn claimed(queue: QueueName, system: &'static str, job: &Claimed) -> JobOrigin {
     let waited_ms = (chat_links::now_millis() - job.ready_at).max(0);
     metrics().queue_wait(queue.as_str(), waited_ms as f64 / 1e3);
-    // Senders only pass sampled contexts (see `propagate::sampled`).
+    // Senders only pass sampled contexts (see `spans::Accept::open`).
     let Some(sender) = job.trace.as_deref().and_then(propagate::sender) else {
         return Origin::untraced();
     };

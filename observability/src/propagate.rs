@@ -1,11 +1,12 @@
 //! Carrying trace context across the queue as an opaque W3C `traceparent`
 //! string, so no other crate handles OpenTelemetry types.
 //!
-//! The sender stores [`traceparent`] of its `send` span in the job, when
-//! it is [`sampled`]; the worker makes its per-job span a child of that
-//! context ([`sender`], [`continue_from`]) and links its batch span to
-//! every job's sender ([`link_to`], [`Linked`]). With no collector
-//! configured every function here is a no-op that returns at once.
+//! The sender stores the `traceparent` of its `send` span in the job, when
+//! the request is sampled (see `spans::Accept`); the worker makes its
+//! per-job span a child of that context ([`sender`]), and its batch span
+//! the child of a lone sender ([`continue_from`]) or a link to every
+//! job's sender ([`link_to`], [`Linked`]). With no collector configured
+//! every function here is a no-op that returns at once.
 use std::collections::HashMap;
 
 use opentelemetry::{
@@ -65,15 +66,6 @@ fn extract(traceparent: &str) -> Option<Context> {
     let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
     let cx = TraceContextPropagator::new().extract(&carrier);
     cx.span().span_context().is_valid().then_some(cx)
-}
-
-/// Whether `span` is being recorded for export. An unsampled request
-/// need not carry its context into jobs: every standard sampler decides
-/// the same way for the job's spans (a parent-based one follows the
-/// parent, a ratio one hashes the same trace id), so the worker can skip
-/// building spans that would be dropped.
-pub fn sampled(span: &Span) -> bool {
-    enabled() && span.context().span().span_context().is_sampled()
 }
 
 /// Makes `span` a child of `parent` (a job's sender). Call it before the

@@ -163,7 +163,11 @@ pub struct Accept {
 impl Accept {
     /// Opens the spans of a write reserving `what` and sending its job to
     /// `to`; `None` when the current request is not sampled (or nothing
-    /// is exported), so an unsampled write builds nothing.
+    /// is exported), so an unsampled write builds nothing and its job
+    /// carries no context: every standard sampler decides the same way
+    /// for the job's spans (a parent-based one follows the parent, a
+    /// ratio one hashes the same trace id), so the worker can skip
+    /// building spans that would be dropped.
     pub fn open(what: &'static str, to: Destination) -> Option<Self> {
         let tracer = otel::sdk_tracer()?;
         let request = Context::current();
