@@ -29,6 +29,18 @@ pub struct Destination {
     pub system: &'static str,
 }
 
+impl Destination {
+    /// The messaging attributes of an SDK-built span that does
+    /// `operation` (`send`, `receive`) on this queue.
+    fn attributes(&self, operation: &'static str) -> [KeyValue; 3] {
+        [
+            KeyValue::new("messaging.system", self.system),
+            KeyValue::new("messaging.destination.name", self.queue),
+            KeyValue::new("messaging.operation.type", operation),
+        ]
+    }
+}
+
 /// Where the SERVER spans of requests whose trace is not sampled go: a
 /// target the OpenTelemetry layer filters out (see [`crate::init`]), so
 /// they cost what a log-only span costs.
@@ -182,11 +194,7 @@ impl Accept {
         let send = tracer
             .span_builder(format!("send {}", to.queue))
             .with_kind(SpanKind::Producer)
-            .with_attributes([
-                KeyValue::new("messaging.system", to.system),
-                KeyValue::new("messaging.destination.name", to.queue),
-                KeyValue::new("messaging.operation.type", "send"),
-            ])
+            .with_attributes(to.attributes("send"))
             .start_with_context(tracer, &reserve);
         let send = reserve.with_span(send);
         Some(Self { reserve, send })
@@ -260,14 +268,11 @@ impl Delivery {
         let span = tracer
             .span_builder(format!("receive {}", from.queue))
             .with_kind(SpanKind::Consumer)
-            .with_attributes([
-                KeyValue::new("messaging.system", from.system),
-                KeyValue::new("messaging.destination.name", from.queue),
-                KeyValue::new("messaging.operation.type", "receive"),
+            .with_attributes(from.attributes("receive").into_iter().chain([
                 KeyValue::new("messaging.message.id", message_id.to_owned()),
                 KeyValue::new("chat.job.attempt", i64::from(attempt)),
                 KeyValue::new("chat.job.queue_wait_ms", queue_wait_ms),
-            ])
+            ]))
             .start_with_context(tracer, &parent);
         Self(Some(Mutex::new(span)))
     }
