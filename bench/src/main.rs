@@ -5,7 +5,7 @@
 //! `cargo run --release -p bench -- --profile embedded|distributed`
 //! `cargo run --release -p bench -- [--profile …] search|counts|marks|overview`
 //! `cargo run --release -p bench -- [--redis-cluster] scale [--processes 2]`
-//! `cargo run --release -p bench -- tracing [--rounds 2]`
+//! `cargo run --release -p bench -- tracing [--slices 10]`
 //! `cargo run --release -p bench -- faults [--messages N]`
 use std::{path::PathBuf, time::Duration};
 
@@ -153,13 +153,13 @@ enum Internal {
         #[arg(long, default_value_t = 8)]
         apps: usize,
     },
-    /// What tracing costs: `--requests` POSTs and their drain on the
-    /// distributed profile with tracing off, sampling 1% and sampling
-    /// 100%, each on a fresh deployment, repeated `--rounds` times in
-    /// turn; CPU per POST and per row, averaged.
+    /// What tracing costs: `--requests` POSTs, taken in and persisted, on
+    /// the distributed profile with tracing off, sampling 1% and sampling
+    /// 100%, on three deployments side by side, sent to them in `--slices`
+    /// rotating turns; CPU per POST and per row.
     Tracing {
-        #[arg(long, default_value_t = 2)]
-        rounds: usize,
+        #[arg(long, default_value_t = 10)]
+        slices: usize,
     },
     /// The dashboard's overview render time over a queue holding this many
     /// finished jobs, all within the retention.
@@ -300,29 +300,26 @@ async fn main() -> anyhow::Result<()> {
             scale::print(&outcome?);
             return Ok(());
         }
-        Some(Internal::Tracing { rounds }) => {
+        Some(Internal::Tracing { slices }) => {
             let chat = system::chat_binary(cli.chat_bin.clone())?;
-            let sink = tracing_cost::Sink::start().await?;
-            let mut costs = Vec::new();
-            for _ in 0..(*rounds).max(1) {
-                for mode in tracing_cost::Mode::ALL {
-                    let deployment = deploy(&cli, Profile::Distributed, &chat).await?;
-                    let outcome = tracing_cost::measure(
-                        &deployment,
-                        mode,
-                        &sink,
-                        cli.requests,
-                        cli.chats.max(1),
-                        cli.concurrency.max(1),
-                    )
-                    .await;
-                    deployment
-                        .tear_down(cli.keep_logs || outcome.is_err())
-                        .await?;
-                    costs.push(outcome?);
-                }
+            let mut deployments = Vec::new();
+            for _ in tracing_cost::Mode::ALL {
+                deployments.push(deploy(&cli, Profile::Distributed, &chat).await?);
             }
-            tracing_cost::print(&tracing_cost::mean(&costs));
+            let outcome = tracing_cost::measure(
+                &deployments,
+                cli.requests,
+                *slices,
+                cli.chats.max(1),
+                cli.concurrency.max(1),
+            )
+            .await;
+            for deployment in deployments {
+                deployment
+                    .tear_down(cli.keep_logs || outcome.is_err())
+                    .await?;
+            }
+            tracing_cost::print(&outcome?);
             return Ok(());
         }
         Some(Internal::Overview { jobs, renders }) => {

@@ -1,8 +1,9 @@
-//! What tracing costs on the distributed write path: the same POSTs and
-//! drain with tracing off, sampling 1% and sampling 100%, in one run, each
-//! on a fresh deployment. The spans go over OTLP/HTTP to a sink the bench
-//! serves, which answers every export and drops it, so the figures are the
-//! roles' own cost of making and sending spans.
+//! What tracing costs on the distributed write path: the same POSTs, taken
+//! in and persisted, with tracing off, sampling 1% and sampling 100%, on
+//! three deployments running side by side (see [`measure`]). Each mode's
+//! spans go over OTLP/HTTP to a sink of its own that the bench serves,
+//! which answers every export and drops it, so the figures are the roles'
+//! own cost of making and sending spans.
 use std::{
     sync::{
         Arc,
@@ -13,11 +14,13 @@ use std::{
 
 use axum::{Router, body::Bytes, extract::State, http::header, routing::post};
 
+use sea_orm::DatabaseConnection;
+
 use crate::{
-    client::ChatApi,
+    client::{AppUrls, ChatApi},
     load::closed_loop,
     run::{posting, wait_for_rows},
-    system::{Deployment, free_port, quiet},
+    system::{Deployment, Process, free_port, quiet},
 };
 
 #[derive(Clone, Copy)]
@@ -50,13 +53,13 @@ impl Mode {
 }
 
 /// An OTLP/HTTP receiver that counts what it is sent and keeps nothing.
-pub struct Sink {
-    pub url: String,
+struct Sink {
+    url: String,
     bytes: Arc<AtomicU64>,
 }
 
 impl Sink {
-    pub async fn start() -> anyhow::Result<Self> {
+    async fn start() -> anyhow::Result<Self> {
         let bytes = Arc::new(AtomicU64::new(0));
         let app = Router::new()
             .route("/v1/traces", post(receive))
@@ -95,23 +98,43 @@ pub struct Cost {
     pub exported_bytes: u64,
 }
 
-/// POSTs `requests` messages with no worker running, then drains them, on
-/// `d` with tracing set as `mode`.
-pub async fn measure(
+/// One mode's deployment, its API and worker running, and what the
+/// measured phase has cost it so far.
+struct Side {
+    mode: Mode,
+    sink: Sink,
+    db: DatabaseConnection,
+    app_id: i64,
+    client: ChatApi,
+    app: AppUrls,
+    api: Process,
+    worker: Process,
+    posted: usize,
+    posting: Duration,
+}
+
+/// The exporter's batch processor sends what it holds at least this often
+/// (`OTEL_BSP_SCHEDULE_DELAY`'s default, 5 s, and a margin), so waiting
+/// this long after the last POST bills each mode for all of its exports.
+const EXPORT_FLUSH: Duration = Duration::from_secs(6);
+
+/// Starts `mode`'s roles on `d`, and sends `warm` unmeasured POSTs through
+/// them: connections, caches, the exporter's first batch.
+async fn start(
     d: &Deployment,
     mode: Mode,
-    sink: &Sink,
-    requests: usize,
     chats: usize,
     concurrency: usize,
-) -> anyhow::Result<Cost> {
+    warm: usize,
+) -> anyhow::Result<Side> {
     d.migrate()?;
     let db = d.connect().await?;
+    let sink = Sink::start().await?;
     let env = mode.env(&sink.url);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let exported_before = sink.received();
     let port = free_port()?;
     let api = d.start_with("api", Some(port), &env)?;
+    let mut worker = d.start_with("worker", None, &env)?;
     let client = ChatApi::new(&format!("http://127.0.0.1:{port}"), concurrency)?;
     client.wait_ready(Duration::from_secs(60)).await?;
     let (token, app) = client.create_app(chats).await?;
@@ -119,8 +142,6 @@ pub async fn measure(
         .await?
         .ok_or_else(|| anyhow::anyhow!("the bench application was not stored"))?
         .id;
-    // Warm-up, unmeasured: connections, caches, the exporter's first batch.
-    let warm = 2_000.min(requests);
     closed_loop(
         concurrency,
         warm,
@@ -128,64 +149,100 @@ pub async fn measure(
         posting(&client, &app, 1..=chats, None),
     )
     .await?;
-    quiet().await;
-    eprintln!(
-        "[tracing {}] POST {requests} messages, worker stopped",
-        mode.label()
-    );
-    let before = api.cpu_secs()?;
-    let post = closed_loop(
-        concurrency,
-        requests,
-        Duration::MAX,
-        posting(&client, &app, 1..=chats, None),
-    )
-    .await?
-    .summary();
-    let api_us_per_post = (api.cpu_secs()? - before) * 1e6 / requests as f64;
-    quiet().await;
-    eprintln!("[tracing {}] drain", mode.label());
-    let mut worker = d.start_with("worker", None, &env)?;
-    wait_for_rows(&db, app_id, (warm + requests) as i64, &mut worker).await?;
-    let worker_us_per_row = worker.cpu_secs()? * 1e6 / (warm + requests) as f64;
-    worker.stop(Duration::from_secs(30)).await?;
-    api.stop(Duration::from_secs(30)).await?;
-    Ok(Cost {
+    wait_for_rows(&db, app_id, warm as i64, &mut worker).await?;
+    Ok(Side {
         mode,
-        post_rps: post.per_sec,
-        api_us_per_post,
-        worker_us_per_row,
-        exported_bytes: sink.received() - exported_before,
+        sink,
+        db,
+        app_id,
+        client,
+        app,
+        api,
+        worker,
+        posted: warm,
+        posting: Duration::ZERO,
     })
 }
 
-/// Each mode's runs averaged, in the order of [`Mode::ALL`].
-pub fn mean(costs: &[Cost]) -> Vec<Cost> {
-    Mode::ALL
+/// Every mode in [`Mode::ALL`] on its own deployment in `deployments`, side
+/// by side: `requests` POSTs per mode, taken in and persisted with the
+/// worker running, sent to the modes in turns of `requests / slices` with
+/// the first mode of each turn rotating. A drift in the machine's speed
+/// (tracing off alone measured 63 to 103 µs per POST on fresh deployments
+/// minutes apart) then bills every mode alike. Each role's CPU is counted
+/// over the whole measured phase and the exports that follow it, so the
+/// export thread's work is billed to its mode whenever it ran.
+pub async fn measure(
+    deployments: &[Deployment],
+    requests: usize,
+    slices: usize,
+    chats: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Cost>> {
+    let mut sides = Vec::new();
+    for (d, mode) in deployments.iter().zip(Mode::ALL) {
+        eprintln!(
+            "[tracing {}] starting api and worker, warming up",
+            mode.label()
+        );
+        sides.push(start(d, mode, chats, concurrency, 2_000.min(requests)).await?);
+    }
+    quiet().await;
+    let slices = slices.clamp(1, requests.max(1));
+    let per_slice = requests / slices;
+    let cpu_before: Vec<(f64, f64)> = sides
         .iter()
-        .filter_map(|mode| {
-            let runs: Vec<&Cost> = costs
-                .iter()
-                .filter(|c| c.mode.label() == mode.label())
-                .collect();
-            let n = runs.len() as f64;
-            (!runs.is_empty()).then(|| Cost {
-                mode: *mode,
-                post_rps: runs.iter().map(|c| c.post_rps).sum::<f64>() / n,
-                api_us_per_post: runs.iter().map(|c| c.api_us_per_post).sum::<f64>() / n,
-                worker_us_per_row: runs.iter().map(|c| c.worker_us_per_row).sum::<f64>() / n,
-                exported_bytes: runs.iter().map(|c| c.exported_bytes).sum::<u64>()
-                    / runs.len() as u64,
-            })
-        })
-        .collect()
+        .map(|s| Ok((s.api.cpu_secs()?, s.worker.cpu_secs()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let exported_before: Vec<u64> = sides.iter().map(|s| s.sink.received()).collect();
+    eprintln!(
+        "[tracing] {} turns of {per_slice} POSTs per mode, workers running",
+        slices
+    );
+    for turn in 0..slices {
+        for k in 0..sides.len() {
+            let n = sides.len();
+            let side = &mut sides[(turn + k) % n];
+            let samples = closed_loop(
+                concurrency,
+                per_slice,
+                Duration::MAX,
+                posting(&side.client, &side.app, 1..=chats, None),
+            )
+            .await?;
+            side.posted += per_slice;
+            side.posting += samples.elapsed;
+        }
+    }
+    for side in &mut sides {
+        wait_for_rows(&side.db, side.app_id, side.posted as i64, &mut side.worker).await?;
+    }
+    tokio::time::sleep(EXPORT_FLUSH).await;
+    let mut costs = Vec::new();
+    for ((side, (api0, worker0)), exported0) in
+        sides.into_iter().zip(cpu_before).zip(exported_before)
+    {
+        let measured = (per_slice * slices) as f64;
+        costs.push(Cost {
+            mode: side.mode,
+            post_rps: measured / side.posting.as_secs_f64().max(1e-9),
+            api_us_per_post: (side.api.cpu_secs()? - api0) * 1e6 / measured,
+            worker_us_per_row: (side.worker.cpu_secs()? - worker0) * 1e6 / measured,
+            exported_bytes: side.sink.received() - exported0,
+        });
+        side.worker.stop(Duration::from_secs(30)).await?;
+        side.api.stop(Duration::from_secs(30)).await?;
+    }
+    Ok(costs)
 }
 
 pub fn print(costs: &[Cost]) {
     let Some(off) = costs.iter().find(|c| matches!(c.mode, Mode::Off)) else {
         return;
     };
-    println!("\ntracing on the distributed profile (spans to an OTLP/HTTP sink that drops them)");
+    println!(
+        "\ntracing on the distributed profile, side by side, workers running (spans to OTLP/HTTP sinks that drop them)"
+    );
     println!(
         "  {:<10} {:>10} {:>16} {:>16} {:>12}",
         "sampling", "POST/s", "api µs/POST", "worker µs/row", "exported"
