@@ -7,11 +7,9 @@
 //! the child of a lone sender ([`continue_from`]) or a link to every
 //! job's sender ([`link_to`], [`Linked`]). With no collector configured
 //! every function here is a no-op that returns at once.
-use std::collections::HashMap;
-
 use opentelemetry::{
     Context,
-    propagation::TextMapPropagator,
+    propagation::{Extractor, Injector, TextMapPropagator},
     trace::{SpanContext, TraceContextExt},
 };
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -57,15 +55,43 @@ pub(crate) fn traceparent_of(cx: &Context) -> Option<String> {
     if !cx.span().span_context().is_valid() {
         return None;
     }
-    let mut carrier = HashMap::with_capacity(1);
+    let mut carrier = Carrier::default();
     TraceContextPropagator::new().inject_context(cx, &mut carrier);
-    carrier.remove(TRACEPARENT)
+    carrier.0
 }
 
-fn extract(traceparent: &str) -> Option<Context> {
-    let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    cx.span().span_context().is_valid().then_some(cx)
+/// A job's trace context: its `traceparent` alone. The propagator's own
+/// carrier is a `HashMap` of owned, lowercased strings, which a worker
+/// built and hashed for every traced job (3% of its CPU at 100%
+/// sampling).
+#[derive(Default)]
+struct Carrier(Option<String>);
+
+impl Injector for Carrier {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT {
+            self.0 = Some(value);
+        }
+    }
+}
+
+struct Carried<'a>(&'a str);
+
+impl Extractor for Carried<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        key.eq_ignore_ascii_case(TRACEPARENT).then_some(self.0)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
+fn extract(traceparent: &str) -> Option<SpanContext> {
+    let cx =
+        TraceContextPropagator::new().extract_with_context(&Context::new(), &Carried(traceparent));
+    let context = cx.span().span_context().clone();
+    context.is_valid().then_some(context)
 }
 
 /// Makes `span` a child of `parent` (a job's sender). Call it before the
@@ -82,7 +108,7 @@ pub fn sender(traceparent: &str) -> Option<Linked> {
     if !enabled() {
         return None;
     }
-    let context = extract(traceparent)?.span().span_context().clone();
+    let context = extract(traceparent)?;
     context.is_sampled().then_some(Linked(context))
 }
 
@@ -100,4 +126,55 @@ pub fn linkable(span: &Span) -> Option<Linked> {
 /// sees the link.
 pub fn link_to(span: &Span, to: &Linked) {
     span.add_link(to.0.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+
+    use super::*;
+
+    fn context(flags: TraceFlags) -> SpanContext {
+        SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            flags,
+            false,
+            TraceState::default(),
+        )
+    }
+
+    #[test]
+    fn a_traceparent_carries_a_span_context_across_the_queue_and_back() {
+        for flags in [TraceFlags::SAMPLED, TraceFlags::default()] {
+            let sent = context(flags);
+            let carried =
+                traceparent_of(&Context::new().with_remote_span_context(sent.clone())).unwrap();
+            let flag = if flags.is_sampled() { "01" } else { "00" };
+            assert_eq!(
+                carried,
+                format!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-{flag}")
+            );
+            let received = extract(&carried).unwrap();
+            assert_eq!(received.trace_id(), sent.trace_id());
+            assert_eq!(received.span_id(), sent.span_id());
+            assert_eq!(received.is_sampled(), flags.is_sampled());
+            assert!(received.is_remote());
+        }
+    }
+
+    #[test]
+    fn no_context_and_a_malformed_traceparent_carry_nothing() {
+        assert_eq!(traceparent_of(&Context::new()), None);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        ] {
+            assert!(extract(bad).is_none(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -265,14 +265,20 @@ impl Delivery {
             return Self::none();
         };
         let parent = Context::new().with_remote_span_context(sender.0.clone());
+        // Room for the outcome that `settled` adds: the builder keeps this
+        // vector, where one sized to the first six would be reallocated
+        // for the seventh.
+        let mut attributes = Vec::with_capacity(7);
+        attributes.extend(from.attributes("receive"));
+        attributes.extend([
+            KeyValue::new("messaging.message.id", message_id.to_owned()),
+            KeyValue::new("chat.job.attempt", i64::from(attempt)),
+            KeyValue::new("chat.job.queue_wait_ms", queue_wait_ms),
+        ]);
         let span = tracer
             .span_builder(format!("receive {}", from.queue))
             .with_kind(SpanKind::Consumer)
-            .with_attributes(from.attributes("receive").into_iter().chain([
-                KeyValue::new("messaging.message.id", message_id.to_owned()),
-                KeyValue::new("chat.job.attempt", i64::from(attempt)),
-                KeyValue::new("chat.job.queue_wait_ms", queue_wait_ms),
-            ]))
+            .with_attributes(attributes)
             .start_with_context(tracer, &parent);
         Self(Some(Mutex::new(span)))
     }
