@@ -5,7 +5,7 @@
 //! `cargo run --release -p bench -- --profile embedded|distributed`
 //! `cargo run --release -p bench -- [--profile …] search|counts|marks|overview`
 //! `cargo run --release -p bench -- [--redis-cluster] scale [--processes 2]`
-//! `cargo run --release -p bench -- tracing [--slices 10]`
+//! `cargo run --release -p bench -- tracing [--turns 10]`
 //! `cargo run --release -p bench -- faults [--messages N]`
 use std::{path::PathBuf, time::Duration};
 
@@ -155,11 +155,11 @@ enum Internal {
     },
     /// What tracing costs: `--requests` POSTs, taken in and persisted, on
     /// the distributed profile with tracing off, sampling 1% and sampling
-    /// 100%, on three deployments side by side, sent to them in `--slices`
-    /// rotating turns; CPU per POST and per row.
+    /// 100%, on three deployments side by side, sent to them in `--turns`
+    /// turns whose first mode rotates; CPU per POST and per row.
     Tracing {
         #[arg(long, default_value_t = 10)]
-        slices: usize,
+        turns: usize,
     },
     /// The dashboard's overview render time over a queue holding this many
     /// finished jobs, all within the retention.
@@ -300,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
             scale::print(&outcome?);
             return Ok(());
         }
-        Some(Internal::Tracing { slices }) => {
+        Some(Internal::Tracing { turns }) => {
             let chat = system::chat_binary(cli.chat_bin.clone())?;
             let mut deployments = Vec::new();
             for _ in tracing_cost::Mode::ALL {
@@ -309,7 +309,7 @@ async fn main() -> anyhow::Result<()> {
             let outcome = tracing_cost::measure(
                 &deployments,
                 cli.requests,
-                *slices,
+                *turns,
                 cli.chats.max(1),
                 cli.concurrency.max(1),
             )

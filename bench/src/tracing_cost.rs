@@ -166,8 +166,9 @@ async fn start(
 
 /// Every mode in [`Mode::ALL`] on its own deployment in `deployments`, side
 /// by side: `requests` POSTs per mode, taken in and persisted with the
-/// worker running, sent to the modes in turns of `requests / slices` with
-/// the first mode of each turn rotating. A drift in the machine's speed
+/// worker running, sent to the modes in `turns` turns of `requests /
+/// turns` each, with the first mode of each turn rotating and each turn
+/// persisted before the next begins. A drift in the machine's speed
 /// (tracing off alone measured 63 to 103 µs per POST on fresh deployments
 /// minutes apart) then bills every mode alike. Each role's CPU is counted
 /// over the whole measured phase and the exports that follow it, so the
@@ -175,7 +176,7 @@ async fn start(
 pub async fn measure(
     deployments: &[Deployment],
     requests: usize,
-    slices: usize,
+    turns: usize,
     chats: usize,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Cost>> {
@@ -188,41 +189,39 @@ pub async fn measure(
         sides.push(start(d, mode, chats, concurrency, 2_000.min(requests)).await?);
     }
     quiet().await;
-    let slices = slices.clamp(1, requests.max(1));
-    let per_slice = requests / slices;
+    let turns = turns.clamp(1, requests.max(1));
+    let per_turn = requests / turns;
     let cpu_before: Vec<(f64, f64)> = sides
         .iter()
         .map(|s| Ok((s.api.cpu_secs()?, s.worker.cpu_secs()?)))
         .collect::<anyhow::Result<_>>()?;
     let exported_before: Vec<u64> = sides.iter().map(|s| s.sink.received()).collect();
-    eprintln!(
-        "[tracing] {} turns of {per_slice} POSTs per mode, workers running",
-        slices
-    );
-    for turn in 0..slices {
-        for k in 0..sides.len() {
-            let n = sides.len();
+    eprintln!("[tracing] {turns} turns of {per_turn} POSTs per mode, workers running");
+    let n = sides.len();
+    for turn in 0..turns {
+        for k in 0..n {
             let side = &mut sides[(turn + k) % n];
             let samples = closed_loop(
                 concurrency,
-                per_slice,
+                per_turn,
                 Duration::MAX,
                 posting(&side.client, &side.app, 1..=chats, None),
             )
             .await?;
-            side.posted += per_slice;
+            side.posted += per_turn;
             side.posting += samples.elapsed;
+            // The next mode's turn starts once this one is persisted, so
+            // no turn runs beside another mode's drain: the mode that
+            // follows 100% would otherwise share the cores with its tail.
+            wait_for_rows(&side.db, side.app_id, side.posted as i64, &mut side.worker).await?;
         }
-    }
-    for side in &mut sides {
-        wait_for_rows(&side.db, side.app_id, side.posted as i64, &mut side.worker).await?;
     }
     tokio::time::sleep(EXPORT_FLUSH).await;
     let mut costs = Vec::new();
     for ((side, (api0, worker0)), exported0) in
         sides.into_iter().zip(cpu_before).zip(exported_before)
     {
-        let measured = (per_slice * slices) as f64;
+        let measured = (per_turn * turns) as f64;
         costs.push(Cost {
             mode: side.mode,
             post_rps: measured / side.posting.as_secs_f64().max(1e-9),
