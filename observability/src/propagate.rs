@@ -75,6 +75,7 @@ impl Injector for Carrier {
     }
 }
 
+/// The reading side of [`Carrier`]: a job's `traceparent`, borrowed.
 struct Carried<'a>(&'a str);
 
 impl Extractor for Carried<'_> {
