@@ -302,18 +302,32 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Internal::Tracing { turns }) => {
             let chat = system::chat_binary(cli.chat_bin.clone())?;
+            // Every deployment made is torn down below, also when a later
+            // one fails to deploy.
             let mut deployments = Vec::new();
+            let mut deployed = Ok(());
             for _ in tracing_cost::Mode::ALL {
-                deployments.push(deploy(&cli, Profile::Distributed, &chat).await?);
+                match deploy(&cli, Profile::Distributed, &chat).await {
+                    Ok(d) => deployments.push(d),
+                    Err(e) => {
+                        deployed = Err(e);
+                        break;
+                    }
+                }
             }
-            let outcome = tracing_cost::measure(
-                &deployments,
-                cli.requests,
-                *turns,
-                cli.chats.max(1),
-                cli.concurrency.max(1),
-            )
-            .await;
+            let outcome = match deployed {
+                Ok(()) => {
+                    tracing_cost::measure(
+                        &deployments,
+                        cli.requests,
+                        *turns,
+                        cli.chats.max(1),
+                        cli.concurrency.max(1),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             for deployment in deployments {
                 deployment
                     .tear_down(cli.keep_logs || outcome.is_err())
