@@ -13,7 +13,7 @@
 //!   shows in the request's own trace.
 //!
 //! With no collector configured these spans are never created.
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use chat_observability::{
     metrics::metrics,
@@ -81,18 +81,16 @@ pub(crate) fn batch(queue: QueueName, system: &'static str, origins: &[&JobOrigi
     if !otel::enabled() {
         return Span::none();
     }
-    let mut seen = HashSet::with_capacity(origins.len());
-    let jobs: Vec<&JobOrigin> = origins
-        .iter()
-        .copied()
-        .filter(|o| seen.insert(Arc::as_ptr(o)))
-        .collect();
-    let mut senders = HashSet::new();
-    let senders: Vec<&Linked> = jobs
-        .iter()
-        .filter_map(|o| o.sender.as_ref())
-        .filter(|s| senders.insert(*s))
-        .collect();
+    // An index job's rows share one origin, and two deliveries of one job
+    // share a sender. Sorted, repeats sit side by side and go without
+    // hashing every row (two hash sets per batch were 1% of a worker's CPU
+    // at 100% sampling).
+    let mut jobs: Vec<&JobOrigin> = origins.to_vec();
+    jobs.sort_unstable_by_key(|o| Arc::as_ptr(o));
+    jobs.dedup_by_key(|o| Arc::as_ptr(o));
+    let mut senders: Vec<&Linked> = jobs.iter().filter_map(|o| o.sender.as_ref()).collect();
+    senders.sort_unstable_by_key(|s| s.ids());
+    senders.dedup_by_key(|s| s.ids());
     let span = spans::process(
         Destination {
             queue: queue.as_str(),

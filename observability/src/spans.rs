@@ -275,10 +275,12 @@ impl Delivery {
             KeyValue::new("chat.job.attempt", i64::from(attempt)),
             KeyValue::new("chat.job.queue_wait_ms", queue_wait_ms),
         ]);
+        // Room for the link to its batch too, which `link_to` adds.
         let span = tracer
             .span_builder(format!("receive {}", from.queue))
             .with_kind(SpanKind::Consumer)
             .with_attributes(attributes)
+            .with_links(Vec::with_capacity(1))
             .start_with_context(tracer, &parent);
         Self(Some(Mutex::new(span)))
     }
