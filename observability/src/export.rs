@@ -1,6 +1,7 @@
-//! The span pipeline behind the tracer: the OTLP exporter for the
-//! configured protocol, inside the SDK's batch processor, with every span
-//! that does not reach the collector counted in `/metrics`.
+//! The span pipeline behind the tracer: the exporter for the configured
+//! protocol (our own for HTTP with protobuf, see [`crate::otlp_http`]; the
+//! OTLP crate's for the others), inside the SDK's batch processor, with
+//! every span that does not reach the collector counted in `/metrics`.
 //!
 //! The SDK's batch processor drops spans silently when its queue is full
 //! and exposes no count, so [`Bounded`] admits spans itself: it counts
@@ -25,7 +26,10 @@ use opentelemetry_sdk::{
     trace::{BatchConfigBuilder, BatchSpanProcessor, Span, SpanData, SpanProcessor},
 };
 
-use crate::metrics::metrics;
+use crate::{
+    metrics::metrics,
+    otlp_http::{self, ProtobufHttp},
+};
 
 /// The SDK's default for `OTEL_BSP_MAX_QUEUE_SIZE`.
 const DEFAULT_QUEUE: usize = 2048;
@@ -58,10 +62,14 @@ pub(crate) fn protocol() -> Protocol {
     }
 }
 
-/// The OTLP exporter for the configured protocol. gRPC builds a channel
-/// on the current Tokio runtime, so this runs inside one.
-fn exporter() -> Result<SpanExporter, String> {
+/// The exporter for the configured protocol. gRPC builds a channel on the
+/// current Tokio runtime, so this runs inside one.
+fn exporter() -> Result<Exporter, String> {
     let built = match protocol() {
+        Protocol::HttpBinary if !compression_asked() => {
+            let config = otlp_http::Config::from_env(env)?;
+            return ProtobufHttp::new(config).map(Exporter::ProtobufHttp);
+        }
         Protocol::Grpc => SpanExporter::builder()
             .with_tonic()
             .with_protocol(Protocol::Grpc)
@@ -71,7 +79,51 @@ fn exporter() -> Result<SpanExporter, String> {
             .with_protocol(http)
             .build(),
     };
-    built.map_err(|e| e.to_string())
+    built.map(Exporter::Otlp).map_err(|e| e.to_string())
+}
+
+fn compression_asked() -> bool {
+    env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_COMPRESSION"))
+        .is_some_and(|c| c != "none")
+}
+
+/// Our own exporter for OTLP/HTTP with protobuf, the default (see
+/// [`crate::otlp_http`]); the OTLP crate's for the other protocols.
+#[derive(Debug)]
+enum Exporter {
+    ProtobufHttp(ProtobufHttp),
+    Otlp(SpanExporter),
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for Exporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self {
+            Self::ProtobufHttp(e) => e.export(batch).await,
+            Self::Otlp(e) => e.export(batch).await,
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        match self {
+            Self::ProtobufHttp(e) => e.shutdown_with_timeout(timeout),
+            Self::Otlp(e) => e.shutdown_with_timeout(timeout),
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        match self {
+            Self::ProtobufHttp(e) => e.force_flush(),
+            Self::Otlp(e) => e.force_flush(),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        match self {
+            Self::ProtobufHttp(e) => e.set_resource(resource),
+            Self::Otlp(e) => e.set_resource(resource),
+        }
+    }
 }
 
 /// The batch processor over the OTLP exporter, wrapped so that drops are

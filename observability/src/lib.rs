@@ -3,7 +3,8 @@
 //!
 //! Owns log formatting (text, or JSON with `LOG_FORMAT=json`) and
 //! filtering (`RUST_LOG`), metric names, units and buckets, OpenTelemetry
-//! export over OTLP ([`otel`]), and carrying trace context through jobs
+//! export over OTLP ([`otel`]; spans in OTLP/HTTP protobuf, the default,
+//! are encoded and sent by our own exporter), and carrying trace context through jobs
 //! as an opaque string ([`propagate`]), every span the system opens
 //! ([`spans`]), and which backends this process
 //! is waiting for ([`health`]). It must not know about any domain
@@ -14,6 +15,8 @@ pub mod health;
 mod log_ids;
 pub mod metrics;
 pub mod otel;
+mod otlp_http;
+mod otlp_wire;
 pub mod propagate;
 pub mod spans;
 
