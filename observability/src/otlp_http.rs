@@ -7,16 +7,18 @@
 //! and it keeps that exporter's contract: the same variables
 //! (`OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, `_HEADERS` and `_TIMEOUT`),
 //! and the same retries (a failed connection, 429, 502, 503 and 504 are
-//! retried three times, from 100 ms doubling to 1.6 s, waiting at least
-//! what a `Retry-After` asks, all within the timeout). Compression is not
+//! retried three times, from 100 ms doubling to 1.6 s with jitter, waiting
+//! at least what a `Retry-After` asks, all within the timeout). Compression is not
 //! built in, so asking for it leaves export to that exporter, which
 //! refuses it.
 use std::{
     borrow::Cow,
     fmt,
     str::FromStr,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
+
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use opentelemetry_sdk::{
     Resource,
@@ -36,16 +38,15 @@ const DEFAULT_ENDPOINT: &str = "http://localhost:4318";
 const TRACES_PATH: &str = "/v1/traces";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-const RETRIES: u32 = 3;
+const RETRIES: usize = 3;
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_millis(1600);
-const MAX_JITTER_MS: u32 = 100;
 /// The longest a `Retry-After` is honoured for.
 const MAX_THROTTLE: Duration = Duration::from_secs(30);
 
 /// What the environment configures, read through `var` (which returns a
 /// variable's trimmed value, or `None` when it is unset or empty).
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(crate) struct Config {
     endpoint: reqwest::Url,
     headers: HeaderMap,
@@ -141,9 +142,12 @@ impl ProtobufHttp {
     /// until the timeout.
     fn post(&self, body: Vec<u8>) -> Result<(), String> {
         let started = Instant::now();
-        let mut delay = FIRST_DELAY;
-        let mut cap = MAX_DELAY;
-        let mut retries = 0;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(FIRST_DELAY)
+            .with_max_delay(MAX_DELAY)
+            .with_jitter()
+            .with_max_times(RETRIES)
+            .build();
         loop {
             let outcome = self
                 .client
@@ -172,26 +176,16 @@ impl ProtobufHttp {
                 }
                 Err(e) => (format!("network error: {e}"), None),
             };
-            if retries == RETRIES {
+            let Some(delay) = backoff.next() else {
                 return Err(format!(
-                    "OTLP export failed after {retries} retries: {failure}"
+                    "OTLP export failed after {RETRIES} retries: {failure}"
                 ));
-            }
-            retries += 1;
-            if let Some(asked) = asked.map(|d| d.min(MAX_THROTTLE)) {
-                // A server's delay seeds the backoff, and may lengthen it
-                // past the usual cap.
-                if asked > cap {
-                    cap = MAX_THROTTLE;
-                }
-                delay = delay.max(asked);
-            }
-            let wait = (delay + jitter()).min(cap);
+            };
+            let wait = asked.map_or(delay, |asked| delay.max(asked.min(MAX_THROTTLE)));
             if wait >= self.config.timeout.saturating_sub(started.elapsed()) {
                 return Err(format!("OTLP export timed out: {failure}"));
             }
             std::thread::sleep(wait);
-            delay = (delay * 2).min(cap);
         }
     }
 }
@@ -199,15 +193,6 @@ impl ProtobufHttp {
 /// The statuses OTLP/HTTP says to retry.
 fn retryable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 502 | 503 | 504)
-}
-
-/// Up to [`MAX_JITTER_MS`], so exporters that failed together do not all
-/// retry together.
-fn jitter() -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    Duration::from_millis(u64::from(nanos % (MAX_JITTER_MS + 1)))
 }
 
 impl SpanExporter for ProtobufHttp {
