@@ -248,17 +248,19 @@ impl Wire {
     }
 
     fn string_always(&mut self, field: u32, value: &str) {
-        self.key(field, LEN);
-        self.varint(value.len() as u64);
-        self.0.extend_from_slice(value.as_bytes());
+        self.len_always(field, value.as_bytes());
     }
 
     fn len_field(&mut self, field: u32, bytes: &[u8]) {
         if !bytes.is_empty() {
-            self.key(field, LEN);
-            self.varint(bytes.len() as u64);
-            self.0.extend_from_slice(bytes);
+            self.len_always(field, bytes);
         }
+    }
+
+    fn len_always(&mut self, field: u32, bytes: &[u8]) {
+        self.key(field, LEN);
+        self.varint(bytes.len() as u64);
+        self.0.extend_from_slice(bytes);
     }
 
     /// A nested message, written by `body` in place. Its length is known
