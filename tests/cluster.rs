@@ -134,6 +134,8 @@ async fn two_apis_and_two_workers_number_exactly_across_shards() {
 #[derive(Default)]
 struct Told {
     accepted: Vec<String>,
+    /// The application and number each accepted body was given.
+    numbered: BTreeMap<String, (String, i64)>,
     unknown: Vec<String>,
     refused: u64,
     /// Each answer other than 201 and how often it came.
@@ -225,20 +227,27 @@ impl UnderLoad {
     /// What the database holds of what the writers were told, once every
     /// accepted write has had time to be persisted.
     async fn compare(&self, told: &Told) -> Compared {
-        wait_rows(
-            &self.stack,
-            told.accepted.len() as i64,
-            Duration::from_secs(60),
-        )
-        .await;
+        // Every accepted body, not a count of rows: unknown outcomes that
+        // were written would make up the count for an accepted one still
+        // on its way (a job whose claim answer was lost comes back only
+        // when its lease runs out).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let persisted = persisted_bodies(&self.stack).await;
+            if told.accepted.iter().all(|b| persisted.contains_key(b)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         // Let unknown outcomes that were written land too before counting.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let persisted = persisted_bodies(&self.stack).await;
+        let mut lost = Vec::new();
+        for body in told.accepted.iter().filter(|b| !persisted.contains_key(*b)) {
+            lost.push(self.what_holds(body, told).await);
+        }
         Compared {
-            lost: (told.accepted.iter())
-                .filter(|b| !persisted.contains_key(*b))
-                .cloned()
-                .collect(),
+            lost,
             duplicated: (persisted.iter())
                 .filter(|(_, n)| **n > 1)
                 .map(|(b, _)| b.clone())
@@ -248,6 +257,30 @@ impl UnderLoad {
                 .count(),
             persisted: persisted.values().sum(),
         }
+    }
+}
+
+impl UnderLoad {
+    /// A lost body with the number it was given and what the database
+    /// holds at that number: tells a number handed out twice from a job
+    /// that never ran.
+    async fn what_holds(&self, body: &str, told: &Told) -> String {
+        let Some((token, number)) = told.numbered.get(body) else {
+            return format!("{body} (number unread)");
+        };
+        let app = app_id(&self.stack, token).await;
+        let db = self.stack.db().await;
+        let there = db
+            .query_one_raw(Statement::from_sql_and_values(
+                db.get_database_backend(),
+                "SELECT body FROM messages \
+                 WHERE application_id = ? AND chat_number = 1 AND number = ?",
+                [app.into(), (*number).into()],
+            ))
+            .await
+            .unwrap()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap());
+        format!("{body} (number {number} of app {app}; the database holds {there:?} there)")
     }
 }
 
@@ -385,7 +418,18 @@ async fn write_until(
             .timeout(Duration::from_secs(10))
             .send()
             .await;
-        let status = r.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+        let (status, number) = match r {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let number = match status {
+                    201 => (r.json::<serde_json::Value>().await.ok())
+                        .and_then(|v| v["number"].as_i64()),
+                    _ => None,
+                };
+                (Ok(status), number)
+            }
+            Err(e) => (Err(e.to_string()), None),
+        };
         let mut told = told.lock().unwrap();
         if status != Ok(201) {
             let what = status.clone().map_or_else(|e| e, |s| s.to_string());
@@ -393,6 +437,9 @@ async fn write_until(
         }
         match status {
             Ok(201) => {
+                if let Some(n) = number {
+                    told.numbered.insert(body.clone(), (token.clone(), n));
+                }
                 told.accepted.push(body);
                 if on_victim && sent_after_fault && told.resumed_at.is_none() {
                     told.resumed_at = Some(Instant::now());

@@ -11,7 +11,10 @@
 //!   those that had more, starting one shard further each time, so one
 //!   busy shard cannot starve the others; with all empty it
 //!   blocks on one shard a slice at a time, so a job on any shard is seen
-//!   within [`IDLE_SLICE`];
+//!   within [`IDLE_SLICE`]; a shard that fails (its master down) costs
+//!   the claim only that shard's share, never the jobs the others
+//!   delivered;
+//! - settles and renewals reach every shard they name, whichever fails;
 //! - counts add up, and pages run through the shards one after another
 //!   (the cursor names the shard and the position in it).
 //!
@@ -58,6 +61,16 @@ fn handle(k: usize, inner: &str) -> String {
 fn split(id: &str) -> Option<(usize, &str)> {
     let (k, inner) = id.split_once(SEP)?;
     Some((k.parse().ok()?, inner))
+}
+
+/// Settles and renewals go to every shard even when one fails, so a
+/// shard that is down holds up only its own jobs; the caller retries the
+/// whole call, which the shards that took it the first time take again
+/// as a no-op.
+fn keep_first_error(outcome: &mut Result<()>, this: Result<()>) {
+    if let (Ok(()), Err(e)) = (&*outcome, this) {
+        *outcome = Err(e);
+    }
 }
 
 fn claimed_in(k: usize, mut job: Claimed) -> Claimed {
@@ -172,30 +185,52 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
             let share = max.div_ceil(shards.len());
             let mut jobs = Vec::new();
             let mut fuller = Vec::new();
+            // A shard that fails does not stop the claim: the jobs earlier
+            // shards delivered are in their pending lists under this
+            // consumer, and dropped here they would wait out a whole lease
+            // before anyone took them over.
+            let mut failed = None;
             for &k in &order {
                 let want = share.min(max - jobs.len());
                 if want == 0 {
                     break;
                 }
-                let got = shards[k]
-                    .claim(queue, consumer, want, Duration::ZERO)
-                    .await?;
-                if got.len() == want {
-                    fuller.push(k);
+                match shards[k].claim(queue, consumer, want, Duration::ZERO).await {
+                    Ok(got) => {
+                        if got.len() == want {
+                            fuller.push(k);
+                        }
+                        jobs.extend(got.into_iter().map(|j| claimed_in(k, j)));
+                    }
+                    Err(e) => {
+                        failed.get_or_insert((k, e));
+                    }
                 }
-                jobs.extend(got.into_iter().map(|j| claimed_in(k, j)));
             }
             for k in fuller {
                 if jobs.len() >= max {
                     break;
                 }
-                let got = shards[k]
-                    .claim(queue, consumer, max - jobs.len(), Duration::ZERO)
-                    .await?;
-                jobs.extend(got.into_iter().map(|j| claimed_in(k, j)));
+                match (shards[k].claim(queue, consumer, max - jobs.len(), Duration::ZERO)).await {
+                    Ok(got) => jobs.extend(got.into_iter().map(|j| claimed_in(k, j))),
+                    Err(e) => {
+                        failed.get_or_insert((k, e));
+                    }
+                }
             }
-            if !jobs.is_empty() {
-                return Ok(jobs);
+            match failed {
+                Some((_, e)) if jobs.is_empty() => return Err(e),
+                Some((k, e)) => {
+                    tracing::warn!(
+                        queue = queue.as_str(),
+                        shard = k,
+                        error = %e,
+                        "a queue shard failed a claim; the others' jobs go on"
+                    );
+                    return Ok(jobs);
+                }
+                None if !jobs.is_empty() => return Ok(jobs),
+                None => {}
             }
             // All empty: wait on one shard for a slice, not on all at once
             // (a read blocked on each would claim jobs nobody returns), then
@@ -214,10 +249,11 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
     }
 
     async fn ack(&self, queue: QueueName, jobs: &[Claimed]) -> Result<()> {
+        let mut outcome = Ok(());
         for (shard, jobs) in self.by_shard(jobs) {
-            shard.ack(queue, &jobs).await?;
+            keep_first_error(&mut outcome, shard.ack(queue, &jobs).await);
         }
-        Ok(())
+        outcome
     }
 
     async fn retry(
@@ -241,10 +277,11 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
     }
 
     async fn defer(&self, queue: QueueName, jobs: &[Claimed], delay: Duration) -> Result<()> {
+        let mut outcome = Ok(());
         for (shard, jobs) in self.by_shard(jobs) {
-            shard.defer(queue, &jobs, delay).await?;
+            keep_first_error(&mut outcome, shard.defer(queue, &jobs, delay).await);
         }
-        Ok(())
+        outcome
     }
 
     async fn renew(&self, queue: QueueName, consumer: &str, ids: &[String]) -> Result<usize> {
@@ -255,13 +292,16 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
                 None => per_shard.push((k, vec![inner.to_owned()])),
             }
         }
-        let mut renewed = 0;
+        let (mut renewed, mut outcome) = (0, Ok(()));
         for (k, ids) in per_shard {
             if let Some(shard) = self.get(k) {
-                renewed += shard.renew(queue, consumer, &ids).await?;
+                match shard.renew(queue, consumer, &ids).await {
+                    Ok(n) => renewed += n,
+                    Err(e) => keep_first_error(&mut outcome, Err(e)),
+                }
             }
         }
-        Ok(renewed)
+        outcome.map(|()| renewed)
     }
 
     async fn retire(&self, queue: QueueName, consumer: &str) -> Result<()> {

@@ -156,7 +156,14 @@ impl Cluster {
         let any = self.live_ports()[0];
         cli(any, &["cluster", "nodes"])
             .lines()
-            .filter(|l| l.contains("master") && !l.contains("fail") && l.split(' ').count() > 8)
+            .filter(|l| {
+                // Flags such as `master,nofailover`: only the flags `fail`
+                // and `fail?` mark a node that is down.
+                let flags: Vec<&str> = l.split(' ').nth(2).unwrap_or("").split(',').collect();
+                flags.contains(&"master")
+                    && !flags.iter().any(|f| f.starts_with("fail"))
+                    && l.split(' ').count() > 8
+            })
             .filter_map(|l| {
                 let addr = l.split(' ').nth(1)?;
                 addr.split('@').next()?.rsplit(':').next()?.parse().ok()
@@ -217,6 +224,48 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGKILLs the master on `port` and keeps its replica from taking
+    /// over, the other masters serving their slots meanwhile: a master down
+    /// for longer than a failover takes. Returns the replica, which
+    /// [`Cluster::take_over`] promotes later.
+    pub fn kill_for_good(&mut self, port: u16) -> u16 {
+        let id = |line: &str| line.split(' ').next().unwrap_or("").to_owned();
+        let nodes = cli(self.live_ports()[0], &["cluster", "nodes"]);
+        let master = nodes
+            .lines()
+            .find(|l| l.contains(&format!(":{port}@")))
+            .map(id)
+            .expect("the master's node");
+        let replica: u16 = nodes
+            .lines()
+            .find(|l| l.split(' ').nth(3) == Some(master.as_str()))
+            .and_then(|l| {
+                l.split(' ')
+                    .nth(1)?
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .expect("the master's replica");
+        for p in self.live_ports() {
+            cli(p, &["config", "set", "cluster-require-full-coverage", "no"]);
+        }
+        cli(
+            replica,
+            &["config", "set", "cluster-replica-no-failover", "yes"],
+        );
+        self.kill(port);
+        replica
+    }
+
+    /// Hands a dead master's slots to its replica at once.
+    pub fn take_over(&self, replica: u16) {
+        cli(replica, &["cluster", "failover", "takeover"]);
     }
 
     /// The port of the master serving `key`'s slot.

@@ -86,22 +86,43 @@ pub const CONTRACT_SHARDS: u16 = 3;
 
 /// A queue of `shards` shards on a private Redis Cluster of its own.
 pub async fn on_cluster(lease: Duration, shards: u16) -> Backend {
-    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
-    let first = RedisStreamQueue::connect(&cluster.url(), "tc:", lease)
-        .await
-        .unwrap();
-    let queue = ShardedQueue::new(
-        shards,
-        Box::new(move |k| match k {
-            0 => first.clone(),
-            k => first.sibling(k),
-        }),
-    );
+    let (queue, cluster) = cluster_queue(lease, shards).await;
     Backend {
         name: "redis-cluster",
         queue,
         leftover: Leftover::Cluster(cluster),
     }
+}
+
+/// The keys' prefix of the queue [`cluster_queue`] opens.
+pub const CLUSTER_PREFIX: &str = "tc:";
+
+/// A queue of `shards` shards on a private Redis Cluster, and the cluster,
+/// for a test that faults it.
+pub async fn cluster_queue(
+    lease: Duration,
+    shards: u16,
+) -> (Arc<ShardedQueue<RedisStreamQueue>>, Cluster) {
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    (sharded_on(&cluster, lease, shards).await, cluster)
+}
+
+/// A queue of `shards` shards on `cluster`, on connections of its own.
+pub async fn sharded_on(
+    cluster: &Cluster,
+    lease: Duration,
+    shards: u16,
+) -> Arc<ShardedQueue<RedisStreamQueue>> {
+    let first = RedisStreamQueue::connect(&cluster.url(), CLUSTER_PREFIX, lease)
+        .await
+        .unwrap();
+    ShardedQueue::new(
+        shards,
+        Box::new(move |k| match k {
+            0 => first.clone(),
+            k => first.sibling(k),
+        }),
+    )
 }
 
 /// Deletes every key under `prefix` in `TEST_REDIS_URL`.
