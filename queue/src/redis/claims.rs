@@ -1,14 +1,8 @@
 //! The steps of the worker protocol on Redis: the consumer group, claims
 //! and takeovers of expired leases, and retries and their promotion.
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use redis::{
-    Value,
-    streams::{StreamAutoClaimReply, StreamReadReply},
-};
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 
 use super::{wire::*, *};
 use crate::{Claimed, QueueName};
@@ -86,32 +80,14 @@ impl RedisStreamQueue {
             last.insert(q, Instant::now());
         }
         let mut conn = self.conn.clone();
-        let consumers: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(self.stream_key(q))
+        let _: i64 = self
+            .scripts
+            .prune
+            .key(self.stream_key(q))
             .arg(GROUP)
-            .query_async(&mut conn)
+            .arg(self.prune_idle.as_millis() as u64)
+            .invoke_async(&mut conn)
             .await?;
-        let int = |c: &HashMap<String, Value>, k: &str| match c.get(k) {
-            Some(Value::Int(n)) => *n,
-            _ => -1,
-        };
-        for c in consumers {
-            let idle = int(&c, "idle");
-            if int(&c, "pending") != 0 || idle < 0 || (idle as u128) < self.prune_idle.as_millis() {
-                continue;
-            }
-            let Some(Value::BulkString(name)) = c.get("name") else {
-                continue;
-            };
-            let _: i64 = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(self.stream_key(q))
-                .arg(GROUP)
-                .arg(name.as_slice())
-                .query_async(&mut conn)
-                .await?;
-        }
         Ok(())
     }
 

@@ -189,6 +189,24 @@ if ms < last_ms or (ms == last_ms and seq <= last_seq) then return 0 end
 return redis.call('XDEL', KEYS[1], ARGV[2])
 "#;
 
+/// Removes the consumers of group ARGV[1] that own no pending entry and
+/// have been idle for ARGV[2] ms; returns how many. The look and the
+/// removal are one step: read apart, a consumer could claim entries
+/// between them, and `DELCONSUMER` would drop those from the pending
+/// list, where no takeover finds them again.
+pub(super) const PRUNE: &str = r#"
+local n = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['pending'] == 0 and info['idle'] >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+    n = n + 1
+  end
+end
+return n
+"#;
+
 pub(super) struct Scripts {
     pub(super) ack: Script,
     pub(super) handback: Script,
@@ -199,6 +217,7 @@ pub(super) struct Scripts {
     pub(super) revive: Script,
     pub(super) take_retry: Script,
     pub(super) cancel_pending: Script,
+    pub(super) prune: Script,
 }
 
 impl Scripts {
@@ -213,6 +232,7 @@ impl Scripts {
             revive: Script::new(&format!("{}{REVIVE}", fields_lua())),
             take_retry: Script::new(&format!("{}{APPEND_RETRY}{TAKE_RETRY}", fields_lua())),
             cancel_pending: Script::new(CANCEL_PENDING),
+            prune: Script::new(PRUNE),
         }
     }
 }
