@@ -137,7 +137,10 @@ pub async fn manager(link: &Link) -> Result<RedisConn> {
                 ConnectionManager::new_with_config(client.clone(), config).await?,
             ))
         }
-        Link::Cluster(cluster) => Ok(RedisConn::Cluster(cluster.get_async_connection().await?)),
+        Link::Cluster(cluster) => Ok(RedisConn::Cluster(
+            cluster.get_async_connection().await?,
+            REDIRECT_WAIT,
+        )),
     }
 }
 
@@ -162,6 +165,7 @@ pub async fn dedicated(link: &Link, block: Duration) -> Result<RedisConn> {
                 .set_response_timeout(block + RESPONSE_TIMEOUT);
             Ok(RedisConn::Cluster(
                 cluster.get_async_connection_with_config(config).await?,
+                REDIRECT_WAIT,
             ))
         }
     }
@@ -172,10 +176,22 @@ pub async fn dedicated(link: &Link, block: Duration) -> Result<RedisConn> {
 pub enum RedisConn {
     Managed(ConnectionManager),
     Direct(MultiplexedConnection),
-    Cluster(ClusterConnection),
+    /// With how long a command a node refused for now is sent again.
+    Cluster(ClusterConnection, Duration),
 }
 
 impl RedisConn {
+    /// This connection, handing a cluster node's refusal back at once
+    /// instead of sending the command again for [`REDIRECT_WAIT`]: for a
+    /// caller with other work to do meanwhile, such as a claim that reads
+    /// other shards, or one that sends again by itself.
+    pub fn impatient(&self) -> RedisConn {
+        match self {
+            RedisConn::Cluster(c, _) => RedisConn::Cluster(c.clone(), Duration::ZERO),
+            other => other.clone(),
+        }
+    }
+
     /// Waits up to `timeout` until `replicas` replicas of the node holding
     /// `key` hold every write this connection sent that node, and returns
     /// how many do. A cluster replicates asynchronously: a write its
@@ -188,7 +204,7 @@ impl RedisConn {
         replicas: u32,
         timeout: Duration,
     ) -> redis::RedisResult<u32> {
-        let RedisConn::Cluster(c) = self else {
+        let RedisConn::Cluster(c, _) = self else {
             return Ok(replicas);
         };
         let mut wait = redis::cmd("WAIT");
@@ -200,7 +216,7 @@ impl RedisConn {
     /// How many replicas the master holding `key` has connected (`ROLE`);
     /// 0 on one node, where nothing replicates that a write waits for.
     pub async fn connected_replicas(&mut self, key: &str) -> redis::RedisResult<u32> {
-        let RedisConn::Cluster(c) = self else {
+        let RedisConn::Cluster(c, _) = self else {
             return Ok(0);
         };
         let role = c.route_command(redis::cmd("ROLE"), master_of(key)).await?;
@@ -232,8 +248,8 @@ fn refused_for_now(e: &RedisError) -> bool {
 }
 
 /// Pauses before sending again a command the cluster refused for now
-/// (`tries` refusals so far); `None` once [`REDIRECT_WAIT`] is spent.
-fn redirect_pause(e: &RedisError, tries: u32) -> Option<Duration> {
+/// (`tries` refusals so far); `None` once `wait` is spent.
+fn redirect_pause(e: &RedisError, tries: u32, wait: Duration) -> Option<Duration> {
     if !refused_for_now(e) {
         return None;
     }
@@ -242,7 +258,7 @@ fn redirect_pause(e: &RedisError, tries: u32) -> Option<Duration> {
     let spent: Duration = (0..tries)
         .map(|t| Duration::from_millis(10 * 2u64.pow(t.min(4))))
         .sum();
-    (spent + pause < REDIRECT_WAIT).then_some(pause)
+    (spent + pause < wait).then_some(pause)
 }
 
 impl ConnectionLike for RedisConn {
@@ -250,11 +266,11 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Managed(c) => c.req_packed_command(cmd),
             RedisConn::Direct(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => Box::pin(async move {
+            RedisConn::Cluster(c, wait) => Box::pin(async move {
                 let mut tries = 0;
                 loop {
                     match c.req_packed_command(cmd).await {
-                        Err(e) => match redirect_pause(&e, tries) {
+                        Err(e) => match redirect_pause(&e, tries, *wait) {
                             Some(pause) => {
                                 tracing::debug!(error = %e, "a cluster node refused a command for now");
                                 tokio::time::sleep(pause).await;
@@ -278,11 +294,11 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
             RedisConn::Direct(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => Box::pin(async move {
+            RedisConn::Cluster(c, wait) => Box::pin(async move {
                 let mut tries = 0;
                 loop {
                     match c.req_packed_commands(pipeline, offset, count).await {
-                        Err(e) => match redirect_pause(&e, tries) {
+                        Err(e) => match redirect_pause(&e, tries, *wait) {
                             Some(pause) => {
                                 tokio::time::sleep(pause).await;
                                 tries += 1;
@@ -300,7 +316,7 @@ impl ConnectionLike for RedisConn {
         match self {
             RedisConn::Managed(c) => c.get_db(),
             RedisConn::Direct(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
+            RedisConn::Cluster(c, _) => c.get_db(),
         }
     }
 }

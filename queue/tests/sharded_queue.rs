@@ -85,8 +85,9 @@ async fn every_shard_is_counted_listed_and_consumed() {
 
 /// A master killed under a claim costs the claim only the shards it
 /// served: the jobs the live shards delivered reach the consumer, instead
-/// of waiting out their lease in a pending list nobody reads. And an ack
-/// that names jobs of the dead shard still settles the live shards' jobs.
+/// of waiting out their lease in a pending list nobody reads; the next
+/// claim leaves the dead shards alone. And an ack that names jobs of the
+/// dead shard still settles the live shards' jobs.
 #[tokio::test]
 async fn a_dead_master_costs_a_claim_and_an_ack_only_its_own_shards() {
     if std::env::var("TEST_REDIS_URL").is_err() || !chat_faults::cluster::available() {
@@ -128,6 +129,10 @@ async fn a_dead_master_costs_a_claim_and_an_ack_only_its_own_shards() {
         got.iter().map(|j| j.id.clone()).collect::<Vec<_>>()
     );
     assert_eq!(got.len(), 8 * live, "every other job of every live shard");
+    // The dead shards sit out the next claim: it finds the live ones
+    // empty, instead of waiting on the dead ones again for their error.
+    let again = q.claim(Q, "a", 10, Duration::ZERO).await;
+    assert!(again.expect("the live shards' answer").is_empty());
 
     // The held jobs, the dead shard's first, and the new ones: the live
     // shards' settle though the call fails.

@@ -1,5 +1,9 @@
 //! The steps of the worker protocol on Redis: the consumer group, claims
 //! and takeovers of expired leases, and retries and their promotion.
+//!
+//! The steps of a claim hand a cluster node's refusal back at once
+//! (`RedisConn::impatient`): the caller claims again soon anyway, and a
+//! sharded claim has the other shards to read meanwhile.
 use std::time::{Duration, Instant};
 
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
@@ -20,7 +24,7 @@ impl RedisStreamQueue {
         {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.impatient();
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.stream_key(q))
@@ -42,7 +46,7 @@ impl RedisStreamQueue {
         if let Some(c) = self.readers.lock().unwrap().get(consumer) {
             return Ok(c.clone());
         }
-        let conn = redis_link::dedicated(&self.client, wait).await?;
+        let conn = redis_link::dedicated(&self.client, wait).await?.impatient();
         self.readers
             .lock()
             .unwrap()
@@ -79,7 +83,7 @@ impl RedisStreamQueue {
             }
             last.insert(q, Instant::now());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.impatient();
         let _: i64 = self
             .scripts
             .prune
@@ -92,7 +96,7 @@ impl RedisStreamQueue {
     }
 
     pub(super) async fn promote_due(&self, q: QueueName) -> Result<()> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.impatient();
         loop {
             let moved: usize = self
                 .scripts
@@ -163,7 +167,7 @@ impl RedisStreamQueue {
         consumer: &str,
         max: usize,
     ) -> Result<Vec<Claimed>> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.impatient();
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(self.stream_key(q))
             .arg(GROUP)

@@ -13,7 +13,8 @@
 //!   blocks on one shard a slice at a time, so a job on any shard is seen
 //!   within [`IDLE_SLICE`]; a shard that fails (its master down) costs
 //!   the claim only that shard's share, never the jobs the others
-//!   delivered;
+//!   delivered, and then sits out claims for a while (`rests`), so that
+//!   the others' claims do not wait on it every time;
 //! - settles and renewals reach every shard they name, whichever fails;
 //! - counts add up, and pages run through the shards one after another
 //!   (the cursor names the shard and the position in it).
@@ -37,6 +38,9 @@ use crate::{
 };
 use chat_links::error::Result;
 
+mod rests;
+use rests::Rests;
+
 /// Separates the shard from the handle within it.
 const SEP: char = '.';
 /// Longest a claim blocks on one shard when all are empty: how late a job
@@ -50,6 +54,7 @@ pub struct ShardedQueue<Q> {
     shards: RwLock<Vec<Arc<Q>>>,
     open: OpenShard<Q>,
     turn: AtomicUsize,
+    rests: Rests,
 }
 
 /// `<k>.<handle>`: a dot, which URLs and forms carry as it is.
@@ -98,6 +103,7 @@ impl<Q: JobQueue> ShardedQueue<Q> {
             shards: RwLock::new(shards),
             open,
             turn: AtomicUsize::new(0),
+            rests: Rests::default(),
         })
     }
 
@@ -180,29 +186,33 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
             let order: Vec<usize> = (0..shards.len())
                 .map(|i| (first + i) % shards.len())
                 .collect();
+            let awake = self.rests.awake(&order);
             // An even share from each shard first, then the rest from those
-            // that had more.
-            let share = max.div_ceil(shards.len());
+            // that had more; a shard short of its share leaves the slack to
+            // the ones after it.
+            let share = max.div_ceil(awake.len());
             let mut jobs = Vec::new();
             let mut fuller = Vec::new();
-            // A shard that fails does not stop the claim: the jobs earlier
-            // shards delivered are in their pending lists under this
+            // A shard that fails does not stop the claim: the jobs the
+            // others delivered are in their pending lists under this
             // consumer, and dropped here they would wait out a whole lease
             // before anyone took them over.
             let mut failed = None;
-            for &k in &order {
+            for &k in &awake {
                 let want = share.min(max - jobs.len());
                 if want == 0 {
                     break;
                 }
                 match shards[k].claim(queue, consumer, want, Duration::ZERO).await {
                     Ok(got) => {
+                        self.rests.recovered(k);
                         if got.len() == want {
                             fuller.push(k);
                         }
                         jobs.extend(got.into_iter().map(|j| claimed_in(k, j)));
                     }
                     Err(e) => {
+                        self.rests.failed(k);
                         failed.get_or_insert((k, e));
                     }
                 }
@@ -214,6 +224,7 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
                 match (shards[k].claim(queue, consumer, max - jobs.len(), Duration::ZERO)).await {
                     Ok(got) => jobs.extend(got.into_iter().map(|j| claimed_in(k, j))),
                     Err(e) => {
+                        self.rests.failed(k);
                         failed.get_or_insert((k, e));
                     }
                 }
@@ -239,11 +250,12 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
             if left.is_zero() {
                 return Ok(Vec::new());
             }
-            let got = shards[first]
+            let k = awake[0];
+            let got = shards[k]
                 .claim(queue, consumer, max, left.min(IDLE_SLICE))
                 .await?;
             if !got.is_empty() {
-                return Ok(got.into_iter().map(|j| claimed_in(first, j)).collect());
+                return Ok(got.into_iter().map(|j| claimed_in(k, j)).collect());
             }
         }
     }
