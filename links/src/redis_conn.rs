@@ -18,7 +18,9 @@
 //! [`RedisConn`] instead sends again only what a node refused to run
 //! (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`: a resharding or a
 //! failover), for up to [`REDIRECT_WAIT`], while the library refreshes its
-//! map of slots.
+//! map of slots; or, for a caller that asks again by itself soon anyway
+//! (a worker's claim), hands the refusal back at once
+//! ([`RedisConn::impatient`]).
 use std::time::Duration;
 
 use redis::{
