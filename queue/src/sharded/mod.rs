@@ -221,7 +221,8 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
                 if jobs.len() >= max {
                     break;
                 }
-                match (shards[k].claim(queue, consumer, max - jobs.len(), Duration::ZERO)).await {
+                let rest = max - jobs.len();
+                match shards[k].claim(queue, consumer, rest, Duration::ZERO).await {
                     Ok(got) => jobs.extend(got.into_iter().map(|j| claimed_in(k, j))),
                     Err(e) => {
                         self.rests.failed(k);
@@ -251,9 +252,16 @@ impl<Q: JobQueue> JobQueue for ShardedQueue<Q> {
                 return Ok(Vec::new());
             }
             let k = awake[0];
-            let got = shards[k]
+            let got = match shards[k]
                 .claim(queue, consumer, max, left.min(IDLE_SLICE))
-                .await?;
+                .await
+            {
+                Ok(got) => got,
+                Err(e) => {
+                    self.rests.failed(k);
+                    return Err(e);
+                }
+            };
             if !got.is_empty() {
                 return Ok(got.into_iter().map(|j| claimed_in(k, j)).collect());
             }
