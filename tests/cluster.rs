@@ -258,9 +258,7 @@ impl UnderLoad {
             persisted: persisted.values().sum(),
         }
     }
-}
 
-impl UnderLoad {
     /// A lost body with the number it was given and what the database
     /// holds at that number: tells a number handed out twice from a job
     /// that never ran.

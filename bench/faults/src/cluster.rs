@@ -53,6 +53,13 @@ fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The port of the node a `CLUSTER NODES` line describes
+/// (`<id> <ip>:<port>@<bus port> …`).
+fn node_port(line: &str) -> Option<u16> {
+    let addr = line.split(' ').nth(1)?;
+    addr.split('@').next()?.rsplit(':').next()?.parse().ok()
+}
+
 impl Cluster {
     /// Starts six nodes, joins them as three masters with a replica each,
     /// and waits until every slot is served and every master has its
@@ -164,10 +171,7 @@ impl Cluster {
                     && !flags.iter().any(|f| f.starts_with("fail"))
                     && l.split(' ').count() > 8
             })
-            .filter_map(|l| {
-                let addr = l.split(' ').nth(1)?;
-                addr.split('@').next()?.rsplit(':').next()?.parse().ok()
-            })
+            .filter_map(node_port)
             .collect()
     }
 
@@ -241,16 +245,7 @@ impl Cluster {
         let replica: u16 = nodes
             .lines()
             .find(|l| l.split(' ').nth(3) == Some(master.as_str()))
-            .and_then(|l| {
-                l.split(' ')
-                    .nth(1)?
-                    .split('@')
-                    .next()?
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+            .and_then(node_port)
             .expect("the master's replica");
         for p in self.live_ports() {
             cli(p, &["config", "set", "cluster-require-full-coverage", "no"]);
@@ -285,15 +280,7 @@ impl Cluster {
                 matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
             });
             if serves {
-                return fields[1]
-                    .split('@')
-                    .next()
-                    .unwrap()
-                    .rsplit(':')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
+                return node_port(line).expect("a master's address");
             }
         }
         panic!("no master serves slot {slot}");
