@@ -24,8 +24,9 @@ pub use crate::redis_conn::{Link, RESPONSE_TIMEOUT, RedisConn, client, dedicated
 /// What a failed command did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Nothing ran: the connection could not be made, or the server
-    /// refused the command before running it (loading its data, a replica,
+    /// Nothing ran: the connection could not be made (or a cluster
+    /// connection had no node to send it to), or the server refused the
+    /// command before running it (loading its data, a replica,
     /// out of memory, busy). Sending it again is safe.
     NotRun,
     /// The command was sent and its answer never came: it may have run.
@@ -37,7 +38,8 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn of(e: &RedisError) -> Outcome {
-        if e.is_connection_refusal() {
+        // A cluster connection that found no node to send to sent nothing.
+        if e.is_connection_refusal() || e.kind() == redis::ErrorKind::ClusterConnectionNotFound {
             return Outcome::NotRun;
         }
         if let redis::ErrorKind::Server(kind) = e.kind()
@@ -149,6 +151,12 @@ mod tests {
         assert_eq!(Outcome::of(&refused), Outcome::NotRun);
         assert_eq!(Outcome::of(&server_error("OOM")), Outcome::NotRun);
         assert_eq!(Outcome::of(&server_error("MISCONF")), Outcome::NotRun);
+        let no_node: RedisError = (
+            redis::ErrorKind::ClusterConnectionNotFound,
+            "No connections found",
+        )
+            .into();
+        assert_eq!(Outcome::of(&no_node), Outcome::NotRun);
     }
 
     #[test]
