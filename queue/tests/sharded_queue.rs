@@ -86,8 +86,9 @@ async fn every_shard_is_counted_listed_and_consumed() {
 /// A master killed under a claim costs the claim only the shards it
 /// served: the jobs the live shards delivered reach the consumer, instead
 /// of waiting out their lease in a pending list nobody reads; the next
-/// claim leaves the dead shards alone. And an ack that names jobs of the
-/// dead shard still settles the live shards' jobs.
+/// claim leaves the dead shards alone. An ack that names jobs of the dead
+/// shard still settles the live shards' jobs, and once a replica takes
+/// over, the same queue serves again.
 #[tokio::test]
 async fn a_dead_master_costs_a_claim_and_an_ack_only_its_own_shards() {
     if std::env::var("TEST_REDIS_URL").is_err() || !chat_faults::cluster::available() {
@@ -143,19 +144,27 @@ async fn a_dead_master_costs_a_claim_and_an_ack_only_its_own_shards() {
         q.ack(Q, &all).await.is_err(),
         "the dead shard's acks failed"
     );
-    let cluster = tokio::task::spawn_blocking(move || {
+    let _cluster = tokio::task::spawn_blocking(move || {
         cluster.take_over(replica);
         cluster.wait_replaced(victim, Duration::from_secs(30));
         cluster
     })
     .await
     .unwrap();
-    // Counted on new connections: the ones that lived through this outage
-    // sometimes stay wedged after the takeover ("No connections found",
-    // redis 1.8's cluster connection), a fault of its own still to mend.
-    let counted = support::sharded_on(&cluster, Duration::from_secs(30), SHARDS as u16).await;
+    // The same queue serves again once the replica has taken over, on the
+    // connections it had. The writes the dead master had not yet passed on
+    // are lost with it (nothing here waited for the replica), the dead
+    // shards' consumer group sometimes among them: the counts make it again.
+    let mut stats = q.stats(Q).await;
+    for _ in 0..100 {
+        if stats.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stats = q.stats(Q).await;
+    }
     assert_eq!(
-        counted.stats(Q).await.unwrap().done,
+        stats.expect("the queue after the takeover").done,
         10 * live as u64,
         "the live shards' jobs all settled"
     );

@@ -148,36 +148,16 @@ impl RedisStreamQueue {
 #[async_trait]
 impl JobHistory for RedisStreamQueue {
     async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
-        self.ensure_group(queue).await?;
-        let mut conn = self.conn.clone();
-        let (len, pending, retrying, dead, done): (u64, Value, u64, u64, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(self.stream_key(queue))
-            .cmd("XPENDING")
-            .arg(self.stream_key(queue))
-            .arg(GROUP)
-            .cmd("ZCARD")
-            .arg(self.key(queue, "retry"))
-            .cmd("XLEN")
-            .arg(self.key(queue, "dead"))
-            .cmd("XLEN")
-            .arg(self.key(queue, "done"))
-            .query_async(&mut conn)
-            .await?;
-        let in_flight = match pending {
-            Value::Array(items) => match items.first() {
-                Some(Value::Int(n)) => *n as u64,
-                _ => 0,
-            },
-            _ => 0,
-        };
-        Ok(QueueStats {
-            ready: len.saturating_sub(in_flight),
-            in_flight,
-            retrying,
-            dead,
-            done,
-        })
+        match self.counted(queue).await {
+            Err(e) if is_missing_group(&e) => {
+                // The group vanished since it was made here (its creation
+                // lost in a failover, a FLUSHALL): made again, as a claim
+                // would, the counts are read once more.
+                self.groups.lock().unwrap().remove(&queue);
+                self.counted(queue).await
+            }
+            other => other,
+        }
     }
 
     async fn trim(&self, queue: QueueName, retention: Retention) -> Result<Trimmed> {
@@ -378,5 +358,41 @@ impl JobHistory for RedisStreamQueue {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
+    }
+}
+
+impl RedisStreamQueue {
+    /// The counts of `queue`, its group made first if it is not known here.
+    async fn counted(&self, queue: QueueName) -> Result<QueueStats> {
+        self.ensure_group(queue).await?;
+        let mut conn = self.conn.clone();
+        let (len, pending, retrying, dead, done): (u64, Value, u64, u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(self.stream_key(queue))
+            .cmd("XPENDING")
+            .arg(self.stream_key(queue))
+            .arg(GROUP)
+            .cmd("ZCARD")
+            .arg(self.key(queue, "retry"))
+            .cmd("XLEN")
+            .arg(self.key(queue, "dead"))
+            .cmd("XLEN")
+            .arg(self.key(queue, "done"))
+            .query_async(&mut conn)
+            .await?;
+        let in_flight = match pending {
+            Value::Array(items) => match items.first() {
+                Some(Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok(QueueStats {
+            ready: len.saturating_sub(in_flight),
+            in_flight,
+            retrying,
+            dead,
+            done,
+        })
     }
 }

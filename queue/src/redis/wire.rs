@@ -262,8 +262,15 @@ pub(super) fn cut(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Whether the consumer group was missing (`NOGROUP`), from one command
+/// or from any command of a pipeline, whose error names no code itself.
 pub(super) fn is_missing_group(e: &StoreError) -> bool {
-    matches!(e, StoreError::Redis(r) if r.code() == Some("NOGROUP"))
+    let StoreError::Redis(r) = e else {
+        return false;
+    };
+    r.code() == Some("NOGROUP")
+        || (r.clone().into_server_errors())
+            .is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "NOGROUP"))
 }
 
 #[cfg(test)]
