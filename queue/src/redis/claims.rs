@@ -10,7 +10,7 @@ use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 
 use super::{wire::*, *};
 use crate::{Claimed, QueueName};
-use chat_links::{error::Result, redis_link};
+use chat_links::{StoreError, error::Result, redis_link};
 
 impl RedisStreamQueue {
     pub(super) async fn ensure_group(&self, q: QueueName) -> Result<()> {
@@ -40,6 +40,17 @@ impl RedisStreamQueue {
         }
         self.groups.lock().unwrap().insert(q, true);
         Ok(())
+    }
+
+    /// Whether `e` says that `q`'s group is gone since it was made here
+    /// (its creation lost in a failover, a FLUSHALL, the key deleted); if
+    /// so, the next call that needs it makes it again.
+    pub(super) fn forgot_vanished_group(&self, q: QueueName, e: &StoreError) -> bool {
+        let vanished = is_missing_group(e);
+        if vanished {
+            self.groups.lock().unwrap().remove(&q);
+        }
+        vanished
     }
 
     pub(super) async fn reader(&self, consumer: &str, wait: Duration) -> Result<RedisConn> {

@@ -149,13 +149,8 @@ impl RedisStreamQueue {
 impl JobHistory for RedisStreamQueue {
     async fn stats(&self, queue: QueueName) -> Result<QueueStats> {
         match self.counted(queue).await {
-            Err(e) if is_missing_group(&e) => {
-                // The group vanished since it was made here (its creation
-                // lost in a failover, a FLUSHALL): made again, as a claim
-                // would, the counts are read once more.
-                self.groups.lock().unwrap().remove(&queue);
-                self.counted(queue).await
-            }
+            // Made again, the counts are read once more.
+            Err(e) if self.forgot_vanished_group(queue, &e) => self.counted(queue).await,
             other => other,
         }
     }

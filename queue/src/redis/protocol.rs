@@ -42,20 +42,13 @@ impl JobQueue for RedisStreamQueue {
             match taken {
                 Ok(jobs) if !jobs.is_empty() => return Ok(jobs),
                 Ok(_) => {}
-                Err(e) if is_missing_group(&e) => {
-                    // The group vanished (FLUSHALL, or the key was deleted):
-                    // recreate it on the next call.
-                    self.groups.lock().unwrap().remove(&queue);
-                    return Ok(Vec::new());
-                }
+                // Made again on the next call.
+                Err(e) if self.forgot_vanished_group(queue, &e) => return Ok(Vec::new()),
                 Err(e) => return Err(e),
             }
         }
         match self.read_new(queue, consumer, max, wait).await {
-            Err(e) if is_missing_group(&e) => {
-                self.groups.lock().unwrap().remove(&queue);
-                Ok(Vec::new())
-            }
+            Err(e) if self.forgot_vanished_group(queue, &e) => Ok(Vec::new()),
             other => other,
         }
     }
