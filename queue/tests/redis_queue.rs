@@ -426,3 +426,33 @@ async fn a_job_enqueued_from_lua_is_claimed_as_sent() {
     );
     support::drop_keys(&prefix).await;
 }
+
+/// A consumer group that vanished after this process made it (its creation
+/// lost in a failover, a FLUSHALL) is made again by the counts as by a
+/// claim, instead of every count failing with `NOGROUP` from then on; the
+/// job whose delivery went with it comes back.
+#[tokio::test]
+async fn a_vanished_consumer_group_is_made_again_by_the_counts() {
+    let Some((q, prefix)) = queue(Duration::from_secs(30)).await else {
+        return;
+    };
+    q.enqueue(Q, "{\"n\":1}".into()).await.unwrap();
+    q.enqueue(Q, "{\"n\":2}".into()).await.unwrap();
+    assert_eq!(q.claim(Q, "a", 1, Duration::ZERO).await.unwrap().len(), 1);
+    let mut conn = raw(&prefix).await;
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(format!("{prefix}{{q:messages}}:stream"))
+        .arg("workers")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let stats = q
+        .stats(Q)
+        .await
+        .expect("the counts after the group vanished");
+    assert_eq!((stats.ready, stats.in_flight), (2, 0));
+    let again = q.claim(Q, "a", 10, Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 2, "both jobs, the one delivered before too");
+}
