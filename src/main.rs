@@ -19,6 +19,10 @@ pub(crate) const RUNTIME_WIND_DOWN: std::time::Duration = std::time::Duration::f
 fn main() -> anyhow::Result<()> {
     allocator::purge_freed_memory_promptly();
     let cli = config::Cli::parse();
+    // Huge pages cost the other roles memory, and the API CPU without them.
+    if cli.command != Some(config::Command::Api) {
+        allocator::refuse_transparent_huge_pages();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
