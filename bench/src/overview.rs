@@ -60,7 +60,8 @@ async fn seed_sqlite(d: &Deployment, jobs: usize) -> anyhow::Result<()> {
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Sqlite,
             format!(
-                "INSERT INTO queue_jobs (queue, payload, attempt, run_at, dead, errors, enqueued_at) \
+                "INSERT INTO queue_jobs_with_payload \
+                   (queue, payload, attempt, run_at, dead, errors, enqueued_at) \
                  VALUES {marks}"
             ),
             values,

@@ -16,6 +16,7 @@ mod m0007_job_pulse;
 mod m0008_worker_pause;
 mod m0009_idempotency_keys;
 mod m0010_operator_controls;
+mod m0011_queue_payloads;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_worker_pause::Migration),
             Box::new(m0009_idempotency_keys::Migration),
             Box::new(m0010_operator_controls::Migration),
+            Box::new(m0011_queue_payloads::Migration),
         ]
     }
 }

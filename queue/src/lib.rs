@@ -9,7 +9,8 @@
 //! its protocol and its history in separate files:
 //! - [`RedisStreamQueue`]: a Redis stream per queue with a consumer group,
 //!   a retry ZSET and a capped dead-letter stream;
-//! - [`SqliteQueue`]: one `queue_jobs` table, leased by UPDATE … RETURNING.
+//! - [`SqliteQueue`]: a `queue_jobs` table, leased by UPDATE … RETURNING, with
+//!   the payloads kept apart in `queue_payloads`.
 //!
 //! On a Redis Cluster, [`ShardedQueue`] holds one `RedisStreamQueue` per
 //! shard and routes each job to the shard that holds it.

@@ -139,6 +139,57 @@ async fn sqlite_done_records_beyond_the_cap_are_trimmed() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A job's payload lives in a table of its own (migration m0011): a trim
+/// and an operator's discard take it along, so no payload outlives its job,
+/// and the jobs that stay still read theirs back whole.
+#[tokio::test]
+async fn sqlite_payloads_go_with_their_jobs() {
+    let (q, dir) = sqlite_queue(10).await;
+    settle(q.as_ref(), 30, 4, "x").await;
+    let dead = q.dead_jobs(Q, 10).await.unwrap();
+    assert!(q.discard(Q, &dead[0].id).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let short = Retention {
+        done: KEEP,
+        dead: Duration::from_millis(10),
+    };
+    let trimmed = q.trim(Q, short).await.unwrap();
+    assert_eq!((trimmed.done, trimmed.dead), (16, 3));
+
+    let db = chat_links::db::connect(&chat_links::db::default_sqlite_url(&dir))
+        .await
+        .unwrap();
+    let count = async |table: &str| {
+        use sea_orm::ConnectionTrait;
+        let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                sql,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    assert_eq!(count("queue_jobs").await, 10);
+    assert_eq!(
+        count("queue_payloads").await,
+        10,
+        "payloads outlived their jobs"
+    );
+    let page = q
+        .jobs(Q, chat_queue::JobState::Done, None, 20)
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.len(), 10);
+    for job in page.jobs {
+        let value: serde_json::Value = serde_json::from_str(&job.payload).unwrap();
+        assert_eq!(value["b"], "x", "payload of job {}", job.id);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Under a steady load with housekeeping running, the queue's keys stay
 /// the same few, and the history stays near its cap; once the load stops
 /// and the retention passes, the history is empty.

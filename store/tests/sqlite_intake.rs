@@ -125,7 +125,7 @@ async fn a_group_of_new_messages_keeps_numbers_exact_and_versions_unique() {
     .await;
     let index_jobs = rows(
         &reader,
-        "SELECT payload FROM queue_jobs WHERE queue = 'index'",
+        "SELECT payload FROM queue_jobs_with_payload WHERE queue = 'index'",
     )
     .await;
     assert!(

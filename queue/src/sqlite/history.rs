@@ -75,8 +75,12 @@ impl JobHistory for SqliteQueue {
     async fn dead_jobs(&self, queue: QueueName, limit: usize) -> Result<Vec<DeadJob>> {
         let rows = Row::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "SELECT id, payload, attempt, errors, trace, run_at, enqueued_at FROM queue_jobs \
-             WHERE queue = ? AND dead = 1 ORDER BY id DESC LIMIT ?",
+            concat!(
+                "SELECT id, ",
+                payload_column!(),
+                ", attempt, errors, trace, run_at, enqueued_at FROM queue_jobs \
+                 WHERE queue = ? AND dead = 1 ORDER BY id DESC LIMIT ?"
+            ),
             [queue.as_str().into(), (limit as i64).into()],
         ))
         .all(&self.db)
@@ -90,8 +94,12 @@ impl JobHistory for SqliteQueue {
         };
         let row = Row::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "SELECT id, payload, attempt, errors, trace, run_at, enqueued_at FROM queue_jobs \
-             WHERE id = ? AND queue = ? AND dead = 1",
+            concat!(
+                "SELECT id, ",
+                payload_column!(),
+                ", attempt, errors, trace, run_at, enqueued_at FROM queue_jobs \
+                 WHERE id = ? AND queue = ? AND dead = 1"
+            ),
             [id.into(), queue.as_str().into()],
         ))
         .one(&self.db)

@@ -1,4 +1,10 @@
-//! The job queue as one SQLite table, for the embedded profile.
+//! The job queue as a SQLite table, for the embedded profile.
+//!
+//! A job's payload is a row of `queue_payloads` with the job's id (see
+//! migration m0011): a claim and an ack rewrite a job's row, and a payload
+//! in it, several KiB for an index job, went with every rewrite.
+//! Jobs go in through the view `queue_jobs_with_payload`, one statement
+//! for both rows; a trigger deletes the payload with its job.
 //!
 //! A claim is one `UPDATE … RETURNING` that leases up to N ready rows.
 //! An ack keeps the lease columns, so a done row still says which worker
@@ -62,6 +68,15 @@ struct Live {
 struct Settled {
     state: i64,
     n: i64,
+}
+
+/// A job's payload, from the table that keeps it apart (migration m0011),
+/// as the column `payload` of a statement on `queue_jobs`.
+macro_rules! payload_column {
+    () => {
+        "COALESCE((SELECT p.payload FROM queue_payloads p WHERE p.id = queue_jobs.id), '') \
+         AS payload"
+    };
 }
 
 mod history;
@@ -163,7 +178,8 @@ impl SqliteQueue {
     }
 
     /// Inserts one job per `(payload, trace)` in one statement, inside the
-    /// caller's transaction; call [`Self::notify`] after it commits.
+    /// caller's transaction; call [`Self::notify`] after it commits. The
+    /// view's trigger writes each job's row and its payload's (m0011).
     pub async fn insert_many(
         conn: &impl ConnectionTrait,
         queue: QueueName,
@@ -189,7 +205,7 @@ impl SqliteQueue {
             conn.execute_raw(Statement::from_sql_and_values(
                 DbBackend::Sqlite,
                 format!(
-                    "INSERT INTO queue_jobs \
+                    "INSERT INTO queue_jobs_with_payload \
                        (queue, payload, attempt, run_at, dead, errors, enqueued_at, trace) \
                      VALUES {rows}"
                 ),
@@ -217,11 +233,15 @@ impl SqliteQueue {
             DbBackend::Sqlite,
             // A row still carrying a lease owner was claimed before and never
             // settled (its worker died): that delivery counts as an attempt.
-            "UPDATE queue_jobs SET attempt = attempt + (lease_owner IS NOT NULL), \
-               lease_owner = ?, lease_until = ? WHERE id IN ( \
-               SELECT id FROM queue_jobs WHERE queue = ? AND dead = 0 AND run_at <= ? \
-               AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) \
-             RETURNING id, payload, attempt, errors, trace, run_at, enqueued_at",
+            concat!(
+                "UPDATE queue_jobs SET attempt = attempt + (lease_owner IS NOT NULL), \
+                   lease_owner = ?, lease_until = ? WHERE id IN ( \
+                   SELECT id FROM queue_jobs WHERE queue = ? AND dead = 0 AND run_at <= ? \
+                   AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?) \
+                 RETURNING id, ",
+                payload_column!(),
+                ", attempt, errors, trace, run_at, enqueued_at"
+            ),
             [
                 consumer.into(),
                 until.into(),

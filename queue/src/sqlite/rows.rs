@@ -23,8 +23,11 @@ pub(super) struct AnyRow {
     ready_at: Option<i64>,
 }
 
-pub(super) const ANY_COLUMNS: &str = "id, payload, attempt, errors, trace, run_at, dead, lease_owner, \
-     lease_until, enqueued_at, ready_at";
+pub(super) const ANY_COLUMNS: &str = concat!(
+    "id, ",
+    payload_column!(),
+    ", attempt, errors, trace, run_at, dead, lease_owner, lease_until, enqueued_at, ready_at"
+);
 
 /// Which rows are in `state` at `?1` (now): the same split as `stats`.
 pub(super) fn state_filter(state: JobState) -> &'static str {
