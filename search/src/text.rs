@@ -27,6 +27,17 @@ const MAX_WORD: usize = 255;
 /// hamza, so dropping combining marks handles Latin diacritics, Arabic
 /// tashkeel and the hamza-seated alef forms in one rule.
 pub fn normalize(text: &str) -> String {
+    // Most messages are plain ASCII, which nothing below changes but for
+    // case; decomposing them char by char was 9% of the indexing
+    // thread's time (`perf record` through the embedded drain).
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    fold(text)
+}
+
+/// [`normalize`] of any text, the long way.
+fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.nfkd() {
         if is_combining_mark(c) {
@@ -165,6 +176,13 @@ mod tests {
                 .filter(|(t, _)| *t == grams[0])
                 .any(|(_, start)| grams.iter().enumerate().all(|(i, g)| at(g, start + i))),
         })
+    }
+
+    #[test]
+    fn ascii_takes_the_short_way_to_the_same_text() {
+        let every_ascii: String = (0u8..128).map(char::from).collect();
+        assert_eq!(normalize(&every_ascii), fold(&every_ascii));
+        assert_eq!(normalize("Hello, World 42!"), "hello, world 42!");
     }
 
     #[test]
