@@ -3,7 +3,7 @@
 //! An embedded index job carries its group's message rows, several KiB of
 //! JSON, which SQLite stores on overflow pages. Every column after it in
 //! the row (the lease, the state, the timestamps) sat on those pages too,
-//! and a claim or an ack, which change a few integers, rewrote the whole
+//! and a claim or an ack, which change a few small columns, rewrote the whole
 //! row with its payload: each job's payload was written three times. In
 //! `queue_payloads` it is written once, read once by the claim, and
 //! deleted with its job. Created on every backend, as `queue_jobs` is; on
