@@ -300,6 +300,12 @@ pub struct Settings {
     /// How long a batch waits to fill, in milliseconds.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 20, global = true)]
     pub batch_linger_ms: u64,
+    /// How long an index batch waits to fill, in milliseconds. Longer
+    /// than persistence's: each bulk call is a tantivy commit (a segment
+    /// written and synced, merged later) or an Elasticsearch `_bulk`,
+    /// whose cost barely depends on its size.
+    #[arg(long, env = "INDEX_LINGER_MS", default_value_t = 250, global = true)]
+    pub index_linger_ms: u64,
     /// Bulk writes in flight per queue (on SQLite, 1 for the queues whose
     /// rows go to the database: it has one writer).
     #[arg(

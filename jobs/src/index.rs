@@ -79,13 +79,17 @@ impl QueueSpec for IndexMessages {
         if single_writer { 256 } else { 64 }
     }
 
-    /// Bigger bulk calls than persistence's: each tantivy commit writes
-    /// and syncs a new segment and merges it later, at a cost that barely
-    /// depends on its size (the embedded drain indexed 12.9k docs/s in
-    /// commits of 500, 35k in commits of 5,000).
+    /// Bigger bulk calls than persistence's, and a longer wait to fill
+    /// them: each tantivy commit writes and syncs a new segment and merges
+    /// it later, at a cost that barely depends on its size (the embedded
+    /// drain indexed 12.9k docs/s in commits of 500, 35k in commits of
+    /// 5,000). Under a steady load a batch is what arrived during the
+    /// linger: with 20 ms, `chat serve` committed tens of times a second,
+    /// and its fsyncs and segment writes held back the intake's commits.
     fn batch(config: &WorkerConfig) -> BatchConfig {
         BatchConfig {
             max_rows: config.index_batch_rows,
+            linger: config.index_linger,
             ..config.batch
         }
     }
@@ -103,5 +107,45 @@ impl QueueSpec for IndexMessages {
             .await
             .map(|_| ())
             .map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{persist::PersistMessage, settle::RetryPolicy};
+
+    fn config() -> WorkerConfig {
+        let retry = RetryPolicy {
+            max_attempts: 3,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(20),
+        };
+        WorkerConfig {
+            batch: BatchConfig {
+                max_rows: 512,
+                linger: Duration::from_millis(20),
+                writes_in_flight: 2,
+                write_timeout: Duration::from_secs(10),
+            },
+            retry,
+            index_retry: retry,
+            lease: Duration::from_secs(15),
+            index_batch_rows: 5_000,
+            index_linger: Duration::from_millis(250),
+        }
+    }
+
+    #[test]
+    fn index_batches_fill_for_their_own_linger_and_size() {
+        let config = config();
+        let index = IndexMessages::batch(&config);
+        assert_eq!(index.linger, Duration::from_millis(250));
+        assert_eq!(index.max_rows, 5_000);
+        let persist = PersistMessage::batch(&config);
+        assert_eq!(persist.linger, Duration::from_millis(20));
+        assert_eq!(persist.max_rows, 512);
     }
 }

@@ -42,6 +42,8 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Most rows of one index write (`INDEX_BATCH_SIZE`).
     pub index_batch_rows: usize,
+    /// Longest an index batch waits to fill (`INDEX_LINGER_MS`).
+    pub index_linger: Duration,
 }
 
 /// The backends the worker pools write to, each behind the gate that

@@ -91,6 +91,7 @@ impl Settings {
             },
             lease: Duration::from_millis(self.claim_idle_ms.max(1)),
             index_batch_rows: self.index_batch_size.max(1),
+            index_linger: Duration::from_millis(self.index_linger_ms),
         }
     }
 }

@@ -216,6 +216,7 @@ impl Stack {
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
             )
             .env("BATCH_LINGER_MS", "10")
+            .env("INDEX_LINGER_MS", "10")
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .stdout(if std::env::var("TEST_LOG").is_ok() {
                 Stdio::inherit()

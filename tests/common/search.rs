@@ -240,6 +240,7 @@ impl Pipeline {
             },
             lease: Duration::from_secs(15),
             index_batch_rows: 100,
+            index_linger: Duration::from_millis(10),
         };
         let (stop, shutdown) = watch::channel(false);
         let workers = {

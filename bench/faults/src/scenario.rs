@@ -241,6 +241,7 @@ fn role_env(config: &Config, redis: u16, db: u16, search_url: &str) -> Vec<(Stri
         ("ADMIN_TOKEN", "faults".into()),
         ("CLAIM_IDLE_MS", "3000".into()),
         ("BATCH_LINGER_MS", "10".into()),
+        ("INDEX_LINGER_MS", "10".into()),
         ("RUST_LOG", "warn".into()),
     ]
     .into_iter()
