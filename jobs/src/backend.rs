@@ -48,6 +48,7 @@ pub struct QueueBackend<T> {
     gate: Arc<Gate>,
     held: Arc<Held>,
     pauses: Arc<OperatorPauses>,
+    pace: Duration,
     stream: Option<BoxStream<'static, Result<Task<T>, StoreError>>>,
     _job: PhantomData<fn() -> T>,
 }
@@ -82,9 +83,19 @@ impl<T> QueueBackend<T> {
             gate: shared.gate,
             held: shared.held,
             pauses: shared.pauses,
+            pace: Duration::ZERO,
             stream: None,
             _job: PhantomData,
         }
+    }
+
+    /// Claims that find less than a full batch start at least `pace` apart.
+    /// Without it, a SQLite queue's worker wakes at every enqueue and claims
+    /// the one new job, a write of its own on the single writer, which the
+    /// enqueuer's next commit then waits behind.
+    pub fn paced(mut self, pace: Duration) -> Self {
+        self.pace = pace;
+        self
     }
 }
 
@@ -100,6 +111,9 @@ struct Feed {
     pauses: Arc<OperatorPauses>,
     buffer: VecDeque<Claimed>,
     failures: u32,
+    pace: Duration,
+    /// When the last claim that found less than a full batch started.
+    last_short_claim: Option<tokio::time::Instant>,
 }
 
 impl Feed {
@@ -115,6 +129,9 @@ impl Feed {
             }
             if let Some(job) = self.buffer.pop_front() {
                 return job;
+            }
+            if let Some(last) = self.last_short_claim.take() {
+                tokio::time::sleep_until(last + self.pace).await;
             }
             if !self.pauses.known() {
                 self.pauses.tick().await;
@@ -136,6 +153,7 @@ impl Feed {
             }
             self.gate.wait_open().await;
             self.tally.pause(None);
+            let started = tokio::time::Instant::now();
             // The claim runs as its own task. apalis stops polling this
             // stream when the worker shuts down but drops it only after the
             // in-flight jobs finish; a claim suspended mid-query would keep
@@ -159,6 +177,9 @@ impl Feed {
                         health::up(QUEUE_BACKEND);
                     }
                     self.failures = 0;
+                    if jobs.len() < self.batch && !self.pace.is_zero() {
+                        self.last_short_claim = Some(started);
+                    }
                     self.held.hold(&jobs);
                     self.buffer.extend(jobs);
                 }
@@ -286,6 +307,8 @@ impl<T: DeserializeOwned + Send + 'static> Backend for QueueBackend<T> {
                 pauses: self.pauses.clone(),
                 buffer: VecDeque::new(),
                 failures: 0,
+                pace: self.pace,
+                last_short_claim: None,
             })
         });
         stream.poll_next_unpin(cx)
@@ -316,5 +339,72 @@ impl<T: DeserializeOwned + Send + 'static> BackendConfig for QueueBackend<T> {
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
         Identity::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use chat_queue::SqliteQueue;
+
+    use super::*;
+
+    /// A feed over a fresh SQLite queue that claims up to `batch` jobs.
+    async fn feed_over_sqlite(batch: usize, pace: Duration) -> (Arc<dyn JobQueue>, Feed) {
+        let path = std::env::temp_dir().join(format!("pace-{}.db", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let db = chat_links::db::connect(&url).await.unwrap();
+        chat_links::db::migrate(&db).await.unwrap();
+        let writer = chat_links::db::connect_writer(&url).await.unwrap();
+        let queue: Arc<dyn JobQueue> = SqliteQueue::new(db, writer, Duration::from_secs(30));
+        let feed = Feed {
+            queue: queue.clone(),
+            name: QueueName::Index,
+            consumer: "paced".into(),
+            batch,
+            max_attempts: 3,
+            tally: Arc::default(),
+            gate: Gate::new("search", Arc::new(|| Box::pin(async { Ok(()) }))),
+            held: Arc::default(),
+            pauses: OperatorPauses::none(),
+            buffer: VecDeque::new(),
+            failures: 0,
+            pace,
+            last_short_claim: None,
+        };
+        (queue, feed)
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_found_little_waits_its_pace_before_the_next() {
+        let pace = Duration::from_secs(2);
+        let (queue, mut feed) = feed_over_sqlite(8, pace).await;
+        let started = Instant::now();
+        queue.enqueue(QueueName::Index, "1".into()).await.unwrap();
+        assert_eq!(feed.next().await.payload, "1");
+        queue.enqueue(QueueName::Index, "2".into()).await.unwrap();
+        assert_eq!(feed.next().await.payload, "2");
+        assert!(
+            started.elapsed() >= pace,
+            "the second claim came {:?} after the first started",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_claim_is_followed_at_once() {
+        let pace = Duration::from_secs(2);
+        let (queue, mut feed) = feed_over_sqlite(1, pace).await;
+        queue.enqueue(QueueName::Index, "1".into()).await.unwrap();
+        queue.enqueue(QueueName::Index, "2".into()).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(feed.next().await.payload, "1");
+        assert_eq!(feed.next().await.payload, "2");
+        assert!(
+            started.elapsed() < pace,
+            "a full claim held the next back for {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! these jobs fail and retry with backoff, and index once it is back. The
 //! document keeps the row's version, and the backends never let an older
 //! version replace a newer one, so a late or redelivered job is harmless.
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use apalis_core::{error::BoxDynError, task::data::Data};
 use async_trait::async_trait;
@@ -94,6 +94,14 @@ impl QueueSpec for IndexMessages {
         }
     }
 
+    /// A batch waits its linger for more rows anyway, so claiming more
+    /// often than a few times per linger gains nothing. On SQLite, where
+    /// each enqueue wakes the worker, claiming at every one cost a write
+    /// transaction (and a sync) per intake commit on the one writer.
+    fn claim_pace(config: &WorkerConfig) -> Duration {
+        config.index_linger / 5
+    }
+
     /// Hands every row to the batcher at once, so rows of several jobs
     /// share a bulk call; the job succeeds when all of its rows are
     /// indexed.
@@ -112,8 +120,6 @@ impl QueueSpec for IndexMessages {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::{persist::PersistMessage, settle::RetryPolicy};
 

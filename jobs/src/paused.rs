@@ -52,6 +52,15 @@ impl OperatorPauses {
         }
     }
 
+    /// Pauses known to be none, for tests that claim without a database
+    /// to read them from.
+    #[cfg(test)]
+    pub(crate) fn none() -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Some(Vec::new())),
+        })
+    }
+
     /// Whether the pauses were read at least once.
     pub fn known(&self) -> bool {
         self.current.read().unwrap().is_some()

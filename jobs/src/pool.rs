@@ -162,6 +162,11 @@ pub(crate) trait QueueSpec: DeserializeOwned + Send + Sync + 'static {
     fn batch(config: &WorkerConfig) -> BatchConfig {
         config.batch
     }
+    /// The least time between the starts of two claims that found less
+    /// than a full batch: none by default.
+    fn claim_pace(_: &WorkerConfig) -> Duration {
+        Duration::ZERO
+    }
     fn handle(
         self,
         batcher: Data<Batcher<Self::Row>>,
@@ -216,7 +221,8 @@ async fn run_queue<J: QueueSpec>(
                 held: settler.held.clone(),
                 pauses: pauses.clone(),
             },
-        );
+        )
+        .paced(J::claim_pace(&config));
         let heartbeat = pulse::heartbeat(
             deps.writer.clone(),
             worker_name.clone(),
