@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`backend`]: an apalis `Backend` over `chat-queue`'s durable queue, so
-//!   apalis drives our own Redis Streams or SQLite queue.
+//!   apalis drives our own Redis Streams or SQLite queue, with claims
+//!   paced where batches linger long.
 //! - [`settle`]: what happens after a handler returns: ack after the
 //!   commit, hand back after an outage, or retry with exponential backoff
 //!   and jitter, or bury.
