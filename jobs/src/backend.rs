@@ -352,7 +352,8 @@ mod tests {
 
     /// A feed over a fresh SQLite queue that claims up to `batch` jobs.
     async fn feed_over_sqlite(batch: usize, pace: Duration) -> (Arc<dyn JobQueue>, Feed) {
-        let path = std::env::temp_dir().join(format!("pace-{}.db", uuid::Uuid::new_v4()));
+        let path =
+            std::env::temp_dir().join(format!("chat-pace-{}.db", uuid::Uuid::new_v4().simple()));
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let db = chat_links::db::connect(&url).await.unwrap();
         chat_links::db::migrate(&db).await.unwrap();
