@@ -85,7 +85,8 @@ impl QueueSpec for IndexMessages {
     /// drain indexed 12.9k docs/s in commits of 500, 35k in commits of
     /// 5,000). Under a steady load a batch is what arrived during the
     /// linger: with 20 ms, `chat serve` committed tens of times a second,
-    /// and its fsyncs and segment writes held back the intake's commits.
+    /// each commit a segment to write and later merge, and an ack on the
+    /// SQLite writer the intake commits through.
     fn batch(config: &WorkerConfig) -> BatchConfig {
         BatchConfig {
             max_rows: config.index_batch_rows,
