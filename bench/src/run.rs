@@ -187,6 +187,17 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     api.ensure_running()?;
     let api_only_rss = api.peak_rss_mb()?;
 
+    // The embedded profile is one process: `serve` runs every role, and
+    // takes the API's place before the drain. Stopping the API is not the
+    // pipeline's work, and its shutdown gives the bench's idle keep-alive
+    // connections a lame-duck second (see the binary's `http`), so it
+    // stops before the drain's clock starts.
+    let api = if d.profile == "embedded" {
+        api.stop(Duration::from_secs(30)).await?;
+        None
+    } else {
+        Some(api)
+    };
     quiet().await;
     eprintln!(
         "[{}] drain: start the worker on {} queued messages",
@@ -195,15 +206,13 @@ pub async fn run(d: &Deployment, o: &Options) -> anyhow::Result<Report> {
     let drain_started = Instant::now();
     let machine = MachineCpu::start();
     let others = OtherCpu::now();
-    // The embedded profile is one process; it runs every role as `serve`.
-    let (mut worker, api) = if d.profile == "embedded" {
-        api.stop(Duration::from_secs(30)).await?;
+    let mut worker = if d.profile == "embedded" {
         let port = free_port()?;
         let serve = d.start("serve", Some(port))?;
         client = ChatApi::new(&format!("http://127.0.0.1:{port}"), c)?;
-        (serve, None)
+        serve
     } else {
-        (d.start("worker", None)?, Some(api))
+        d.start("worker", None)?
     };
     wait_for_rows(&db, app_id, o.messages as i64, &mut worker).await?;
     if d.profile == "embedded" {
