@@ -10,7 +10,8 @@
 //! - [`RedisStreamQueue`]: a Redis stream per queue with a consumer group,
 //!   a retry ZSET and a capped dead-letter stream;
 //! - [`SqliteQueue`]: a `queue_jobs` table, leased by UPDATE … RETURNING, with
-//!   the payloads kept apart in `queue_payloads`.
+//!   the payloads kept apart in `queue_payloads`; a committed job wakes the
+//!   claims waiting on its own queue in this process, and only those.
 //!
 //! On a Redis Cluster, [`ShardedQueue`] holds one `RedisStreamQueue` per
 //! shard and routes each job to the shard that holds it.

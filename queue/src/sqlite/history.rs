@@ -122,7 +122,7 @@ impl JobHistory for SqliteQueue {
                 ],
             )
             .await?;
-        self.notify();
+        self.notify(queue);
         // The row keeps its id: the handle stays the same in every state.
         Ok((revived == 1).then(|| id.to_owned()))
     }
@@ -155,7 +155,7 @@ impl JobHistory for SqliteQueue {
         ];
         let due = self.exec(&sql, values).await? == 1;
         if due {
-            self.notify();
+            self.notify(queue);
         }
         Ok(due)
     }

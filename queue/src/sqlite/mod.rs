@@ -20,7 +20,7 @@
 use std::{sync::Arc, time::Duration};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, futures::Notified};
 
 use crate::{Claimed, QueueName};
 use chat_links::error::Result;
@@ -42,8 +42,12 @@ pub struct SqliteQueue {
     lease: Duration,
     /// Most done rows kept per queue; enforced by `trim`.
     done_cap: u64,
-    /// Wakes consumers in this process as soon as a job is committed.
-    pushed: Arc<Notify>,
+    /// Wakes consumers of a queue in this process as soon as one of its
+    /// jobs is committed, one per [`QueueName`]: an intake commit on the
+    /// embedded profile, many a second, enqueues index jobs only, and
+    /// waking the other queues' claims would cost each an empty claim on
+    /// the one SQLite writer the intake commits through.
+    pushed: [Notify; QueueName::ALL.len()],
 }
 
 #[derive(FromQueryResult)]
@@ -90,7 +94,7 @@ impl SqliteQueue {
             writer,
             lease,
             done_cap: 10_000,
-            pushed: Arc::new(Notify::new()),
+            pushed: std::array::from_fn(|_| Notify::new()),
         })
     }
 
@@ -216,9 +220,15 @@ impl SqliteQueue {
         Ok(())
     }
 
-    /// Wakes the claims that wait for new jobs.
-    pub fn notify(&self) {
-        self.pushed.notify_waiters();
+    /// Wakes the claims that wait for new jobs of `queue`.
+    pub fn notify(&self, queue: QueueName) {
+        self.pushed[queue as usize].notify_waiters();
+    }
+
+    /// Completes at the next [`Self::notify`] of `queue` after this call,
+    /// even if not polled before it.
+    pub fn pushed(&self, queue: QueueName) -> Notified<'_> {
+        self.pushed[queue as usize].notified()
     }
 
     async fn try_claim(

@@ -16,7 +16,7 @@ impl JobQueue for SqliteQueue {
         trace: Option<String>,
     ) -> Result<()> {
         Self::insert(&self.writer, queue, payload, trace.as_deref()).await?;
-        self.notify();
+        self.notify(queue);
         Ok(())
     }
 
@@ -31,7 +31,7 @@ impl JobQueue for SqliteQueue {
         loop {
             // Register interest before looking, so a push between the look
             // and the wait is not missed.
-            let pushed = self.pushed.notified();
+            let pushed = self.pushed(queue);
             let jobs = self.try_claim(queue, consumer, max).await?;
             let now = tokio::time::Instant::now();
             if !jobs.is_empty() || now >= deadline {
@@ -86,7 +86,7 @@ impl JobQueue for SqliteQueue {
         Ok(())
     }
 
-    async fn defer(&self, _queue: QueueName, jobs: &[Claimed], delay: Duration) -> Result<()> {
+    async fn defer(&self, queue: QueueName, jobs: &[Claimed], delay: Duration) -> Result<()> {
         let run_at = chat_links::now_millis() + delay.as_millis() as i64;
         for chunk in jobs.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(", ");
@@ -107,7 +107,7 @@ impl JobQueue for SqliteQueue {
             )
             .await?;
         }
-        self.notify();
+        self.notify(queue);
         Ok(())
     }
 
@@ -161,7 +161,10 @@ impl JobQueue for SqliteQueue {
             vec![consumer.into()],
         )
         .await?;
-        self.notify();
+        // The statement frees the consumer's leases in whatever queue.
+        for queue in QueueName::ALL {
+            self.notify(queue);
+        }
         Ok(())
     }
 }

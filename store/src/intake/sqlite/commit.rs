@@ -46,8 +46,10 @@ impl WholeGroup<Request> for Committer {
 
     async fn run(&self, group: &[Request]) -> Result<Vec<Result<Accepted>>> {
         let ops: Vec<(&Op, &WriteMeta)> = group.iter().map(|r| (&r.op, &r.meta)).collect();
-        let accepted = self.apply_all(&ops).await?;
-        self.queue.notify();
+        let (accepted, fed) = self.apply_all(&ops).await?;
+        for queue in fed {
+            self.queue.notify(queue);
+        }
         Ok(accepted.into_iter().map(Ok).collect())
     }
 
@@ -68,10 +70,15 @@ impl Committer {
     /// of one group were all in flight at once, so any order among them is
     /// one their clients could have seen: new messages without an
     /// idempotency record, most of any group, are written together in a
-    /// few statements, after the others.
-    async fn apply_all(&self, ops: &[(&Op, &WriteMeta)]) -> Result<Vec<Accepted>> {
+    /// few statements, after the others. Also returns the queues that got
+    /// jobs, whose claims are woken once the transaction commits.
+    async fn apply_all(
+        &self,
+        ops: &[(&Op, &WriteMeta)],
+    ) -> Result<(Vec<Accepted>, Vec<QueueName>)> {
         let txn = self.writer.begin().await?;
         let mut out: Vec<Option<Accepted>> = (0..ops.len()).map(|_| None).collect();
+        let mut fed = Vec::new();
         let mut plain = Vec::new();
         for (i, (op, meta)) in ops.iter().enumerate() {
             let link = meta.idempotency.as_ref();
@@ -103,6 +110,9 @@ impl Committer {
                 continue;
             }
             let accepted = self.apply(&txn, op, meta.trace.as_deref()).await?;
+            if !fed.contains(&op.queue()) {
+                fed.push(op.queue());
+            }
             if let Some(link) = link {
                 record(&txn, link, &accepted).await?;
             }
@@ -114,12 +124,14 @@ impl Committer {
             for ((i, _), row) in plain.iter().zip(rows) {
                 out[*i] = Some(Accepted::Message(row));
             }
+            fed.push(QueueName::Index);
         }
         txn.commit().await?;
-        Ok(out
+        let accepted = out
             .into_iter()
             .map(|a| a.expect("every op was applied"))
-            .collect())
+            .collect();
+        Ok((accepted, fed))
     }
 
     /// Numbers, versions, pending entries and jobs for new messages, in
@@ -221,7 +233,7 @@ impl Committer {
                 };
                 self.stage(
                     txn,
-                    QueueName::Chats,
+                    op.queue(),
                     &chat_scope(app_id, number),
                     row.version,
                     &row,
@@ -238,7 +250,7 @@ impl Committer {
                     ..current.clone()
                 };
                 let scope = chat_scope(row.application_id, row.number);
-                self.stage(txn, QueueName::Chats, &scope, row.version, &row, trace)
+                self.stage(txn, op.queue(), &scope, row.version, &row, trace)
                     .await?;
                 Ok(Accepted::Chat(row))
             }
@@ -265,7 +277,7 @@ impl Committer {
                     updated_at: now,
                 };
                 let scope = message_scope(app_id, chat_number, number);
-                self.stage(txn, QueueName::Messages, &scope, row.version, &row, trace)
+                self.stage(txn, op.queue(), &scope, row.version, &row, trace)
                     .await?;
                 Ok(Accepted::Message(row))
             }
@@ -277,7 +289,7 @@ impl Committer {
                     ..current.clone()
                 };
                 let scope = message_scope(row.application_id, row.chat_number, row.number);
-                self.stage(txn, QueueName::Messages, &scope, row.version, &row, trace)
+                self.stage(txn, op.queue(), &scope, row.version, &row, trace)
                     .await?;
                 Ok(Accepted::Message(row))
             }

@@ -66,6 +66,16 @@ pub(super) enum Op {
     },
 }
 
+impl Op {
+    /// The queue of the job a staged op enqueues.
+    fn queue(&self) -> QueueName {
+        match self {
+            Op::CreateChat { .. } | Op::UpdateChat { .. } => QueueName::Chats,
+            Op::CreateMessage { .. } | Op::UpdateMessage { .. } => QueueName::Messages,
+        }
+    }
+}
+
 pub(super) enum Accepted {
     Chat(ChatRow),
     Message(MessageRow),
